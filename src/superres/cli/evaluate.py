@@ -1,0 +1,142 @@
+"""`superres evaluate`: mean PSNR/SSIM of a model on benchmark folders at several scales."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from superres.errors import ConfigError
+from superres.evaluate import EvalResult, Protocol, dataset_name, evaluate_model
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model on benchmark folders (paper protocol)",
+        description="Score a model on folders of HR images. LR images are made on the fly by "
+        "MATLAB-compatible bicubic downscaling (or read from --lr-dir), and PSNR/SSIM are computed "
+        "on the BT.601 Y channel with the border shaved, as the SR papers do.",
+    )
+    parser.add_argument("folders", nargs="+", type=Path, help="folders of HR images (e.g. Set5/HR)")
+    parser.add_argument(
+        "--model", default="bicubic", help="registered or shipped model name, or a .safetensors checkpoint"
+    )
+    parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
+    parser.add_argument(
+        "--lr-dir",
+        type=Path,
+        help="read LR images from this folder instead (with one folder: LR_DIR/X{scale}/NAME or LR_DIR/NAME)",
+    )
+    parser.add_argument("--per-image", action="store_true", help="also print every image's score")
+    parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    parser.add_argument("--save-dir", type=Path, help="write the SR images here")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--shave", type=int, help="border pixels left out (default: the scale)")
+    parser.add_argument("--rgb", action="store_true", help="score all RGB channels instead of Y")
+    parser.add_argument(
+        "--no-round-y", action="store_true", help="keep Y unrounded (MATLAB rounds it for uint8 images)"
+    )
+    parser.add_argument(
+        "--gray-through-rgb",
+        action="store_true",
+        help="score gray images as R=G=B through BT.601 instead of as their own Y",
+    )
+    parser.add_argument("--quantize-lr", action="store_true", help="round the synthetic LR to uint8")
+    parser.set_defaults(run=run)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load(spec: str, scale: int, device: str):
+    from superres.pretrained import resolve_model
+
+    return resolve_model(spec, scale).to(device)
+
+
+def _lr_dir_for(lr_dir: Path | None, scale: int) -> Path | None:
+    if lr_dir is None:
+        return None
+    scaled = lr_dir / f"X{scale}"
+    return scaled if scaled.is_dir() else lr_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol = Protocol(
+        y_only=not args.rgb,
+        shave=args.shave,
+        round_y=not args.no_round_y,
+        gray_as_y=not args.gray_through_rgb,
+        quantize_lr=args.quantize_lr,
+    )
+    if args.lr_dir is not None and len(args.folders) != 1:
+        raise ConfigError("--lr-dir goes with exactly one HR folder")
+    device = _device(args.device)
+    results: list[EvalResult] = []
+    for scale in args.scale:
+        model = _load(args.model, scale, device)
+        for folder in args.folders:
+            save_dir = args.save_dir / dataset_name(folder) if args.save_dir else None
+            results.append(
+                evaluate_model(
+                    model,
+                    folder,
+                    scale,
+                    protocol=protocol,
+                    lr_dir=_lr_dir_for(args.lr_dir, scale),
+                    save_dir=save_dir,
+                    device=device,
+                    model_name=args.model,
+                )
+            )
+    print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")
+    return 0
+
+
+def _rows(results: list[EvalResult], per_image: bool) -> list[dict]:
+    rows = []
+    for result in results:
+        rows.append(
+            {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": "(mean)",
+             "psnr": round(result.psnr, 4), "ssim": round(result.ssim, 4)}
+        )
+        if per_image:
+            rows.extend(
+                {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": score.name,
+                 "psnr": round(score.psnr, 4), "ssim": round(score.ssim, 4)}
+                for score in result.per_image
+            )
+    return rows
+
+
+def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, protocol: Protocol) -> str:
+    """Render results as a text table, markdown, CSV or JSON, with the protocol stated."""
+    rows = _rows(results, per_image)
+    if fmt == "json":
+        return json.dumps({"protocol": protocol.describe(), "results": rows}, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
+    lines = [[r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"] for r in rows]
+    if not per_image:
+        header.remove("image")
+        lines = [line[:3] + line[4:] for line in lines]
+    if fmt == "markdown":
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+    else:
+        widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
+        out = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *lines]]
+    return "\n".join(out) + f"\n\nProtocol: {protocol.describe()}.\n"

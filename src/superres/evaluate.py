@@ -1,0 +1,229 @@
+"""Scoring a model on benchmark folders by the protocol of the SR papers.
+
+The default `Protocol` reproduces the SRCNN / VDSR / RED-Net evaluation code and with it the
+published bicubic rows to the second decimal:
+
+1. HR is cropped to a multiple of the scale (modcrop).
+2. Y models (and the parameter-free bicubic baseline) work on the BT.601 Y channel, computed first
+   and rounded to uint8 as MATLAB's `rgb2ycbcr` does for uint8 images; a single-channel gray image
+   is its own Y. RGB models are degraded and run on RGB, and their output is converted to Y.
+3. LR = MATLAB bicubic `imresize(hr / 255, 1 / scale)` in floating point, not re-quantised (as in
+   the papers' scripts); `lr_dir` reads MATLAB-made LR files instead.
+4. SR is rounded to uint8; PSNR and SSIM are computed on Y with `scale` pixels shaved.
+
+Every choice is a field of `Protocol`; `Protocol.describe()` is printed beside every number.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from superres.color import rgb_to_y
+from superres.metrics import psnr, ssim
+from superres.resize import imresize, modcrop
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How an SR result is scored. The defaults are the papers'."""
+
+    y_only: bool = True  # score the BT.601 Y channel (False: all RGB channels)
+    shave: int | None = None  # border pixels left out; None = the scale
+    round_y: bool = True  # Y rounded to uint8, as MATLAB rgb2ycbcr on uint8 images
+    gray_as_y: bool = True  # a single-channel image is its own Y (not R=G=B through BT.601)
+    quantize_lr: bool = False  # round the synthetic LR to uint8 (the papers' scripts did not)
+    degradation: str = "bicubic"  # MATLAB imresize kernel that makes the LR: bicubic | bilinear
+
+    def shave_for(self, scale: int) -> int:
+        return scale if self.shave is None else self.shave
+
+    def describe(self, scale: int | None = None) -> str:
+        shave = f"{self.shave} px" if self.shave is not None else "scale px"
+        if scale is not None:
+            shave = f"{self.shave_for(scale)} px"
+        channel = "BT.601 Y channel" if self.y_only else "RGB channels"
+        lr = f"LR by MATLAB {self.degradation} imresize(modcrop(HR), 1/scale)"
+        return (
+            f"PSNR/SSIM on the {channel} ({'rounded to uint8, ' if self.round_y else ''}"
+            f"gray images as Y), border of {shave} shaved, SR rounded to uint8, {lr}"
+            f"{', LR quantised to uint8' if self.quantize_lr else ''}; SSIM: Wang et al. 2004, "
+            "11x11 Gaussian (sigma 1.5), valid region"
+        )
+
+
+@dataclass
+class ImageScore:
+    name: str
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class EvalResult:
+    """Mean PSNR/SSIM of one model on one folder at one scale, with the per-image scores."""
+
+    dataset: str
+    scale: int
+    model: str
+    per_image: list[ImageScore] = field(default_factory=list)
+
+    @property
+    def psnr(self) -> float:
+        return float(np.mean([score.psnr for score in self.per_image]))
+
+    @property
+    def ssim(self) -> float:
+        return float(np.mean([score.ssim for score in self.per_image]))
+
+
+def _round_uint8(values: np.ndarray) -> np.ndarray:
+    return np.floor(np.clip(values, 0, 255) + 0.5)
+
+
+def evaluation_plane(image_uint8: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """The plane a score is computed on, float64 on the 0..255 scale (HW, or HWC for RGB)."""
+    if image_uint8.ndim == 2:
+        image_uint8 = image_uint8[..., None]
+    if image_uint8.shape[2] in (2, 4):
+        image_uint8 = image_uint8[..., :-1]  # alpha plays no part in the score
+    if image_uint8.shape[2] == 1:
+        plane = image_uint8[..., 0].astype(np.float64)
+        if not protocol.gray_as_y:
+            plane = rgb_to_y(np.repeat(image_uint8, 3, axis=2) / 255.0) * 255.0
+            plane = _round_uint8(plane) if protocol.round_y else plane
+        return plane if protocol.y_only else plane[..., None]
+    if not protocol.y_only:
+        return image_uint8.astype(np.float64)
+    plane = rgb_to_y(image_uint8.astype(np.float64) / 255.0) * 255.0
+    return _round_uint8(plane) if protocol.round_y else plane
+
+
+def model_input(
+    hr_uint8: np.ndarray,
+    scale: int,
+    channels: str,
+    protocol: Protocol,
+    lr_uint8: np.ndarray | None = None,
+) -> np.ndarray:
+    """The LR image a model sees, float64 HWC in [0, 1]: Y (1 channel) or RGB (3 channels)."""
+
+    def to_model_channels(image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = image[..., None]
+        image = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
+        if channels == "Y":
+            if image.shape[2] == 1:
+                return image.astype(np.float64) / 255.0
+            y = evaluation_plane(image, Protocol(round_y=protocol.round_y))
+            return y[..., None] / 255.0
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        return image.astype(np.float64) / 255.0
+
+    if lr_uint8 is not None:
+        return to_model_channels(lr_uint8)
+    hr = to_model_channels(modcrop(hr_uint8, scale))
+    lr = imresize(hr, 1.0 / scale, kernel=protocol.degradation)
+    if protocol.quantize_lr:
+        lr = _round_uint8(lr * 255.0) / 255.0
+    return lr
+
+
+@torch.no_grad()
+def super_resolve(model: torch.nn.Module, lr: np.ndarray, *, device: str = "cpu") -> np.ndarray:
+    """Run a model on one float HWC image in [0, 1]; returns float64 HWC, not clipped."""
+    tensor = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None].to(device)
+    sr = model(tensor)
+    return sr[0].permute(1, 2, 0).double().cpu().numpy()
+
+
+def _sr_plane(sr: np.ndarray, hr_is_gray: bool, protocol: Protocol) -> np.ndarray:
+    """The scoring plane of an SR result (uint8 HWC with 1 or 3 channels)."""
+    if sr.shape[2] == 3 and hr_is_gray:
+        # An RGB model on a gray image: its channels are averaged back to gray.
+        sr = _round_uint8(sr.mean(axis=2, keepdims=True)).astype(np.uint8)
+    if sr.shape[2] == 1:
+        if not protocol.y_only and not hr_is_gray:
+            raise ValueError("a Y model can only be scored on the Y channel (y_only=True)")
+        # A Y model's output is already the Y plane (rounded), a gray result its own Y.
+        return sr[..., 0].astype(np.float64) if protocol.y_only else sr.astype(np.float64)
+    return evaluation_plane(sr, protocol)
+
+
+def score_image(
+    model: torch.nn.Module,
+    hr_uint8: np.ndarray,
+    scale: int,
+    *,
+    channels: str,
+    protocol: Protocol = Protocol(),
+    lr_uint8: np.ndarray | None = None,
+    device: str = "cpu",
+) -> tuple[float, float, np.ndarray]:
+    """(PSNR, SSIM, SR image uint8 HWC in the model's channels) for one HR image."""
+    hr_uint8 = modcrop(hr_uint8, scale)
+    lr = model_input(hr_uint8, scale, channels, protocol, lr_uint8)
+    sr = _round_uint8(super_resolve(model, lr, device=device) * 255.0).astype(np.uint8)
+    if sr.shape[:2] != hr_uint8.shape[:2]:
+        raise ValueError(f"SR size {sr.shape[:2]} does not match the modcropped HR {hr_uint8.shape[:2]}")
+    hr_is_gray = hr_uint8.ndim == 2 or hr_uint8.shape[2] in (1, 2)
+    hr_plane = evaluation_plane(hr_uint8, protocol)
+    sr_plane = _sr_plane(sr, hr_is_gray, protocol)
+    shave = protocol.shave_for(scale)
+    return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr
+
+
+def dataset_name(folder: Path) -> str:
+    """'Set5' for both `.../Set5` and `.../Set5/HR`."""
+    folder = Path(folder)
+    return folder.parent.name if folder.name.upper() == "HR" else folder.name
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    hr_dir: Path,
+    scale: int,
+    *,
+    channels: str | None = None,
+    protocol: Protocol = Protocol(),
+    lr_dir: Path | None = None,
+    save_dir: Path | None = None,
+    device: str = "cpu",
+    model_name: str | None = None,
+) -> EvalResult:
+    """Mean and per-image PSNR/SSIM of `model` on the HR images of `hr_dir` at `scale`."""
+    from superres.io import list_images, read_image, write_image
+
+    info = getattr(model, "info", None)
+    if channels is None:
+        channels = info.channels if info is not None else "RGB"
+    if info is not None and info.name == "bicubic":
+        channels = "Y"  # channel-agnostic: the papers' bicubic baseline is computed on Y
+    name = model_name or (info.name if info is not None else type(model).__name__)
+    result = EvalResult(dataset=dataset_name(hr_dir), scale=scale, model=name)
+    was_training = model.training
+    model.eval()
+    try:
+        for path in list_images(hr_dir):
+            hr = read_image(path).pixels
+            lr = None
+            if lr_dir is not None:
+                lr_path = Path(lr_dir) / path.name
+                lr = read_image(lr_path).pixels
+            psnr_value, ssim_value, sr = score_image(
+                model, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, device=device
+            )
+            result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
+            logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
+            if save_dir is not None:
+                write_image(Path(save_dir) / f"{path.stem}_x{scale}_{name}.png", sr.squeeze() if sr.shape[2] == 1 else sr)
+    finally:
+        model.train(was_training)
+    return result
