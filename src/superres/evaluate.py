@@ -119,10 +119,8 @@ def model_input(
             image = image[..., None]
         image = image[..., :3] if image.shape[2] >= 3 else image[..., :1]
         if channels == "Y":
-            if image.shape[2] == 1:
-                return image.astype(np.float64) / 255.0
-            y = evaluation_plane(image, Protocol(round_y=protocol.round_y))
-            return y[..., None] / 255.0
+            y_protocol = Protocol(round_y=protocol.round_y, gray_as_y=protocol.gray_as_y)
+            return evaluation_plane(image, y_protocol)[..., None] / 255.0
         if image.shape[2] == 1:
             image = np.repeat(image, 3, axis=2)
         return image.astype(np.float64) / 255.0
