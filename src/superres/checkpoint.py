@@ -1,0 +1,192 @@
+"""Checkpoints: model weights and training state in one safetensors file, metadata as JSON.
+
+A checkpoint is a plain safetensors file (never pickle): the model's `state_dict()` under its own
+names, optional extra tensors under the prefix `_extra.`, and one header metadata key `superres`
+holding `json.dumps(metadata)`. `metadata` always names `model`, `scale`, `model_kwargs` and
+`channels`, so `load_model` can rebuild the network with `create_model` alone.
+
+The trainer also stores its resumable state here: the optimizer's tensors flattened to
+`_extra.optim.<param_index>.<key>` (its other parts in the JSON), RNG states as uint8 tensors.
+Writes are atomic (temporary file in the same folder, then `os.replace`), so a crash or a full disk
+never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from superres.errors import CheckpointError, ModelError
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "superres"
+EXTRA_PREFIX = "_extra."
+OPTIMIZER_PREFIX = "optim."
+FORMAT_VERSION = 1
+REQUIRED_METADATA = ("model", "scale", "model_kwargs", "channels")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    metadata: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write `model`'s weights, `extra_tensors` and `metadata` (JSON) to `path`, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
+    metadata = {"format_version": FORMAT_VERSION, **metadata}
+    tensors = {name: _storable(tensor) for name, tensor in model.state_dict().items()}
+    for name, tensor in (extra_tensors or {}).items():
+        tensors[EXTRA_PREFIX + name] = _storable(tensor)
+    header = {METADATA_KEY: json.dumps(metadata, allow_nan=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, temp_name, metadata=header)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _storable(tensor: torch.Tensor) -> torch.Tensor:
+    # safetensors refuses shared or strided storage; a private contiguous CPU copy always works.
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def load_checkpoint(
+    path: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint: (model state_dict, metadata, extra tensors without their prefix)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            header = reader.metadata() or {}
+            tensors = {name: reader.get_tensor(name) for name in reader.keys()}
+    except CheckpointError:
+        raise
+    except Exception as error:  # safetensors raises its own error types for every kind of damage
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({error})") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path}: a safetensors file, but not a superres checkpoint")
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: its superres metadata is not valid JSON") from None
+    if not isinstance(metadata, dict) or any(key not in metadata for key in REQUIRED_METADATA):
+        raise CheckpointError(f"{path}: superres metadata lacks one of {', '.join(REQUIRED_METADATA)}")
+    state_dict = {name: t for name, t in tensors.items() if not name.startswith(EXTRA_PREFIX)}
+    extra = {name[len(EXTRA_PREFIX):]: t for name, t in tensors.items() if name.startswith(EXTRA_PREFIX)}
+    return state_dict, metadata, extra
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    expect_model: str | None = None,
+    expect_scale: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a checkpoint describes and load its weights strictly.
+
+    `expect_model` / `expect_scale` turn "this is a checkpoint of something else" into a clear
+    CheckpointError instead of a shape mismatch deep inside PyTorch.
+    """
+    from superres.models import create_model
+
+    state_dict, metadata, _ = load_checkpoint(path)
+    check_checkpoint_matches(path, metadata, expect_model, expect_scale)
+    model = create_model(metadata["model"], int(metadata["scale"]), **metadata["model_kwargs"])
+    load_state_strictly(model, state_dict, path)
+    model.to(device)
+    model.eval()
+    return model, metadata
+
+
+def check_checkpoint_matches(
+    path: str | Path, metadata: dict[str, Any], expect_model: str | None, expect_scale: int | None
+) -> None:
+    """Raise CheckpointError when a checkpoint holds another model or scale than expected."""
+    if expect_model is not None and metadata["model"] != expect_model:
+        raise CheckpointError(
+            f"{path} holds a '{metadata['model']}' model, not the expected '{expect_model}'"
+        )
+    if expect_scale is not None and int(metadata["scale"]) != int(expect_scale):
+        raise CheckpointError(
+            f"{path} holds a x{metadata['scale']} model, not the expected x{expect_scale}"
+        )
+
+
+def load_state_strictly(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """`model.load_state_dict(strict=True)` with a one-line ModelError instead of a long dump."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise ModelError(
+            f"{path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for name, tensor in expected.items():
+        if tuple(state_dict[name].shape) != tuple(tensor.shape):
+            raise ModelError(
+                f"{path} does not match the model: '{name}' has shape "
+                f"{tuple(state_dict[name].shape)}, the model expects {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state_dict, strict=True)
+
+
+# --- optimizer state: tensors into the safetensors body, everything else into the JSON ----------
+
+
+def optimizer_state_to_storage(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split `optimizer.state_dict()` into tensors (`optim.<index>.<key>`) and JSON-able parts."""
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain_state: dict[str, dict[str, Any]] = {}
+    for index, per_param in state_dict["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{OPTIMIZER_PREFIX}{index}.{key}"] = value
+            else:
+                plain_state.setdefault(str(index), {})[key] = value
+    json_part = {"param_groups": state_dict["param_groups"], "plain_state": plain_state}
+    return tensors, json_part
+
+
+def optimizer_state_from_storage(
+    extra: dict[str, torch.Tensor], json_part: dict[str, Any]
+) -> dict[str, Any]:
+    """Rebuild the dict `optimizer.load_state_dict` expects from `optimizer_state_to_storage`'s parts."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in extra.items():
+        if not name.startswith(OPTIMIZER_PREFIX):
+            continue
+        index, key = name[len(OPTIMIZER_PREFIX):].split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, plain in json_part.get("plain_state", {}).items():
+        state.setdefault(int(index), {}).update(plain)
+    param_groups = [dict(group) for group in json_part["param_groups"]]
+    for group in param_groups:
+        # JSON turns tuples into lists; Adam's betas read the same either way, but keep the type.
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    return {"state": state, "param_groups": param_groups}

@@ -1,0 +1,278 @@
+"""Training configuration: the `TrainConfig` dataclass, JSON files, presets and their validation.
+
+A configuration is built in layers: the dataclass defaults, then a preset
+(`src/superres/configs/<name>.json`, shipped inside the package) or a JSON file, then the command
+line's flags. `resolve_config` fills what the model decides (colour channels, degradation) from
+`superres.models.get_model_info`, and `validate_config` turns every bad value into a ConfigError
+or ModelError naming it. The effective configuration is saved as `RUN_DIR/config.json`, which is
+also what `superres train --resume RUN_DIR` reads back.
+
+Keys starting with `_` (such as `"_comment"`) are ignored, so a preset can say where its numbers
+come from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from superres.errors import ConfigError, ModelError
+
+PRESET_PACKAGE = "superres.configs"
+CONFIG_FILENAME = "config.json"
+
+LOSSES = ("mse", "l1")
+SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("adam",)
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+CHANNELS = ("Y", "RGB")
+DEGRADATIONS = ("bicubic", "bilinear")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Sizes of patches are in LR pixels.
+
+    Length: exactly one of `iterations` (optimizer steps) or `epochs`. An epoch is
+    `ceil(num_pairs / global_batch)` steps for a prepared patch file and, for HR images sampled on
+    the fly, as many steps as it takes to draw as many LR pixels as the training set holds:
+    `ceil(total_lr_pixels / (patch_size**2 * global_batch))`. `batch_size` is per process: under
+    torchrun each rank draws its own batch, so the global batch is `batch_size * world_size`.
+    """
+
+    model: str
+    scale: int
+    train_data: tuple[str, ...]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    val_data: str | None = None
+    patch_size: int = 24
+    batch_size: int = 16
+    iterations: int | None = None
+    epochs: float | None = None
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    loss: str = "mse"
+    schedule: str = "constant"
+    step_size: int | None = None
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    min_learning_rate: float = 0.0
+    grad_clip: float | None = None
+    augment: bool = True
+    val_every: int = 1000
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    seed: int = 0
+    degradation: str | None = None
+    channels: str | None = None
+    amp: str = "auto"
+    channels_last: str | bool = "auto"
+    compile: str = "off"
+    max_minutes: float | None = None
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return config_from_dict({**self.to_dict(), **changes})
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+REQUIRED_FIELDS = ("model", "scale", "train_data")
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "configuration") -> TrainConfig:
+    """Build a TrainConfig from plain values; unknown keys -> ConfigError naming the key."""
+    values = {key: value for key, value in values.items() if not key.startswith("_")}
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(FIELD_NAMES)})")
+    missing = [key for key in REQUIRED_FIELDS if values.get(key) in (None, "", [], ())]
+    if missing:
+        raise ConfigError(f"{source}: '{missing[0]}' is required")
+    values = dict(values)
+    train_data = values["train_data"]
+    values["train_data"] = (str(train_data),) if isinstance(train_data, (str, Path)) else tuple(
+        str(path) for path in train_data
+    )
+    if values.get("val_data") is not None:
+        values["val_data"] = str(values["val_data"])
+    if "betas" in values:
+        values["betas"] = tuple(float(beta) for beta in values["betas"])
+    if "model_kwargs" in values and not isinstance(values["model_kwargs"], dict):
+        raise ConfigError(f"{source}: 'model_kwargs' must be a JSON object, got {values['model_kwargs']!r}")
+    try:
+        return TrainConfig(**values)
+    except TypeError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def read_json_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object from a file; a missing file or bad JSON -> ConfigError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object of settings")
+    return values
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its `_comment` (one line), for every JSON file shipped in superres/configs."""
+    presets = {}
+    for entry in sorted(resources.files(PRESET_PACKAGE).iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            values = json.loads(entry.read_text(encoding="utf-8"))
+            presets[entry.name[: -len(".json")]] = str(values.get("_comment", "")).split("\n")[0]
+    return presets
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The raw settings of a shipped preset; an unknown name -> ConfigError listing the known ones."""
+    entry = resources.files(PRESET_PACKAGE).joinpath(f"{name}.json")
+    if not entry.is_file():
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(list_presets())})")
+    return json.loads(entry.read_text(encoding="utf-8"))
+
+
+def build_config(
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Layer defaults < preset or config file < overrides (None values in overrides are ignored)."""
+    if preset is not None and config_file is not None:
+        raise ConfigError("give either a preset or a config file, not both")
+    values: dict[str, Any] = {}
+    source = "command line"
+    if preset is not None:
+        values = preset_values(preset)
+        source = f"preset '{preset}'"
+    elif config_file is not None:
+        values = read_json_file(config_file)
+        source = str(config_file)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    values = merge_settings(values, given)
+    return config_from_dict(values, source=source)
+
+
+def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `overrides`; `iterations` and `epochs` replace each other."""
+    merged = dict(base)
+    for alternative, other in (("iterations", "epochs"), ("epochs", "iterations")):
+        if overrides.get(alternative) is not None:
+            merged.pop(other, None)
+    merged.update(overrides)
+    return merged
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill `channels` and `degradation` from the model's ModelInfo, then validate everything."""
+    from superres.models import get_model_info, list_models
+
+    if config.model not in list_models():
+        raise ModelError(f"unknown model '{config.model}' (known: {', '.join(list_models())})")
+    info = get_model_info(config.model)
+    if config.scale not in info.scales:
+        raise ModelError(
+            f"model '{config.model}' does not support scale {config.scale} "
+            f"(supported: {', '.join(map(str, info.scales))})"
+        )
+    resolved = dataclasses.replace(
+        config,
+        channels=config.channels or info.channels,
+        degradation=config.degradation or info.degradation,
+    )
+    validate_config(resolved)
+    return resolved
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first setting with an impossible value."""
+    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("loss", config.loss, LOSSES)
+    _check_choice("schedule", config.schedule, SCHEDULES)
+    _check_choice("amp", config.amp, AMP_MODES)
+    _check_choice("device", config.device, DEVICES)
+    _check_choice("compile", config.compile, COMPILE_MODES)
+    if config.channels is not None:
+        _check_choice("channels", config.channels, CHANNELS)
+    if config.degradation is not None:
+        _check_choice("degradation", config.degradation, DEGRADATIONS)
+    if config.channels_last not in ("auto", True, False):
+        raise ConfigError(f"channels_last must be \"auto\", true or false, got {config.channels_last!r}")
+    for name in ("scale", "patch_size", "batch_size", "val_every", "checkpoint_every", "log_every"):
+        _check_positive_int(name, getattr(config, name))
+    if (config.iterations is None) == (config.epochs is None):
+        raise ConfigError("give exactly one of 'iterations' and 'epochs'")
+    if config.iterations is not None:
+        _check_positive_int("iterations", config.iterations)
+    if config.epochs is not None and not (_is_number(config.epochs) and config.epochs > 0):
+        raise ConfigError(f"epochs must be a positive number, got {config.epochs!r}")
+    if not (_is_number(config.learning_rate) and config.learning_rate > 0):
+        raise ConfigError(f"learning_rate must be a positive number, got {config.learning_rate!r}")
+    if len(config.betas) != 2 or not all(0 <= beta < 1 for beta in config.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {list(config.betas)}")
+    if config.schedule == "step":
+        if config.step_size is None:
+            raise ConfigError("schedule \"step\" needs 'step_size' (steps between decays)")
+        _check_positive_int("step_size", config.step_size)
+    if config.warmup_steps < 0:
+        raise ConfigError(f"warmup_steps must be >= 0, got {config.warmup_steps}")
+    if config.grad_clip is not None and not (_is_number(config.grad_clip) and config.grad_clip > 0):
+        raise ConfigError(f"grad_clip must be a positive number or null, got {config.grad_clip!r}")
+    if config.max_minutes is not None and not (_is_number(config.max_minutes) and config.max_minutes > 0):
+        raise ConfigError(f"max_minutes must be a positive number or null, got {config.max_minutes!r}")
+    if config.num_threads is not None:
+        _check_positive_int("num_threads", config.num_threads)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def save_config(config: TrainConfig, run_dir: str | Path) -> Path:
+    """Write the effective configuration to RUN_DIR/config.json (atomically) and return its path."""
+    from superres.data import atomic_write_bytes
+
+    path = Path(run_dir) / CONFIG_FILENAME
+    text = json.dumps(config.to_dict(), indent=2) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """Read RUN_DIR/config.json, as written by `save_config`."""
+    path = Path(run_dir) / CONFIG_FILENAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a training run folder: {path} is missing")
+    return config_from_dict(read_json_file(path), source=str(path))

@@ -1,0 +1,370 @@
+"""Tests of the trainer, its configuration and `superres train`: tiny models, tiny images, CPU only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from superres.checkpoint import load_checkpoint
+from superres.cli import main
+from superres.config import (
+    TrainConfig,
+    build_config,
+    config_from_dict,
+    list_presets,
+    load_run_config,
+    resolve_config,
+)
+from superres.data import DeviceBatches
+from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
+from superres.io import write_image
+from superres.models import create_model
+from superres.train import HISTORY_COLUMNS, learning_rate_at, train
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY_SRCNN = {"kernel_sizes": [3, 1, 3], "num_features": [8, 4]}
+
+
+def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth random RGB uint8 image (sums of sinusoids)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    planes = [
+        sum(np.sin(rng.uniform(0.05, 0.3) * y + rng.uniform(0.05, 0.3) * x + rng.uniform(0, 6))
+            for _ in range(3))
+        for _ in range(3)
+    ]
+    image = np.stack(planes, axis=2)
+    return np.round((image - image.min()) / (image.max() - image.min()) * 255.0).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    (root / "hr").mkdir()
+    (root / "val").mkdir()
+    for index in range(3):
+        write_image(root / "hr" / f"train{index}.png", synthetic_image(36 + 4 * index, 40, seed=index))
+    for index in range(2):
+        write_image(root / "val" / f"val{index}.png", synthetic_image(24, 28, seed=10 + index))
+    return root / "hr", root / "val"
+
+
+def tiny_config(data_dirs: tuple[Path, Path], **changes: object) -> TrainConfig:
+    hr_dir, val_dir = data_dirs
+    values = {
+        "model": "srcnn",
+        "model_kwargs": TINY_SRCNN,
+        "scale": 2,
+        "train_data": [str(hr_dir)],
+        "val_data": str(val_dir),
+        "patch_size": 8,
+        "batch_size": 4,
+        "iterations": 8,
+        "learning_rate": 3e-3,
+        "val_every": 4,
+        "checkpoint_every": 3,
+        "log_every": 2,
+        "num_threads": 1,
+        "seed": 3,
+        "device": "cpu",
+    }
+    values.update(changes)
+    return config_from_dict(values)
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    state_dict, _, _ = load_checkpoint(path)
+    return state_dict
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_a_short_run_learns_and_writes_its_run_folder(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    config = tiny_config(data_dirs, iterations=40, log_every=10, val_every=20, checkpoint_every=20)
+    summary = train(config, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    assert summary.stop_reason == "completed" and summary.steps == 40
+    assert summary.best_psnr is not None and summary.hr_pixels_per_s > 0
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best.safetensors", "config.json", "history.csv", "last.safetensors", "loss.png", "psnr.png",
+    ]
+    rows = read_history(run_dir)
+    assert list(rows[0]) == list(HISTORY_COLUMNS)
+    assert [int(row["step"]) for row in rows] == [10, 20, 30, 40]
+    assert float(rows[-1]["loss"]) < 0.5 * float(rows[0]["loss"])
+    assert rows[1]["val_psnr"] and rows[3]["val_psnr"] and not rows[0]["val_psnr"]
+    for name in ("psnr.png", "loss.png"):
+        assert (run_dir / name).read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(run_dir / name) as image:
+            image.verify()
+    saved = load_run_config(run_dir)
+    assert saved.channels == "Y" and saved.degradation == "bicubic"  # filled in from ModelInfo
+    _, metadata, extra = load_checkpoint(run_dir / "last.safetensors")
+    assert metadata["step"] == 40 and metadata["training"]["optimizer"]["param_groups"]
+    assert any(name.startswith("optim.") for name in extra) and "rng.torch" in extra
+    _, best_metadata, best_extra = load_checkpoint(run_dir / "best.safetensors")
+    assert best_extra == {} and best_metadata["metrics"]["best_psnr"] == pytest.approx(summary.best_psnr)
+
+
+def test_a_killed_run_resumed_ends_with_identical_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(data_dirs, model="rednet", model_kwargs={"num_layers": 2, "num_features": 8},
+                         schedule="cosine", warmup_steps=2, grad_clip=0.5, val_every=5)
+    whole = train(config, tmp_path / "whole")
+    # Killed after step 5: its last checkpoint is step 3, and steps 4-5 are lost (as after a crash).
+    killed = train(config, tmp_path / "resumed", stop_after=5)
+    assert killed.stop_reason == "stop_after"
+    assert [row["step"] for row in read_history(tmp_path / "resumed")] == ["2", "3", "4", "5"]
+    resumed = train(load_run_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True)
+    assert resumed.steps == whole.steps == 8
+    expected = weights_of(tmp_path / "whole" / "last.safetensors")
+    for name, tensor in weights_of(tmp_path / "resumed" / "last.safetensors").items():
+        assert torch.equal(tensor, expected[name]), name
+    def deterministic_columns(run: str) -> list[tuple[str, ...]]:
+        rows = read_history(tmp_path / run)
+        return [(row["step"], row["loss"], row["learning_rate"], row["val_psnr"]) for row in rows]
+
+    assert deterministic_columns("resumed") == deterministic_columns("whole")
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(
+    data_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_sample = DeviceBatches.sample
+    calls = {"count": 0}
+
+    def poisoned_sample(self: DeviceBatches, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["count"] += 1
+        lr, hr = real_sample(self, *args)
+        return (lr * float("nan"), hr) if calls["count"] >= 5 else (lr, hr)
+
+    monkeypatch.setattr(DeviceBatches, "sample", poisoned_sample)
+    run_dir = tmp_path / "run"
+    expected = r"loss became nan at step 5; last good checkpoint: .*last.safetensors"
+    with pytest.raises(TrainingDiverged, match=expected):
+        train(tiny_config(data_dirs, iterations=10, checkpoint_every=3, log_every=3, val_every=100), run_dir)
+    state_dict, metadata, _ = load_checkpoint(run_dir / "last.safetensors")
+    assert metadata["step"] == 3
+    assert all(torch.isfinite(tensor).all() for tensor in state_dict.values())
+
+
+def test_time_limit_stops_cleanly_with_a_checkpoint(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    summary = train(tiny_config(data_dirs, iterations=1000, max_minutes=1e-6), tmp_path / "run")
+    assert summary.stop_reason == "time_limit" and summary.steps == 1
+    _, metadata, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert metadata["step"] == 1 and metadata["metrics"]["val_psnr"] is not None
+
+
+def test_epochs_and_a_prepared_patch_file(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    from superres.data import prepare_patches
+
+    pairs = tmp_path / "pairs.npz"
+    prepare_patches(
+        [data_dirs[0]], pairs, scale=2, patch_size=8, count=10, degradation="bicubic", channels="Y", seed=1
+    )
+    config = tiny_config(data_dirs, train_data=[str(pairs)], iterations=None, epochs=2, val_data=None)
+    summary = train(config, tmp_path / "run")
+    assert summary.steps == 6  # ceil(10 pairs / batch 4) = 3 steps per epoch
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root: str) -> None:
+    import os
+
+    from safetensors.torch import save_file
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    config = config_from_dict(config_values)
+    import superres.models
+
+    model_holder = {}
+    original = superres.models.create_model
+
+    def keep_model(*args: object, **kwargs: object) -> torch.nn.Module:
+        model_holder["model"] = original(*args, **kwargs)
+        return model_holder["model"]
+
+    superres.models.create_model = keep_model
+    train(config, Path(root) / "run")
+    state = {name: t.detach().clone().contiguous() for name, t in model_holder["model"].state_dict().items()}
+    save_file(state, str(Path(root) / f"rank{rank}.safetensors"))
+
+
+def test_two_processes_with_ddp_end_with_identical_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    config = tiny_config(data_dirs, iterations=6, val_every=6, checkpoint_every=6, log_every=3)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path)), nprocs=2, join=True)
+    rank0 = load_file(str(tmp_path / "rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "rank1.safetensors"))
+    torch.manual_seed(config.seed)
+    initial = create_model("srcnn", 2, **TINY_SRCNN).state_dict()
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)
+    assert weights_of(tmp_path / "run" / "last.safetensors").keys() == rank0.keys()
+    assert [row["step"] for row in read_history(tmp_path / "run")] == ["3", "6"]  # rank 0 alone writes
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_presets_are_valid_configurations() -> None:
+    presets = list_presets()
+    assert {"srcnn-tutorial", "rednet-tutorial", "srcnn-paper", "rednet-paper"} <= set(presets)
+    for name in presets:
+        config = resolve_config(build_config(preset=name))
+        assert config.channels in ("Y", "RGB") and config.iterations
+    tutorial = resolve_config(build_config(preset="srcnn-tutorial", overrides={"scale": 3, "epochs": 2}))
+    assert (tutorial.channels, tutorial.degradation, tutorial.scale) == ("RGB", "bilinear", 3)
+    assert tutorial.iterations is None and tutorial.epochs == 2
+    assert build_config(preset="rednet-paper").model_kwargs == {"num_layers": 15, "num_features": 64}
+
+
+def test_unknown_keys_and_bad_values_are_config_errors(tmp_path: Path) -> None:
+    base = {"model": "srcnn", "scale": 2, "train_data": ["x"], "iterations": 5}
+    with pytest.raises(ConfigError, match="unknown key 'lerning_rate'"):
+        config_from_dict({**base, "lerning_rate": 1.0})
+    assert config_from_dict({**base, "_comment": "ignored"}).model == "srcnn"
+    with pytest.raises(ConfigError, match="loss must be one of"):
+        resolve_config(config_from_dict({**base, "loss": "ssim"}))
+    with pytest.raises(ConfigError, match="exactly one of 'iterations' and 'epochs'"):
+        resolve_config(config_from_dict({**base, "epochs": 3}))
+    with pytest.raises(ModelError, match="does not support scale 5"):
+        resolve_config(config_from_dict({**base, "scale": 5}))
+    with pytest.raises(ModelError, match="unknown model"):
+        resolve_config(config_from_dict({**base, "model": "vdsr"}))
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        build_config(preset="nope")
+
+
+def test_learning_rate_schedules() -> None:
+    base = {"model": "srcnn", "scale": 2, "train_data": ["x"], "iterations": 100, "learning_rate": 1.0}
+    constant = config_from_dict(base)
+    assert learning_rate_at(constant, 1, 100) == learning_rate_at(constant, 100, 100) == 1.0
+    step = config_from_dict({**base, "schedule": "step", "step_size": 10, "gamma": 0.5})
+    assert [learning_rate_at(step, s, 100) for s in (1, 10, 11, 21)] == [1.0, 1.0, 0.5, 0.25]
+    cosine = config_from_dict({**base, "schedule": "cosine", "warmup_steps": 10, "min_learning_rate": 0.1})
+    assert learning_rate_at(cosine, 5, 100) == pytest.approx(0.5)
+    assert learning_rate_at(cosine, 11, 100) == pytest.approx(1.0)
+    assert learning_rate_at(cosine, 100, 100) == pytest.approx(0.1, abs=1e-3)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _train_args(data_dirs: tuple[Path, Path], run_dir: Path, *extra: str) -> list[str]:
+    hr_dir, val_dir = data_dirs
+    return [
+        "train", "--model", "srcnn", "--model-kwargs", json.dumps(TINY_SRCNN), "--scale", "2",
+        "--train-data", str(hr_dir), "--val-data", str(val_dir), "--run-dir", str(run_dir),
+        "--iterations", "4", "--batch-size", "4", "--patch-size", "8", "--val-every", "4",
+        "--checkpoint-every", "2", "--log-every", "2", "--num-threads", "1", "--device", "cpu", *extra,
+    ]
+
+
+def test_command_line_train_then_resume_for_more_steps(
+    data_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert main(_train_args(data_dirs, run_dir)) == 0
+    assert "completed: step 4/4" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run_dir), "--iterations", "6"]) == 0
+    assert "completed: step 6/6" in capsys.readouterr().out
+    assert load_run_config(run_dir).iterations == 6
+    assert main(["train", "--list-presets"]) == 0
+    assert "rednet-paper" in capsys.readouterr().out
+
+
+def _error_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_command_line_errors_are_one_line(
+    data_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert "unknown model 'vdsr'" in _error_of([*_train_args(data_dirs, run_dir), "--model", "vdsr"], capsys)
+    assert "does not support scale 5" in _error_of([*_train_args(data_dirs, run_dir), "--scale", "5"], capsys)
+    missing = str(tmp_path / "missing")
+    args = _train_args(data_dirs, run_dir)
+    assert "training data not found" in _error_of([*args, "--train-data", missing], capsys)
+    (tmp_path / "empty").mkdir()
+    empty = str(tmp_path / "empty")
+    assert "no images found" in _error_of([*_train_args(data_dirs, run_dir), "--train-data", empty], capsys)
+    assert "smaller than the HR patch" in _error_of([*args, "--patch-size", "40"], capsys)
+    config_file = tmp_path / "bad.json"
+    settings = {"model": "srcnn", "scale": 2, "train_data": ["x"], "iterations": 1, "batchsize": 4}
+    config_file.write_text(json.dumps(settings))
+    assert "unknown key 'batchsize'" in _error_of(["train", "--config", str(config_file)], capsys)
+    assert not run_dir.exists()  # nothing was written for a run that could not start
+
+    assert main(_train_args(data_dirs, run_dir)) == 0
+    capsys.readouterr()
+    before = (run_dir / "last.safetensors").read_bytes()
+    assert "already holds a training run" in _error_of(_train_args(data_dirs, run_dir), capsys)
+    err = _error_of(["train", "--resume", str(run_dir), "--model", "rednet", "--model-kwargs", "{}"], capsys)
+    assert "holds a 'srcnn' x2 model" in err
+    assert (run_dir / "last.safetensors").read_bytes() == before
+    assert "not a training run folder" in _error_of(["train", "--resume", str(tmp_path / "nothing")], capsys)
+
+
+def test_resume_rejects_a_checkpoint_of_another_model(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    train(tiny_config(data_dirs, iterations=2, checkpoint_every=2), tmp_path / "a")
+    other = tiny_config(data_dirs, iterations=2, checkpoint_every=2, model="rednet",
+                        model_kwargs={"num_layers": 2, "num_features": 8})
+    with pytest.raises(CheckpointError, match="holds a 'srcnn' x2 model"):
+        train(other, tmp_path / "a", resume=True)
+
+
+def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters():
+    """CUDA's fused Adam refuses moments whose strides differ from the (channels-last) parameters."""
+    from superres.train import match_optimizer_state_layout
+
+    conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(conv.parameters())
+    conv(torch.randn(1, 4, 6, 6)).sum().backward()
+    optimizer.step()
+    saved = optimizer.state_dict()
+    for state in saved["state"].values():  # as a checkpoint stores them: contiguous
+        for key, value in state.items():
+            if value.ndim == 4:
+                state[key] = value.contiguous()
+    optimizer.load_state_dict(saved)
+    match_optimizer_state_layout(optimizer)
+    moments = optimizer.state[conv.weight]
+    assert moments["exp_avg"].stride() == conv.weight.stride()
+    assert moments["exp_avg_sq"].stride() == conv.weight.stride()
