@@ -1,0 +1,100 @@
+"""`superres models`: the registered architectures and the pretrained weights that ship."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from superres.pretrained import PretrainedEntry
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list model architectures and shipped pretrained weights",
+        description="List the registered architectures and the pretrained weights in this package, "
+        "with the Set5/Set14 scores from their model cards.",
+    )
+    p.set_defaults(run=run)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, with a dashed rule under the headers."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+
+
+def architecture_rows() -> list[list[str]]:
+    """name, channels, scales, parameters (default kwargs), receptive field (LR pixels)."""
+    from superres.models import create_model, get_model_info, list_models
+
+    rows = []
+    for name in list_models():
+        info = get_model_info(name)
+        model = create_model(name, min(info.scales))
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        rows.append(
+            [
+                name,
+                info.channels,
+                ",".join(str(scale) for scale in info.scales),
+                f"{parameters:,}",
+                str(info.receptive_field),
+            ]
+        )
+    return rows
+
+
+def _score(entry: PretrainedEntry, dataset: str) -> str:
+    psnr, ssim = entry.metric(dataset, "psnr"), entry.metric(dataset, "ssim")
+    if psnr is None:
+        return "-"
+    return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / -"
+
+
+def pretrained_rows() -> list[list[str]]:
+    """name, scale, architecture, Set5 and Set14 PSNR / SSIM, from the model cards."""
+    from superres.pretrained import list_pretrained
+
+    return [
+        [
+            entry.name,
+            f"x{entry.scale}",
+            entry.architecture,
+            _score(entry, "Set5"),
+            _score(entry, "Set14"),
+        ]
+        for entry in list_pretrained()
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from superres.pretrained import PROTOCOL, list_pretrained
+
+    print(
+        "Architectures (parameters at default settings; receptive field: LR pixels each side, "
+        "at the smallest scale):"
+    )
+    headers = ["name", "channels", "scales", "parameters", "receptive field"]
+    for line in format_table(headers, architecture_rows()):
+        print("  " + line)
+    print()
+    rows = pretrained_rows()
+    if not rows:
+        print("Pretrained weights: none ship with this version; `superres upscale` uses bicubic.")
+        return 0
+    print("Pretrained weights:")
+    headers = ["name", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM"]
+    for line in format_table(headers, rows):
+        print("  " + line)
+    # The cards state the protocol their scores follow; they all come from `superres evaluate`.
+    cards = [entry.card for entry in list_pretrained()]
+    protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
+    print(f"  Scores: {protocol.rstrip('.')}.")
+    return 0

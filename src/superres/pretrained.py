@@ -1,0 +1,285 @@
+"""Pretrained weights shipped inside the package, and turning a `--model` value into a network.
+
+Shipped weights live in `superres/weights/` as pairs:
+
+- `<name>_x<scale>.safetensors`: written by `superres.checkpoint.save_checkpoint`; its metadata
+  holds `model`, `scale`, `model_kwargs`, `channels`, `metrics`, `recipe`, training time and
+  hardware, so `superres.checkpoint.load_model` rebuilds the network from it alone;
+- `<name>_x<scale>.json`: the model card a person reads (`write_model_card` writes one):
+
+      {"name": "rednet", "scale": 2, "architecture": "rednet", "model_kwargs": {"num_layers": 10},
+       "recipe": "superres train ...", "training_seconds": 5400, "hardware": "1x H100",
+       "date": "2025-01-31",
+       "metrics": {"Set5": {"psnr": 37.1, "ssim": 0.957}, "Set14": {"psnr": 32.8, "ssim": 0.910}},
+       "protocol": "MATLAB bicubic LR, Y channel (BT.601), `scale` pixels shaved"}
+
+`<name>` is the release name (e.g. `rednet30`), not necessarily the architecture. The folder is
+found with `importlib.resources`, so it works from an installed wheel as well as a checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from superres.errors import ModelError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+logger = logging.getLogger(__name__)
+
+#: `<name>_x<scale>.safetensors`; the name may itself hold hyphens and underscores.
+_WEIGHTS_NAME = re.compile(r"^(?P<name>.+)_x(?P<scale>[1-9][0-9]*)\.safetensors$")
+#: The evaluation protocol the card metrics follow (stated under every table that shows them).
+PROTOCOL = (
+    "PSNR (dB) / SSIM from `superres evaluate`: LR made with MATLAB bicubic imresize, "
+    "Y channel (BT.601), `scale` pixels shaved from each border"
+)
+#: The model the upscaler falls back to when no pretrained weights ship for a scale.
+FALLBACK_MODEL = "bicubic"
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """One shipped model: release name, scale, its model card and its weights file."""
+
+    name: str
+    scale: int
+    card: Mapping[str, Any] = field(repr=False)
+    path: Traversable
+
+    def metric(self, dataset: str, metric: str) -> float | None:
+        """A card metric such as ("Set5", "psnr"), or None where the card lacks it."""
+        return card_metric(self.card, dataset, metric)
+
+    @property
+    def architecture(self) -> str:
+        """The registered architecture the weights belong to, as the card states it."""
+        return str(self.card.get("architecture") or self.card.get("model") or self.name)
+
+
+def weights_root() -> Traversable:
+    """The folder of shipped weights (a function so tests can point it elsewhere)."""
+    return resources.files("superres") / "weights"
+
+
+def card_metric(card: Mapping[str, Any], dataset: str, metric: str) -> float | None:
+    """`card["metrics"][dataset][metric]`, matching the dataset name case-insensitively."""
+    metrics = card.get("metrics")
+    if not isinstance(metrics, Mapping):
+        return None
+    for key, values in metrics.items():
+        if str(key).lower() == dataset.lower() and isinstance(values, Mapping):
+            value = values.get(metric.lower(), values.get(metric.upper()))
+            return float(value) if isinstance(value, (int, float)) else None
+    return None
+
+
+def list_pretrained() -> list[PretrainedEntry]:
+    """The shipped weights, sorted by name then scale; empty when none ship."""
+    root = weights_root()
+    if not root.is_dir():
+        return []
+    entries = []
+    for item in root.iterdir():
+        match = _WEIGHTS_NAME.match(item.name)
+        if match is None or not item.is_file():
+            continue
+        # The card sits beside the weights: same stem, .json.
+        card_item = root / (item.name[: -len(".safetensors")] + ".json")
+        entries.append(
+            PretrainedEntry(
+                name=match["name"],
+                scale=int(match["scale"]),
+                card=_load_card(card_item),
+                path=item,
+            )
+        )
+    return sorted(entries, key=lambda entry: (entry.name, entry.scale))
+
+
+def _load_card(card_item: Traversable) -> dict[str, Any]:
+    if not card_item.is_file():
+        return {}
+    try:
+        card = json.loads(card_item.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        # A broken card must not hide the weights: list them without metrics and say why.
+        logger.warning("ignoring unreadable model card %s: %s", card_item.name, error)
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def _shipped_summary(entries: list[PretrainedEntry]) -> str:
+    if not entries:
+        return "no pretrained weights ship with this version"
+    return "shipped: " + ", ".join(f"{entry.name} x{entry.scale}" for entry in entries)
+
+
+def _find_entry(name: str, scale: int) -> PretrainedEntry:
+    entries = list_pretrained()
+    for entry in entries:
+        if entry.name == name and entry.scale == scale:
+            return entry
+    raise ModelError(f"no pretrained model '{name}' for scale {scale}; {_shipped_summary(entries)}")
+
+
+@contextmanager
+def _real_path(item: Traversable) -> Iterator[Path]:
+    # A zipped install has no file on disk; `as_file` extracts one only for as long as needed.
+    with resources.as_file(item) as path:
+        yield Path(path)
+
+
+def _load_checkpoint_model(path: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
+    from superres.checkpoint import load_model
+
+    model, metadata = load_model(path, device=device)
+    model.eval()
+    return model, metadata
+
+
+def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
+    """The shipped model `name` at `scale`, in eval mode on `device`.
+
+    Unknown names or scales raise `ModelError` listing what ships.
+    """
+    entry = _find_entry(name, scale)
+    with _real_path(entry.path) as path:
+        model, _ = _load_checkpoint_model(path, device)
+    return model
+
+
+def default_model_for(scale: int) -> str:
+    """The shipped model with the best Set5 PSNR at `scale`; `"bicubic"` when none ships.
+
+    Weights whose card lacks a Set5 PSNR still beat bicubic (shipping them implies training)
+    but rank below any with a measured score.
+    """
+    candidates = [entry for entry in list_pretrained() if entry.scale == scale]
+    if not candidates:
+        return FALLBACK_MODEL
+
+    def rank(entry: PretrainedEntry) -> tuple[bool, float, str]:
+        psnr = entry.metric("Set5", "psnr")
+        return (psnr is not None, psnr if psnr is not None else 0.0, entry.name)
+
+    return max(candidates, key=rank).name
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith(".safetensors") or "/" in spec or "\\" in spec
+
+
+def _load_path_model(path: Path, scale: int | None, device: str) -> nn.Module:
+    if not path.is_file():
+        raise ModelError(f"model checkpoint not found: {path}")
+    model, metadata = _load_checkpoint_model(path, device)
+    model_scale = int(getattr(model, "scale", metadata.get("scale", 0)))
+    if scale is not None and model_scale != scale:
+        raise ModelError(
+            f"checkpoint {path} is for scale x{model_scale}, not the requested x{scale}"
+        )
+    return model
+
+
+def _registered_parameter_free(spec: str, scale: int, device: str) -> nn.Module | None:
+    """A registered model that needs no weights (bicubic), or None if `spec` is not one."""
+    from superres.models import create_model, list_models
+
+    if spec not in list_models():
+        return None
+    model = create_model(spec, scale)  # raises ModelError for an unsupported scale
+    if any(True for _ in model.parameters()):
+        raise ModelError(
+            f"model '{spec}' needs trained weights and none ship for x{scale} "
+            f"({_shipped_summary(list_pretrained())}); pass a .safetensors checkpoint path instead"
+        )
+    return model.to(device).eval()
+
+
+def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Module:
+    """The network a `--model` value names, in eval mode on `device`.
+
+    `spec` is, in this order: a path to a `.safetensors` checkpoint (its scale must match
+    `scale` unless `scale` is None), a shipped pretrained name, or a registered parameter-free
+    model such as `bicubic`. `scale=None` means the checkpoint's scale, or 2 otherwise.
+    Anything else raises `ModelError` listing what is available.
+    """
+    if _looks_like_path(spec):
+        return _load_path_model(Path(spec), scale, device)
+    requested_scale = scale
+    scale = 2 if scale is None else int(scale)
+    entries = list_pretrained()
+    shipped_scales = sorted(entry.scale for entry in entries if entry.name == spec)
+    if scale in shipped_scales:
+        return load_pretrained(spec, scale, device=device)
+    model = _registered_parameter_free(spec, scale, device)
+    if model is not None:
+        return model
+    if shipped_scales:
+        listed = ", ".join(f"x{s}" for s in shipped_scales)
+        raise ModelError(f"pretrained model '{spec}' ships for {listed}, not x{scale}")
+    if Path(spec).is_file():  # a checkpoint named without extension or folder
+        return _load_path_model(Path(spec), requested_scale, device)
+    from superres.models import list_models
+
+    raise ModelError(
+        f"unknown model '{spec}'; {_shipped_summary(entries)}; weight-free models: "
+        f"{', '.join(_parameter_free_names(list_models()))}; or pass a .safetensors checkpoint"
+    )
+
+
+def _parameter_free_names(names: list[str]) -> list[str]:
+    from superres.models import create_model, get_model_info
+
+    free = []
+    for name in names:
+        model = create_model(name, min(get_model_info(name).scales))
+        if not any(True for _ in model.parameters()):
+            free.append(name)
+    return free
+
+
+def write_model_card(
+    folder: Path,
+    name: str,
+    scale: int,
+    *,
+    architecture: str,
+    model_kwargs: Mapping[str, Any],
+    recipe: str,
+    training_seconds: float,
+    hardware: str,
+    date: str,
+    metrics: Mapping[str, Mapping[str, float]],
+) -> Path:
+    """Write `<name>_x<scale>.json` in the layout `list_pretrained` reads; returns its path.
+
+    `metrics` maps a benchmark name to `{"psnr": ..., "ssim": ...}` from `superres evaluate`.
+    """
+    card = {
+        "name": name,
+        "scale": int(scale),
+        "architecture": architecture,
+        "model_kwargs": dict(model_kwargs),
+        "recipe": recipe,
+        "training_seconds": float(training_seconds),
+        "hardware": hardware,
+        "date": date,
+        "metrics": {dataset: dict(values) for dataset, values in metrics.items()},
+        "protocol": PROTOCOL,
+    }
+    path = Path(folder) / f"{name}_x{scale}.json"
+    path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path

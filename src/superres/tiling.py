@@ -1,0 +1,218 @@
+"""Tiled inference: run a super-resolution function tile by tile with bounded peak memory.
+
+A convolutional network's output pixel depends only on the LR pixels within its receptive field,
+so an image can be cut into tiles, each read with `overlap` LR pixels of extra context on every
+side, and only the central part of each tile's output kept. With `overlap` at least the model's
+receptive field the stitched result equals the whole-image result (up to float rounding): tiles
+are clamped at the image border rather than padded, so the network sees exactly the border it
+would see on the whole image.
+
+`auto_tile` picks the largest tile that keeps the network's activations under a memory budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: A super-resolution function: LR (N, C, h, w) -> SR (N, C', scale*h, scale*w).
+TileFunction = Callable[[torch.Tensor], torch.Tensor]
+
+#: The smallest tile `auto_tile` proposes: below this the overlap dominates the work.
+MIN_AUTO_TILE = 32
+#: The largest tile `auto_tile` proposes: beyond this, tiles only make the progress coarser.
+MAX_AUTO_TILE = 1024
+#: CPU memory budget for one tile's activations when the caller gives none.
+DEFAULT_CPU_BUDGET_BYTES = 512 * 1024**2
+#: Share of the free GPU memory one tile may use when the caller gives no budget.
+GPU_BUDGET_SHARE = 0.5
+#: Feature maps a plain conv stack keeps alive at once: input, output and the framework's slack.
+BASE_LIVE_ACTIVATIONS = 4
+
+
+def _spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """Split [0, length) into ceil(length / tile) near-equal spans, none longer than `tile`.
+
+    Near-equal rather than `tile, tile, ..., remainder` so the last tile is not a sliver whose
+    context costs more than its content.
+    """
+    count = math.ceil(length / tile)
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return [(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
+
+
+def tile_spans(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """The (top, bottom, left, right) LR rectangles, without context, that cover the image."""
+    return [
+        (top, bottom, left, right)
+        for top, bottom in _spans(height, tile)
+        for left, right in _spans(width, tile)
+    ]
+
+
+def _context_window(start: int, stop: int, window: int, length: int) -> tuple[int, int]:
+    """A `window`-long span of [0, length) centred on [start, stop), shifted inwards at borders.
+
+    With `window` >= (stop - start) + 2 * overlap it holds the tile's full context (clamped at
+    the image border). Every tile gets the same window: near the border it takes more context on
+    the inner side instead of less. Extra context never changes the result, and equal shapes let
+    the allocator and oneDNN reuse buffers and kernels from tile to tile.
+    """
+    margin = (window - (stop - start)) // 2
+    first = min(max(0, start - margin), length - window)
+    return first, first + window
+
+
+def tiled_forward(
+    fn: TileFunction,
+    lr: torch.Tensor,
+    scale: int,
+    *,
+    tile: int | None,
+    overlap: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """`fn(lr)` computed tile by tile: tiles of at most `tile` LR pixels, `overlap` of context.
+
+    `tile=None`, or a tile at least as large as the image, makes a single call. The output is
+    allocated once, with the dtype and device of `fn`'s first result and `memory_format`
+    (`torch.channels_last` makes `output[0].permute(1, 2, 0)` an HWC view without a copy), and
+    only the centre of each tile's output (the part its context makes exact) is written into it.
+    Every call gets the same LR shape, min(image, largest tile + 2 * overlap) on each axis.
+    """
+    if lr.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(lr.shape)}")
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    _, _, height, width = lr.shape
+    if tile is None or (tile >= height and tile >= width):
+        return fn(lr).contiguous(memory_format=memory_format)
+    if tile < 1:
+        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
+
+    spans = tile_spans(height, width, tile)
+    # Context is clamped at the image border: no padding the whole-image model would not see.
+    window_height = min(height, max(bottom - top for top, bottom, _, _ in spans) + 2 * overlap)
+    window_width = min(width, max(right - left for _, _, left, right in spans) + 2 * overlap)
+    output: torch.Tensor | None = None
+    for top, bottom, left, right in spans:
+        context_top, context_bottom = _context_window(top, bottom, window_height, height)
+        context_left, context_right = _context_window(left, right, window_width, width)
+        sr_tile = fn(lr[:, :, context_top:context_bottom, context_left:context_right])
+        expected = (scale * window_height, scale * window_width)
+        if tuple(sr_tile.shape[-2:]) != expected:
+            raise ValueError(
+                f"tile function returned {tuple(sr_tile.shape[-2:])} pixels for an LR tile of "
+                f"{window_height}x{window_width} at scale {scale}; expected {expected}"
+            )
+        if output is None:
+            batch, channels = sr_tile.shape[:2]
+            output = torch.empty(
+                (batch, channels, scale * height, scale * width),
+                dtype=sr_tile.dtype,
+                device=sr_tile.device,
+                memory_format=memory_format,
+            )
+        row, col = scale * (top - context_top), scale * (left - context_left)
+        output[:, :, scale * top : scale * bottom, scale * left : scale * right] = sr_tile[
+            :, :, row : row + scale * (bottom - top), col : col + scale * (right - left)
+        ]
+    assert output is not None  # the image has at least one pixel, so at least one tile ran
+    return output
+
+
+def _largest_feature_count(kwargs: Mapping[str, Any], default: int = 64) -> int:
+    """The widest layer's channel count: `num_features` is an int or one int per layer."""
+    features = kwargs.get("num_features", default)
+    if isinstance(features, (list, tuple)):
+        return max(int(f) for f in features) if features else default
+    return int(features)
+
+
+def _live_activations(kwargs: Mapping[str, Any]) -> int:
+    """Feature maps alive at once; symmetric skips (RED-Net) hold one map per two layers."""
+    num_layers = kwargs.get("num_layers")
+    skips = int(num_layers) // 2 if isinstance(num_layers, int) else 0
+    return BASE_LIVE_ACTIVATIONS + skips
+
+
+def tile_memory_bytes(
+    tile: int,
+    *,
+    scale: int,
+    overlap: int,
+    num_features: int,
+    live_activations: int,
+    pre_upsample: bool,
+    bytes_per_value: int = 4,
+) -> int:
+    """Conservative activation memory of one tile (with its context) in the network."""
+    lr_side = tile + 2 * overlap
+    # Pre-upsampling networks convolve at the SR resolution, the others at the LR one.
+    feature_side = lr_side * scale if pre_upsample else lr_side
+    return feature_side**2 * num_features * live_activations * bytes_per_value
+
+
+def default_budget_bytes(device: torch.device | str) -> int:
+    """Memory for one tile: a fixed share of RAM on CPU, half the free memory on a GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_BUDGET_SHARE)
+    return DEFAULT_CPU_BUDGET_BYTES
+
+
+def auto_tile(
+    model_info: Any,
+    channels: int,
+    device: torch.device | str,
+    budget_bytes: int | None = None,
+    *,
+    scale: int | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    bytes_per_value: int = 4,
+) -> int:
+    """The largest tile (LR pixels) whose activations fit `budget_bytes`, within
+    [MIN_AUTO_TILE, MAX_AUTO_TILE].
+
+    `model_info` is a `superres.models.ModelInfo`; `model_kwargs` the model's actual kwargs
+    (the card's defaults otherwise); `scale` defaults to the largest the model supports, the
+    worst case for pre-upsampling networks. `channels` is the image's channel count: it bounds
+    the width of a parameter-free model such as bicubic.
+    """
+    kwargs = {**dict(getattr(model_info, "default_kwargs", {}) or {}), **dict(model_kwargs or {})}
+    scales = tuple(getattr(model_info, "scales", (4,)))
+    scale = int(scale if scale is not None else max(scales))
+    overlap = int(getattr(model_info, "receptive_field", 0))
+    num_features = max(_largest_feature_count(kwargs, default=channels), channels)
+    budget = default_budget_bytes(device) if budget_bytes is None else int(budget_bytes)
+
+    def fits(tile: int) -> bool:
+        return (
+            tile_memory_bytes(
+                tile,
+                scale=scale,
+                overlap=overlap,
+                num_features=num_features,
+                live_activations=_live_activations(kwargs),
+                pre_upsample=bool(getattr(model_info, "pre_upsample", True)),
+                bytes_per_value=bytes_per_value,
+            )
+            <= budget
+        )
+
+    low, high = MIN_AUTO_TILE, MAX_AUTO_TILE
+    if fits(high):
+        return high
+    # Binary search for the largest tile that fits; the floor keeps tiny budgets usable.
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    logger.debug("auto tile: %d LR pixels for a %d-byte budget", low, budget)
+    return low

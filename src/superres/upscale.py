@@ -1,0 +1,545 @@
+"""Upscaling real images: colour handling, alpha, 16-bit, tiling, and batches of files.
+
+`upscale_image` takes HWC uint8/uint16 pixels (gray, gray+alpha, RGB, RGBA) and a model that
+follows the `superres.models` contract, and returns the upscaled pixels in the same layout and
+type. The whole per-pixel pipeline (colour conversion, the network, bicubic chroma and alpha,
+clipping, quantisation) runs tile by tile, so only the input (as integers and as floats) and the
+finished integer output exist at full size; with the tile overlap at the model's receptive field
+the result equals an untiled run.
+
+Colour: a Y model (`model.info.channels == "Y"`) sees the BT.601 Y of RGB input while Cb and Cr
+are upscaled bicubically; gray input is its own Y. An RGB model sees RGB; gray input is replicated
+to three channels and the result averaged back to one.
+
+Alpha: colour and alpha are upscaled separately (colour by the model, alpha bicubically). The
+colour of fully transparent pixels is meaningless (often black) and would bleed into the visible
+edge as a dark fringe, so before upscaling it is replaced by a smooth extrapolation of the visible
+colours (`fill_transparent`, a pull-push fill). Premultiplying instead would divide the network's
+output by an interpolated alpha, which amplifies the network's errors where alpha is small.
+
+`upscale_files` runs a batch of files, folders and globs with atomic writes, skips existing
+outputs, never overwrites an input, and reports unreadable files without stopping the batch.
+The network is called through a backend (`(lr) -> sr` on one device): "torch" and
+"onnxruntime" come from `superres.backends`; another runtime plugs in with `register_backend`.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from superres.errors import ConfigError, ImageReadError, ModelError, SuperresError
+from superres.tiling import auto_tile, tiled_forward
+
+logger = logging.getLogger(__name__)
+
+#: LR pixels each side that MATLAB's integer bicubic upscale (chroma, alpha) reads.
+BICUBIC_CONTEXT = 2
+#: Characters that make an input a glob pattern rather than a file name.
+_GLOB_CHARACTERS = frozenset("*?[")
+
+TensorFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How the network is run: `forward` maps float32 LR to float32 SR, both on `device`."""
+
+    forward: TensorFunction
+    device: torch.device
+
+
+#: (model, device, half) -> Backend. Another runtime registers itself with `register_backend`.
+BackendFactory = Callable[[nn.Module, torch.device, bool], Backend]
+
+
+def torch_backend(model: nn.Module, device: torch.device, half: bool) -> Backend:
+    """PyTorch on `device`: float32 through `superres.backends` (its fast CPU path), or
+    float16 on CUDA when `half`."""
+    if half:
+        return _torch_half_backend(model, device)
+    from superres.backends import make_runner
+
+    return Backend(forward=make_runner(model, "torch", str(device)), device=device)
+
+
+def _torch_half_backend(model: nn.Module, device: torch.device) -> Backend:
+    # A float16 copy: the caller's model keeps its float32 weights.
+    half_model = copy.deepcopy(model).to(device=device, dtype=torch.float16).eval()
+
+    def forward(lr: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return half_model(lr.to(torch.float16)).float()
+
+    return Backend(forward=forward, device=device)
+
+
+def onnxruntime_backend(model: nn.Module, device: torch.device, half: bool) -> Backend:
+    """ONNX Runtime on the CPU (the model is exported in memory by `superres.backends`)."""
+    from superres.backends import make_runner
+
+    if half:
+        raise ConfigError("--half is for the torch backend on CUDA, not onnxruntime")
+    runner = make_runner(model, "onnxruntime", str(device))  # ModelError for a non-CPU device
+    return Backend(forward=runner, device=torch.device("cpu"))
+
+
+_BACKENDS: dict[str, BackendFactory] = {
+    "torch": torch_backend,
+    "onnxruntime": onnxruntime_backend,
+}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make `backend=name` (and `superres upscale --backend name`) use `factory`."""
+    _BACKENDS[name] = factory
+
+
+def available_backends() -> list[str]:
+    """Backend names `upscale_image` and `upscale_files` accept."""
+    return sorted(_BACKENDS)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`"auto"` -> CUDA when available, else CPU; asking for CUDA without one is a ConfigError."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'; expected auto, cpu or cuda") from None
+
+
+def make_backend(
+    model: nn.Module, device: str | torch.device, *, half: bool = False, backend: str = "torch"
+) -> Backend:
+    """The backend `backend` running `model` on `device`, checking the half/device pairing."""
+    resolved = resolve_device(device)
+    if half and resolved.type != "cuda":
+        raise ConfigError(f"--half needs a CUDA device; the device here is '{resolved}'")
+    try:
+        factory = _BACKENDS[backend]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend '{backend}'; available: {', '.join(available_backends())}"
+        ) from None
+    return factory(model, resolved, half)
+
+
+# --------------------------------------------------------------------------- alpha
+
+
+def _sum_2x2(values: np.ndarray) -> np.ndarray:
+    """Sum 2x2 blocks of an (H, W, ...) array, zero-padding odd sizes."""
+    height, width = values.shape[:2]
+    pad = [(0, height % 2), (0, width % 2)] + [(0, 0)] * (values.ndim - 2)
+    padded = np.pad(values, pad)
+    blocks = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2, *values.shape[2:])
+    return blocks.sum(axis=(1, 3))
+
+
+def fill_transparent(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`colour` (H, W, K) with every fully transparent pixel (alpha == 0) replaced by a smooth
+    extrapolation of the visible pixels' colours; visible pixels are returned unchanged.
+
+    Pull-push: build a pyramid of visibility-weighted colour sums by 2x2 summing, then walk back
+    down, taking each pixel's own average where it saw visible pixels and its parent's otherwise.
+    Linear in the pixel count; a transparent pixel takes the colour of the visible pixels
+    nearest to it in the pyramid.
+    """
+    visible = alpha > 0
+    if visible.all() or not visible.any():
+        return colour
+    weights = [visible.astype(np.float32)[..., None]]
+    sums = [colour * weights[0]]
+    while max(sums[-1].shape[:2]) > 1:
+        sums.append(_sum_2x2(sums[-1]))
+        weights.append(_sum_2x2(weights[-1]))
+
+    filled = sums[-1] / weights[-1]  # the coarsest level sees every visible pixel, weight > 0
+    for level_sums, level_weights in zip(reversed(sums[:-1]), reversed(weights[:-1])):
+        height, width = level_sums.shape[:2]
+        parent = np.repeat(np.repeat(filled, 2, axis=0), 2, axis=1)[:height, :width]
+        own = level_sums / np.maximum(level_weights, 1e-12)
+        filled = np.where(level_weights > 0, own, parent)
+    return np.where(visible[..., None], colour, filled).astype(colour.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- one image
+
+
+def _max_value(dtype: np.dtype) -> int:
+    if dtype == np.uint8:
+        return 255
+    if dtype == np.uint16:
+        return 65535
+    raise TypeError(f"expected uint8 or uint16 pixels, got {dtype}")
+
+
+def _model_receptive_field(model: nn.Module) -> int:
+    """The model's receptive field for its own scale and kwargs (the exact tile overlap)."""
+    info = model.info
+    kwargs = getattr(model, "model_kwargs", None) or {}
+    if hasattr(info, "receptive_field_for"):
+        return int(info.receptive_field_for(model.scale, **kwargs))
+    return int(info.receptive_field)
+
+
+@dataclass(frozen=True)
+class _TilePipeline:
+    """LR tile in [0, 1] -> quantised SR tile on the CPU: colour, model, chroma, alpha.
+
+    The work runs on the backend's device; only the finished integer tile comes back.
+    """
+
+    forward: TensorFunction
+    device: torch.device
+    model_channels: str  # "Y" or "RGB"
+    scale: int
+    colour_channels: int  # 1 (gray) or 3 (RGB)
+    has_alpha: bool
+    max_value: int
+
+    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
+        lr = lr.to(self.device, non_blocking=True)
+        colour = lr[:, : self.colour_channels]
+        planes = [self._upscale_colour(colour)]
+        if self.has_alpha:
+            planes.append(self._bicubic(lr[:, self.colour_channels :]))
+        sr = torch.cat(planes, dim=1) if len(planes) > 1 else planes[0]
+        return self._quantise(sr).cpu()
+
+    def _bicubic(self, planes: torch.Tensor) -> torch.Tensor:
+        from superres.resize import imresize_tensor
+
+        height, width = planes.shape[-2:]
+        return imresize_tensor(planes, size=(self.scale * height, self.scale * width))
+
+    def _upscale_colour(self, colour: torch.Tensor) -> torch.Tensor:
+        if self.model_channels == "Y":
+            return self._upscale_with_y_model(colour)
+        if self.colour_channels == 1:
+            # An RGB model on gray: feed it a neutral RGB image, average its answer back to gray.
+            return self.forward(colour.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
+        return self.forward(colour)
+
+    def _upscale_with_y_model(self, colour: torch.Tensor) -> torch.Tensor:
+        from superres.color import rgb_to_ycbcr_tensor, ycbcr_to_rgb_tensor
+
+        if self.colour_channels == 1:
+            return self.forward(colour)  # gray is its own luma
+        ycbcr = rgb_to_ycbcr_tensor(colour)
+        y_sr = self.forward(ycbcr[:, :1])
+        chroma_sr = self._bicubic(ycbcr[:, 1:])
+        return ycbcr_to_rgb_tensor(torch.cat([y_sr, chroma_sr], dim=1))
+
+    def _quantise(self, sr: torch.Tensor) -> torch.Tensor:
+        # Round half up after clipping; int32 holds uint16 values (torch's uint16 is partial).
+        values = torch.floor(sr.clamp(0.0, 1.0) * self.max_value + 0.5)
+        return values.to(torch.uint8 if self.max_value == 255 else torch.int32)
+
+
+def _prepare_lr(pixels: np.ndarray, max_value: int, has_alpha: bool) -> torch.Tensor:
+    """HWC integer pixels -> (1, C, H, W) float32 in [0, 1], transparent colours filled."""
+    # Reorder while still integers (a quarter of the float size), then convert once.
+    planes = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+    lr = planes.float().div_(max_value)
+    del planes
+    if has_alpha:
+        colour = lr[:-1].permute(1, 2, 0).numpy()
+        filled = fill_transparent(colour, lr[-1].numpy())
+        lr[:-1] = torch.from_numpy(np.ascontiguousarray(filled)).permute(2, 0, 1)
+    return lr.unsqueeze(0)
+
+
+def _resolve_tile(
+    tile: str | int | None, model: nn.Module, channels: int, device: torch.device, half: bool
+) -> int | None:
+    if tile is None or isinstance(tile, int):
+        if isinstance(tile, int) and tile < 1:
+            raise ConfigError(f"tile must be a positive number of pixels or 'auto', got {tile}")
+        return tile
+    if tile != "auto":
+        raise ConfigError(f"tile must be a positive number of pixels or 'auto', got {tile!r}")
+    return auto_tile(
+        model.info,
+        channels,
+        device,
+        scale=model.scale,
+        model_kwargs=getattr(model, "model_kwargs", None),
+        bytes_per_value=2 if half else 4,
+    )
+
+
+def upscale_image(
+    pixels: np.ndarray,
+    model: nn.Module,
+    *,
+    tile: str | int | None = "auto",
+    device: str | torch.device = "cpu",
+    half: bool = False,
+    backend: str | Backend = "torch",
+) -> np.ndarray:
+    """Upscale HWC (or HW) uint8/uint16 pixels by `model.scale`; same layout and type out.
+
+    `tile`: "auto" (from a memory budget), a tile size in LR pixels, or None (whole image).
+    `backend`: a registered name, or a ready `Backend` (then `device` and `half` are its own).
+    """
+    pixels = np.asarray(pixels)
+    squeeze = pixels.ndim == 2
+    if squeeze:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected HWC pixels with 1 to 4 channels, got shape {pixels.shape}")
+    max_value = _max_value(pixels.dtype)
+    channels = pixels.shape[2]
+    has_alpha = channels in (2, 4)
+    if isinstance(backend, Backend):
+        runner = backend
+    else:
+        runner = make_backend(model, device, half=half, backend=backend)
+
+    pipeline = _TilePipeline(
+        forward=runner.forward,
+        device=runner.device,
+        model_channels=model.info.channels,
+        scale=int(model.scale),
+        colour_channels=channels - 1 if has_alpha else channels,
+        has_alpha=has_alpha,
+        max_value=max_value,
+    )
+    tile_size = _resolve_tile(tile, model, channels, runner.device, half)
+    overlap = max(_model_receptive_field(model), BICUBIC_CONTEXT)
+    lr = _prepare_lr(pixels, max_value, has_alpha)
+    with torch.inference_mode():
+        # Channels-last output: its HWC view below is the numpy result without another copy.
+        sr = tiled_forward(
+            pipeline,
+            lr,
+            pipeline.scale,
+            tile=tile_size,
+            overlap=overlap,
+            memory_format=torch.channels_last,
+        )
+    del lr
+    result = np.ascontiguousarray(sr[0].permute(1, 2, 0).numpy(), dtype=pixels.dtype)
+    return result[:, :, 0] if squeeze else result
+
+
+# --------------------------------------------------------------------------- batches of files
+
+
+@dataclass
+class BatchReport:
+    """What `upscale_files` did: outputs written, (input, reason) skipped and failed."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every image was upscaled or deliberately skipped, 1 if any failed."""
+        return 1 if self.failed else 0
+
+
+def _is_glob(text: str) -> bool:
+    return any(character in _GLOB_CHARACTERS for character in text)
+
+
+def expand_inputs(
+    inputs: Iterable[str | Path],
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Files, folders and globs -> (named files, files found in folders or globs, problems).
+
+    Globs are expanded here so that shells that do not expand them (Windows) work too. A
+    literal name that does not exist stays in the named files: reading it reports the failure.
+    """
+    from superres.io import IMAGE_EXTENSIONS, list_images
+
+    named: list[Path] = []
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            try:
+                found.extend(list_images(path))
+            except ImageReadError as error:  # an empty folder: say so, do the rest
+                problems.append((path, str(error)))
+        elif not path.exists() and _is_glob(str(item)):
+            matches = sorted(Path(match) for match in glob.glob(str(item), recursive=True))
+            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            if not images:
+                problems.append((path, f"no images match {item}"))
+            found.extend(images)
+        else:
+            named.append(path)
+    return named, found, problems
+
+
+def output_name(input_path: Path, scale: int) -> str:
+    """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension."""
+    return f"{input_path.stem}_x{scale}{input_path.suffix}"
+
+
+def _output_is_single_file(output: Path, count: int) -> bool:
+    from superres.io import IMAGE_EXTENSIONS
+
+    names_a_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
+    if names_a_file and count > 1:
+        raise ConfigError(
+            f"-o {output} names a file, but {count} images are being upscaled; give a folder"
+        )
+    return names_a_file
+
+
+def plan_outputs(
+    named: Sequence[Path], found: Sequence[Path], output: Path | None, scale: int
+) -> list[tuple[Path, Path]]:
+    """(input, output) pairs. Folder and glob finds that are another input's output (a previous
+    run's results lying beside the inputs) are dropped; writing over any input is a ConfigError."""
+    inputs = list(dict.fromkeys([*named, *found]))  # order kept, duplicates dropped
+    single_file = output is not None and _output_is_single_file(output, len(inputs))
+
+    def target(path: Path) -> Path:
+        if output is None:
+            return path.with_name(output_name(path, scale))
+        return output if single_file else output / output_name(path, scale)
+
+    planned = {path: target(path) for path in inputs}
+    outputs = {out.resolve() for out in planned.values()}
+    named_set = set(named)
+    jobs = []
+    for path, out in planned.items():
+        if path not in named_set and path.resolve() in outputs:
+            logger.info("not upscaling %s: it is the output of another input", path)
+            continue
+        jobs.append((path, out))
+
+    # Only what will actually be read must survive; a dropped previous output may be replaced.
+    resolved_inputs = {path.resolve(): path for path, _ in jobs}
+    claimed: dict[Path, Path] = {}
+    for path, out in jobs:
+        if out.resolve() in resolved_inputs:
+            victim = resolved_inputs[out.resolve()]
+            raise ConfigError(f"refusing to overwrite input {victim} with the output of {path}")
+        if out.resolve() in claimed:
+            raise ConfigError(f"{claimed[out.resolve()]} and {path} would both be written to {out}")
+        claimed[out.resolve()] = path
+    return jobs
+
+
+def _upscale_one(
+    input_path: Path,
+    output_path: Path,
+    model: nn.Module,
+    runner: Backend,
+    tile: str | int | None,
+) -> None:
+    from superres.io import read_image, write_image
+
+    loaded = read_image(input_path)
+    sr = upscale_image(loaded.pixels, model, tile=tile, backend=runner)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(output_path, sr, icc_profile=loaded.icc_profile)
+
+
+def _resolve_batch_model(
+    model: str | nn.Module, scale: int | None, device: torch.device
+) -> nn.Module:
+    if isinstance(model, nn.Module):
+        if scale is not None and int(model.scale) != int(scale):
+            raise ModelError(f"model '{model.info.name}' is for x{model.scale}, not x{scale}")
+        return model
+    from superres.pretrained import resolve_model
+
+    return resolve_model(model, scale, device=str(device))
+
+
+def upscale_files(
+    inputs: Iterable[str | Path],
+    output: str | Path | None,
+    *,
+    scale: int | None,
+    model: str | nn.Module,
+    overwrite: bool = False,
+    tile: str | int | None = "auto",
+    device: str | torch.device = "auto",
+    backend: str = "torch",
+    half: bool = False,
+) -> BatchReport:
+    """Upscale every image that `inputs` (files, folders, globs) names.
+
+    Outputs go to `output` (a file for a single input, else a folder), or beside each input as
+    `<stem>_x<scale><ext>`. Existing outputs are skipped unless `overwrite`; an unreadable or
+    unwritable image is reported and skipped while the rest completes. User errors that concern
+    the whole batch (unknown model, bad scale, an output over an input) raise SuperresError.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    resolved_device = resolve_device(device)
+    network = _resolve_batch_model(model, scale, resolved_device)
+    runner = make_backend(network, resolved_device, half=half, backend=backend)
+    named, found, problems = expand_inputs(inputs)
+    output_path = Path(output) if output is not None else None
+    jobs = plan_outputs(named, found, output_path, int(network.scale))
+
+    report = BatchReport()
+    for path, reason in problems:
+        logger.warning("%s", reason)
+        report.failed.append((path, reason))
+    # Messages go through tqdm.write while the bar is drawn, so they do not tear it.
+    with logging_redirect_tqdm():
+        for input_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) < 2, leave=False):
+            if output_path.exists() and not overwrite:
+                reason = f"{output_path} exists (use --overwrite to replace it)"
+                logger.info("skipping %s: %s", input_path, reason)
+                report.skipped.append((input_path, reason))
+                continue
+            try:
+                _upscale_one(input_path, output_path, network, runner, tile)
+            except (SuperresError, OSError) as error:
+                # SuperresError messages name the file already; OS errors may not.
+                is_ours = isinstance(error, SuperresError)
+                message = str(error) if is_ours else f"{input_path}: {error}"
+                logger.warning("failed: %s", message)
+                report.failed.append((input_path, message))
+                continue
+            logger.debug("wrote %s", output_path)
+            report.written.append(output_path)
+    return report
+
+
+__all__ = [
+    "Backend",
+    "BatchReport",
+    "available_backends",
+    "expand_inputs",
+    "fill_transparent",
+    "make_backend",
+    "output_name",
+    "plan_outputs",
+    "register_backend",
+    "resolve_device",
+    "torch_backend",
+    "upscale_files",
+    "upscale_image",
+]
+

@@ -1,0 +1,191 @@
+"""Shipped pretrained weights: listing, loading, the default model, resolving `--model`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import superres.pretrained as pretrained
+from superres.checkpoint import save_checkpoint
+from superres.cli import main
+from superres.errors import ModelError
+from superres.models import create_model
+from superres.pretrained import (
+    default_model_for,
+    list_pretrained,
+    load_pretrained,
+    resolve_model,
+    write_model_card,
+)
+
+SMALL_REDNET = {"num_layers": 2, "num_features": 8}
+
+
+def save_model(path: Path, architecture: str, scale: int, **kwargs) -> torch.nn.Module:
+    model = create_model(architecture, scale, **kwargs)
+    metadata = {
+        "model": architecture,
+        "scale": scale,
+        "model_kwargs": model.model_kwargs,
+        "channels": model.info.channels,
+    }
+    save_checkpoint(path, model, metadata)
+    return model
+
+
+def card(
+    folder: Path, name: str, scale: int, set5_psnr: float, architecture: str = "rednet"
+) -> None:
+    write_model_card(
+        folder,
+        name,
+        scale,
+        architecture=architecture,
+        model_kwargs=SMALL_REDNET,
+        recipe="superres train --config test.toml",
+        training_seconds=12.0,
+        hardware="test CPU",
+        date="2025-01-01",
+        metrics={
+            "Set5": {"psnr": set5_psnr, "ssim": 0.9},
+            "Set14": {"psnr": set5_psnr - 4, "ssim": 0.8},
+        },
+    )
+
+
+@pytest.fixture()
+def empty_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(pretrained, "weights_root", lambda: folder)
+    return folder
+
+
+@pytest.fixture()
+def weights(empty_weights: Path) -> Path:
+    """red20 at x2 and x3, redsmall at x2 (better Set5), a card-less srcnn at x4."""
+    save_model(empty_weights / "red20_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+    card(empty_weights, "red20", 2, 36.0)
+    save_model(empty_weights / "red20_x3.safetensors", "rednet", 3, **SMALL_REDNET)
+    card(empty_weights, "red20", 3, 33.0)
+    save_model(empty_weights / "red_small_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+    card(empty_weights, "red_small", 2, 37.5)
+    save_model(empty_weights / "srcnn_x4.safetensors", "srcnn", 4)
+    (empty_weights / "notes.txt").write_text("not weights")
+    return empty_weights
+
+
+def test_shipped_weights_list_and_load() -> None:
+    for entry in list_pretrained():
+        assert entry.path.name == f"{entry.name}_x{entry.scale}.safetensors"
+        assert entry.metric("Set5", "psnr") is not None, f"{entry.name} x{entry.scale}: no card"
+        model = load_pretrained(entry.name, entry.scale)
+        assert model.scale == entry.scale and not model.training
+    for scale in (2, 3, 4):
+        assert default_model_for(scale) in {entry.name for entry in list_pretrained()} | {"bicubic"}
+
+
+def test_empty_folder(empty_weights: Path) -> None:
+    assert list_pretrained() == []
+    assert default_model_for(2) == "bicubic"
+    with pytest.raises(ModelError, match="no pretrained weights ship"):
+        load_pretrained("rednet", 2)
+
+
+def test_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pretrained, "weights_root", lambda: tmp_path / "absent")
+    assert list_pretrained() == []
+    assert default_model_for(3) == "bicubic"
+
+
+def test_listing_reads_names_scales_and_cards(weights: Path) -> None:
+    entries = list_pretrained()
+    assert [(e.name, e.scale) for e in entries] == [
+        ("red20", 2),
+        ("red20", 3),
+        ("red_small", 2),
+        ("srcnn", 4),
+    ]
+    red20 = entries[0]
+    assert red20.metric("Set5", "psnr") == 36.0
+    assert red20.metric("set14", "SSIM") == 0.8
+    assert red20.architecture == "rednet"
+    assert entries[3].card == {} and entries[3].metric("Set5", "psnr") is None
+
+
+def test_default_model_is_best_set5_psnr(weights: Path) -> None:
+    assert default_model_for(2) == "red_small"
+    assert default_model_for(3) == "red20"
+    assert default_model_for(4) == "srcnn"  # shipped without a card still beats bicubic
+
+
+def test_load_pretrained_restores_weights_in_eval_mode(weights: Path) -> None:
+    original = save_model(weights / "red20_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+    model = load_pretrained("red20", 2)
+    assert not model.training and model.scale == 2
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+def test_unknown_name_or_scale_lists_what_ships(weights: Path) -> None:
+    with pytest.raises(ModelError, match="red20 x2, red20 x3"):
+        load_pretrained("red20", 4)
+    with pytest.raises(ModelError, match="ships for x2, x3, not x4"):
+        resolve_model("red20", 4)
+    with pytest.raises(ModelError, match="unknown model 'nope'.*bicubic"):
+        resolve_model("nope", 2)
+
+
+def test_broken_card_is_ignored_not_fatal(weights: Path) -> None:
+    (weights / "red20_x2.json").write_text("{not json")
+    entry = next(e for e in list_pretrained() if (e.name, e.scale) == ("red20", 2))
+    assert entry.card == {}
+
+
+def test_resolve_shipped_registered_and_path(weights: Path, tmp_path: Path) -> None:
+    assert resolve_model("red20", 3).scale == 3
+    bicubic = resolve_model("bicubic", 4)
+    assert bicubic.info.name == "bicubic" and bicubic.scale == 4
+    checkpoint = tmp_path / "mine.safetensors"
+    save_model(checkpoint, "srcnn-tutorial", 3)
+    assert resolve_model(str(checkpoint), 3).info.name == "srcnn-tutorial"
+    assert resolve_model(str(checkpoint), None).scale == 3  # None: the checkpoint's own scale
+    with pytest.raises(ModelError, match="scale x3, not the requested x2"):
+        resolve_model(str(checkpoint), 2)
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(str(tmp_path / "missing.safetensors"), 2)
+
+
+def test_untrained_architecture_is_refused(empty_weights: Path) -> None:
+    with pytest.raises(ModelError, match="needs trained weights"):
+        resolve_model("srcnn", 2)
+    with pytest.raises(ModelError, match="does not support scale"):
+        resolve_model("srcnn", 5)
+
+
+def test_model_card_layout(tmp_path: Path) -> None:
+    card(tmp_path, "red20", 2, 36.0)
+    written = json.loads((tmp_path / "red20_x2.json").read_text())
+    assert written["metrics"]["Set5"] == {"psnr": 36.0, "ssim": 0.9}
+    assert {"recipe", "training_seconds", "hardware", "date", "protocol"} <= set(written)
+
+
+def test_models_command_lists_architectures_and_weights(
+    weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("bicubic", "srcnn", "srcnn-tutorial", "rednet", "red_small"):
+        assert name in out
+    assert "37.50 / 0.9000" in out and "33.50 / 0.8000" in out
+    assert "Y channel" in out  # the protocol is stated under the table
+
+
+def test_models_command_without_weights(
+    empty_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models"]) == 0
+    assert "none ship" in capsys.readouterr().out
