@@ -1,0 +1,70 @@
+"""`superres bench`: inference and training speed per model and backend, against fp32 matmul.
+
+The text table goes to stdout, or the JSON document `superres.bench.run_bench` describes with
+`--json`; progress lines go to stderr so that `--json` output stays clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from superres.bench import DEFAULT_MODELS, BenchSettings, format_table, parse_size, run_bench
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure inference and training speed",
+        description="Time each model on each backend at fixed output sizes (batch 1), against plain "
+        "PyTorch eager and the machine's fp32 matmul rate measured in the same run; then a "
+        "training step, fast path vs eager. Models carry random weights: speed does not depend on them.",
+    )
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names")
+    parser.add_argument("--scales", nargs="+", type=int, default=[2], help="scales (default 2)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["torch", "onnxruntime"],
+        choices=["torch", "onnxruntime"],
+        help="backends besides the eager baseline",
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", default=None, metavar="WxH", help="output sizes (default 512x512 1280x720)"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1)")
+    parser.add_argument("--no-training", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test in seconds")
+    parser.add_argument("--json", action="store_true", help="print JSON (fields: see superres.bench)")
+    parser.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace) -> BenchSettings:
+    """The `BenchSettings` the command line asks for."""
+    overrides: dict = {
+        "models": tuple(args.models),
+        "scales": tuple(args.scales),
+        "backends": tuple(dict.fromkeys(args.backends)),
+        "training": not args.no_training,
+    }
+    if args.sizes:
+        overrides["sizes"] = tuple(parse_size(text) for text in args.sizes)
+    if args.repeats is not None:
+        overrides["repeats"] = args.repeats
+        overrides["training_repeats"] = args.repeats
+    if args.warmup is not None:
+        overrides["warmup"] = args.warmup
+    return BenchSettings.quick_run(**overrides) if args.quick else BenchSettings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    def progress(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    result = run_bench(settings, progress=progress)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0

@@ -1,0 +1,92 @@
+"""`superres export`: write a model as an ONNX file (dynamic batch and size, upscale included)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from superres.errors import ModelError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from superres.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Export a model to ONNX: input 'lr' (N, C, h, w) float32 in [0, 1], output "
+        "'sr' (N, C, scale*h, scale*w), batch and size dynamic, the pre-upsampling inside the "
+        "graph, model name/scale/channels in the metadata. The file is checked against PyTorch "
+        "in ONNX Runtime before it is written.",
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="shipped pretrained name, registered weight-free model (bicubic), or .safetensors "
+        "checkpoint; with --untrained, any registered architecture",
+    )
+    parser.add_argument("--scale", type=int, default=None, help="scale (default: the checkpoint's, or 2)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="export a freshly initialised registered architecture (random weights: for "
+        "benchmarks and tests, not for images)",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --untrained: a model argument, VALUE as JSON (e.g. num_layers=15); repeatable",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    parser.set_defaults(run=run)
+
+
+def parse_model_args(items: list[str]) -> dict[str, Any]:
+    """['num_layers=15', 'kernel_sizes=[9,1,5]'] -> {'num_layers': 15, 'kernel_sizes': [9, 1, 5]}."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ModelError(f"--model-arg {item!r} must look like KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value  # a bare word: keep it as a string
+    return parsed
+
+
+def _model(args: argparse.Namespace):
+    if args.untrained:
+        from superres.models import create_model
+
+        return create_model(args.model, 2 if args.scale is None else args.scale, **parse_model_args(args.model_arg))
+    if args.model_arg:
+        raise ModelError("--model-arg only applies with --untrained (trained models carry their own)")
+    from superres.pretrained import resolve_model
+
+    return resolve_model(args.model, args.scale)
+
+
+def run(args: argparse.Namespace) -> int:
+    from superres.export import export_onnx
+
+    if args.output.suffix.lower() != ".onnx":
+        raise ModelError(f"output file {args.output} should end in .onnx")
+    model = _model(args)
+    # The name the user gave (release name or checkpoint file), so the file says where it came from.
+    name = Path(args.model).name if args.model.endswith(".safetensors") else args.model
+    path = export_onnx(model, args.output, opset=args.opset, verify=not args.no_verify, name=name)
+    size_kib = path.stat().st_size / 1024
+    print(
+        f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on "
+        f"{model.info.channels}, opset {args.opset}"
+    )
+    return 0
