@@ -189,7 +189,11 @@ def auto_tile(
     kwargs = {**dict(getattr(model_info, "default_kwargs", {}) or {}), **dict(model_kwargs or {})}
     scales = tuple(getattr(model_info, "scales", (4,)))
     scale = int(scale if scale is not None else max(scales))
-    overlap = int(getattr(model_info, "receptive_field", 0))
+    if hasattr(model_info, "receptive_field_for"):
+        # The card's attribute holds the default depth; a deeper model needs more context.
+        overlap = int(model_info.receptive_field_for(scale, **dict(model_kwargs or {})))
+    else:
+        overlap = int(getattr(model_info, "receptive_field", 0))
     num_features = max(_largest_feature_count(kwargs, default=channels), channels)
     budget = default_budget_bytes(device) if budget_bytes is None else int(budget_bytes)
 
