@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config, run_dir = _build(args)
     summary = train(config, run_dir, resume=args.resume is not None)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 speaks for the run
     best = (
         f"best val PSNR {summary.best_psnr:.3f} dB / SSIM {summary.best_ssim:.4f} at step {summary.best_step}"
         if summary.best_psnr is not None
