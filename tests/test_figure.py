@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +133,7 @@ def test_sample_image_and_fallback_chart(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.perf_counter()
     assert main(["demo", "-o", str(tmp_path / "demo"), "--device", "cpu"]) == 0
-    assert time.perf_counter() - started < 60
     out = capsys.readouterr().out
     assert "bicubic" in out and "PSNR" in out and "Y channel" in out
     written = sorted(p.name for p in (tmp_path / "demo").iterdir())
