@@ -28,8 +28,6 @@ Stop decisions (time limit, Ctrl-C, NaN) are agreed at sync points with one all-
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -59,15 +57,12 @@ from superres.config import TrainConfig, resolve_config, save_config
 from superres.data import DeviceBatches, atomic_write_bytes, open_patch_source
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.fast import retain_freed_memory
+from superres.runlog import HISTORY_COLUMNS, append_history, read_history, write_history, write_plots
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
-HISTORY_FILE = "history.csv"
-HISTORY_COLUMNS = (
-    "step", "epoch", "loss", "learning_rate", "val_psnr", "val_ssim", "elapsed_s", "hr_pixels_per_s",
-)
 # Optimizer implementation switches that belong to this process, not to the saved state: a run
 # saved on CPU and resumed on CUDA must get the fused CUDA kernel, and the other way round.
 OPTIMIZER_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
@@ -599,99 +594,6 @@ def restore_training_state(
         last_psnr=metrics.get("val_psnr"),
         history=history,
     )
-
-
-# --- history and plots ----------------------------------------------------------------------
-
-
-def _format_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.8g}"
-    return str(value)
-
-
-def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite history.csv with `rows` (atomically): a fresh run, or a resume that drops the rows
-    written after its checkpoint."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
-    for row in rows:
-        writer.writerow([_format_cell(row.get(column)) for column in HISTORY_COLUMNS])
-    atomic_write_bytes(run_dir / HISTORY_FILE, buffer.getvalue().encode("utf-8"))
-
-
-def append_history(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / HISTORY_FILE, "a", encoding="utf-8", newline="") as stream:
-        csv.writer(stream, lineterminator="\n").writerow(
-            [_format_cell(row.get(column)) for column in HISTORY_COLUMNS]
-        )
-        stream.flush()
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """history.csv as rows of numbers (empty cells as None); a missing file is an empty history."""
-    path = run_dir / HISTORY_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, encoding="utf-8", newline="") as stream:
-        for record in csv.DictReader(stream):
-            row: dict[str, Any] = {}
-            for column in HISTORY_COLUMNS:
-                text = record.get(column) or ""
-                row[column] = None if text == "" else (int(text) if column == "step" else float(text))
-            rows.append(row)
-    return rows
-
-
-def write_plots(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """psnr.png (validation PSNR) and loss.png (training loss) against the step, atomically."""
-    validated = [row for row in history if row.get("val_psnr") is not None]
-    losses = [row for row in history if row.get("loss") is not None and math.isfinite(row["loss"])]
-    _write_plot(
-        run_dir / "psnr.png",
-        [row["step"] for row in validated],
-        [row["val_psnr"] for row in validated],
-        title="Validation PSNR (Y, paper protocol)",
-        ylabel="PSNR (dB)",
-        log_scale=False,
-    )
-    _write_plot(
-        run_dir / "loss.png",
-        [row["step"] for row in losses],
-        [row["loss"] for row in losses],
-        title="Training loss",
-        ylabel="loss",
-        log_scale=all(row["loss"] > 0 for row in losses) and bool(losses),
-    )
-
-
-def _write_plot(
-    path: Path, steps: list[int], values: list[float], *, title: str, ylabel: str, log_scale: bool
-) -> None:
-    # The object-oriented Agg API: no pyplot, so no global backend switch and never a window.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.plot(steps, values, marker="o" if len(steps) < 30 else None, linewidth=1.2)
-    if log_scale:
-        axes.set_yscale("log")
-    axes.set_xlabel("step")
-    axes.set_ylabel(ylabel)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    if not steps:
-        axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 # --- progress, logging and stopping ---------------------------------------------------------
