@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +227,17 @@ def test_two_processes_with_ddp_end_with_identical_weights(
     from safetensors.torch import load_file
 
     config = tiny_config(data_dirs, iterations=6, val_every=6, checkpoint_every=6, log_every=3)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path)), nprocs=2, join=True)
+    # A free port can be taken by another process between choosing it and binding it; a real DDP
+    # bug fails every attempt, a lost port race only one, so a second attempt gets a fresh port.
+    for attempt in range(2):
+        try:
+            mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path)), nprocs=2, join=True)
+            break
+        except mp.ProcessException as error:
+            if attempt == 1:
+                raise
+            warnings.warn(f"DDP attempt failed, retrying on a fresh port: {error}")
+            shutil.rmtree(tmp_path / "run", ignore_errors=True)
     rank0 = load_file(str(tmp_path / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "rank1.safetensors"))
     torch.manual_seed(config.seed)
