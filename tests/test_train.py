@@ -233,7 +233,7 @@ def test_two_processes_with_ddp_end_with_identical_weights(
         try:
             mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path)), nprocs=2, join=True)
             break
-        except mp.ProcessException as error:
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
             if attempt == 1:
                 raise
             warnings.warn(f"DDP attempt failed, retrying on a fresh port: {error}")
