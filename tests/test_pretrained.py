@@ -189,3 +189,15 @@ def test_models_command_without_weights(
 ) -> None:
     assert main(["models"]) == 0
     assert "none ship" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "scale"), [("srcnn", 2), ("srcnn", 3), ("srcnn", 4), ("red20", 2)])
+def test_shipped_weights_reproduce_their_model_card(shared_data: Path, name: str, scale: int) -> None:
+    """The Set5 score on each card is what `superres evaluate` measures with the shipped weights."""
+    from superres.evaluate import evaluate_model
+    from superres.pretrained import list_pretrained, load_pretrained
+
+    entry = next(e for e in list_pretrained() if (e.name, e.scale) == (name, scale))
+    result = evaluate_model(load_pretrained(name, scale), shared_data / "benchmark" / "Set5" / "HR", scale)
+    assert result.psnr == pytest.approx(entry.metric("Set5", "psnr"), abs=0.01)
+    assert result.ssim == pytest.approx(entry.metric("Set5", "ssim"), abs=0.001)
