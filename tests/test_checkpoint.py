@@ -120,7 +120,7 @@ def test_other_model_scale_or_shapes_are_clear_errors(tmp_path: Path) -> None:
 def test_a_failed_write_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import safetensors.torch
+    import os
 
     model = tiny_model()
     path = tmp_path / "model.safetensors"
@@ -130,7 +130,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    # The disk fills up while the new file is written, after its temporary file exists.
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError):
         save_checkpoint(path, tiny_model(seed=1), metadata_for(model))
     assert path.read_bytes() == before

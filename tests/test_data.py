@@ -215,7 +215,7 @@ def test_pack_converts_to_training_colour_and_round_trips(tmp_path: Path) -> Non
     assert names[2].endswith("image00.png")
     with pytest.raises(ConfigError, match="packed as Y"):
         load_hr_images([out], "RGB")
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_prepare_equals_on_the_fly_sampling_with_the_same_seed(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import datetime
 import json
 from pathlib import Path
 
+from superres.atomic import atomic_write_bytes
 from superres.checkpoint import load_model, save_checkpoint
 from superres.pretrained import write_model_card
 
@@ -65,7 +66,7 @@ def main() -> None:
             "protocol": report["protocol"],
         }
     )
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     save_checkpoint(
         WEIGHTS / f"{args.name}_x{scale}.safetensors",
         model,

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from superres.atomic import atomic_write_bytes
 from superres.errors import CheckpointError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def save_checkpoint(
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write `model`'s weights, `extra_tensors` and `metadata` (JSON) to `path`, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
@@ -52,15 +51,7 @@ def save_checkpoint(
     for name, tensor in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + name] = _storable(tensor)
     header = {METADATA_KEY: json.dumps(metadata, allow_nan=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp_name, metadata=header)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(tensors, metadata=header))
 
 
 def _storable(tensor: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from superres.atomic import atomic_write_bytes
 from superres.errors import ConfigError, ModelError
 
 PRESET_PACKAGE = "superres.configs"
@@ -262,8 +263,6 @@ def _is_number(value: Any) -> bool:
 
 def save_config(config: TrainConfig, run_dir: str | Path) -> Path:
     """Write the effective configuration to RUN_DIR/config.json (atomically) and return its path."""
-    from superres.data import atomic_write_bytes
-
     path = Path(run_dir) / CONFIG_FILENAME
     text = json.dumps(config.to_dict(), indent=2) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))

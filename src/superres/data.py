@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from superres.atomic import atomic_write
 from superres.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -54,32 +53,11 @@ PREPARE_CHUNK = 4096  # pairs drawn per call while preparing: bounds memory, not
 # --- files ----------------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """`np.savez_compressed` to `path`, atomically (the name never holds a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: np.savez_compressed(stream, **arrays))
 
 
 def _meta_array(meta: dict[str, Any]) -> np.ndarray:

@@ -28,13 +28,13 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError
 from superres.fast import replace_transposed_convs
 
@@ -193,17 +193,7 @@ def verify_onnx(model: nn.Module, onnx_bytes: bytes, *, tolerance: float = VERIF
 def _write_atomically(path: Path, data: bytes) -> None:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder does not exist: {path.parent}")
-    # A temporary file in the same folder, renamed over the target: readers never see half a file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def export_onnx(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -28,6 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from superres.atomic import atomic_write
 from superres.errors import ImageReadError, ImageWriteError
 
 logger = logging.getLogger(__name__)
@@ -780,46 +780,17 @@ def _pillow_save_options(
 
 
 def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> None:
-    """Run `write_to` on a temporary file beside `path`, then rename it over `path`.
-
-    The rename is atomic on one file system, so readers see the old file or the complete new one;
-    on any failure the temporary file is removed and the old file is left as it was.
-    """
+    """`superres.atomic.atomic_write`, with file-system errors as one-line ImageWriteErrors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageWriteError(
             f"{path}: cannot create folder {path.parent} ({exc.strerror or exc})"
         ) from exc
-    temporary, fp = _create_temporary_beside(path)
     try:
-        with fp:
-            write_to(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, (OSError, ValueError, KeyError)):
-            raise ImageWriteError(f"{path}: cannot write image ({exc})") from exc
-        raise
-
-
-def _create_temporary_beside(path: Path) -> tuple[Path, BinaryIO]:
-    # os.open with O_EXCL rather than tempfile.mkstemp: mkstemp makes the file 0600, and the
-    # renamed image would keep that; here the user's umask applies as for any new file.
-    for _ in range(100):
-        temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ImageWriteError(
-                f"{path}: cannot create a file in {path.parent} ({exc.strerror or exc})"
-            ) from exc
-        return temporary, os.fdopen(descriptor, "wb")
-    raise ImageWriteError(f"{path}: cannot find a free temporary file name in {path.parent}")
+        atomic_write(path, write_to)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ImageWriteError(f"{path}: cannot write image ({exc})") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError
 
 if TYPE_CHECKING:
@@ -281,5 +282,5 @@ def write_model_card(
         "protocol": PROTOCOL,
     }
     path = Path(folder) / f"{name}_x{scale}.json"
-    path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, (json.dumps(card, indent=2, sort_keys=False) + "\n").encode("utf-8"))
     return path

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from superres.data import atomic_write_bytes
+from superres.atomic import atomic_write_bytes
 
 HISTORY_FILE = "history.csv"
 HISTORY_COLUMNS = (

@@ -54,7 +54,7 @@ from superres.checkpoint import (
     save_checkpoint,
 )
 from superres.config import TrainConfig, resolve_config, save_config
-from superres.data import DeviceBatches, atomic_write_bytes, open_patch_source
+from superres.data import DeviceBatches, open_patch_source
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.fast import retain_freed_memory
 from superres.runlog import HISTORY_COLUMNS, append_history, read_history, write_history, write_plots
