@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from superres.color import rgb_to_y
+from superres.io import list_images, read_image, write_image
 from superres.metrics import psnr, ssim
 from superres.resize import imresize, modcrop
 
@@ -197,8 +198,6 @@ def evaluate_model(
     model_name: str | None = None,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` on the HR images of `hr_dir` at `scale`."""
-    from superres.io import list_images, read_image, write_image
-
     info = getattr(model, "info", None)
     if channels is None:
         channels = info.channels if info is not None else "RGB"
