@@ -362,6 +362,27 @@ def test_resume_rejects_a_checkpoint_of_another_model(data_dirs: tuple[Path, Pat
         train(other, tmp_path / "a", resume=True)
 
 
+def test_init_weights_starts_a_new_run_from_trained_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    first = train(tiny_config(data_dirs, iterations=8), tmp_path / "first")
+    source = str(tmp_path / "first" / "best.safetensors")
+    # A learning rate of ~0 keeps the weights: the new run validates exactly where the source stood.
+    tuned = train(tiny_config(data_dirs, iterations=4, learning_rate=1e-30, init_weights=source),
+                  tmp_path / "tuned")
+    assert tuned.best_psnr == pytest.approx(first.best_psnr, abs=1e-9)
+    assert int(read_history(tmp_path / "tuned")[0]["step"]) == 2  # step count and schedule start fresh
+    for name, tensor in weights_of(tmp_path / "first" / "best.safetensors").items():
+        torch.testing.assert_close(weights_of(tmp_path / "tuned" / "last.safetensors")[name], tensor)
+
+    with pytest.raises(ModelError):  # another depth: a clear error, not a partial load
+        train(tiny_config(data_dirs, model_kwargs={"kernel_sizes": [3, 3, 3], "num_features": [8, 4]},
+                          init_weights=source), tmp_path / "deeper")
+    assert not (tmp_path / "deeper").exists()  # nothing written for a run that could not start
+    with pytest.raises(ModelError, match="not the requested x3"):
+        train(tiny_config(data_dirs, scale=3, patch_size=6, init_weights=source), tmp_path / "x3")
+
+
 def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters():
     """CUDA's fused Adam refuses moments whose strides differ from the (channels-last) parameters."""
     from superres.train import match_optimizer_state_layout

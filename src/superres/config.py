@@ -46,12 +46,17 @@ class TrainConfig:
     the fly, as many steps as it takes to draw as many LR pixels as the training set holds:
     `ceil(total_lr_pixels / (patch_size**2 * global_batch))`. `batch_size` is per process: under
     torchrun each rank draws its own batch, so the global batch is `batch_size * world_size`.
+
+    `init_weights` starts a new run from trained weights (fine-tuning): a `.safetensors` checkpoint
+    or a shipped model name such as `red20`, of the same architecture and scale. Only the weights
+    are taken; optimizer, schedule and step count start fresh. A resumed run ignores it.
     """
 
     model: str
     scale: int
     train_data: tuple[str, ...]
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None
     val_data: str | None = None
     patch_size: int = 24
     batch_size: int = 16

@@ -195,6 +195,8 @@ def _train(
     state = RunState()
     if resume:
         state = restore_training_state(run_dir, config, model, optimizer, scaler, device)
+    elif config.init_weights:
+        load_initial_weights(model, config)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
@@ -544,6 +546,16 @@ def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
                     state[key] = torch.empty_like(param).copy_(value)
+
+
+def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
+    """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`."""
+    from superres.pretrained import resolve_model
+
+    source = resolve_model(config.init_weights, config.scale)  # checks the scale, names what ships
+    # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
+    load_state_strictly(model, source.state_dict(), config.init_weights)
+    logger.info("starting from the weights of %s", config.init_weights)
 
 
 def restore_training_state(

@@ -11,8 +11,8 @@ from typing import Any
 
 # Flag destination -> TrainConfig key, for the flags that override a configuration value.
 OVERRIDE_FLAGS = (
-    "model", "scale", "model_kwargs", "train_data", "val_data", "patch_size", "batch_size",
-    "iterations", "epochs", "learning_rate", "weight_decay", "loss", "schedule", "step_size",
+    "model", "scale", "model_kwargs", "init_weights", "train_data", "val_data", "patch_size",
+    "batch_size", "iterations", "epochs", "learning_rate", "weight_decay", "loss", "schedule", "step_size",
     "gamma", "warmup_steps", "min_learning_rate", "grad_clip", "val_every", "checkpoint_every",
     "log_every", "seed", "degradation", "channels", "amp", "channels_last", "max_minutes",
     "device", "num_threads", "augment", "compile",
@@ -38,6 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--model", help="registered model name (see `superres models`)")
     model.add_argument("--scale", type=int)
     model.add_argument("--model-kwargs", type=_json_object, help='JSON object, e.g. \'{"num_layers": 15}\'')
+    model.add_argument(
+        "--init-weights",
+        metavar="WEIGHTS",
+        help="fine-tune: start from this .safetensors checkpoint or shipped model (e.g. red20)",
+    )
     model.add_argument("--train-data", nargs="+", metavar="PATH", help="HR folders, packed or prepared .npz")
     model.add_argument("--val-data", metavar="DIR", help="HR folder for validation, or 'none'")
     model.add_argument("--patch-size", type=int, help="LR patch size in pixels")
