@@ -126,9 +126,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def make_backend(
-    model: nn.Module, device: str | torch.device, *, half: bool = False, backend: str = "torch"
+    model: nn.Module,
+    device: str | torch.device,
+    *,
+    half: bool = False,
+    backend: str = "torch",
+    self_ensemble: bool = False,
 ) -> Backend:
-    """The backend `backend` running `model` on `device`, checking the half/device pairing."""
+    """The backend `backend` running `model` on `device`, checking the half/device pairing.
+
+    `self_ensemble`: average the network over the 8 flips/rotations (`superres.ensemble`).
+    """
     resolved = resolve_device(device)
     if half and resolved.type != "cuda":
         raise ConfigError(f"--half needs a CUDA device; the device here is '{resolved}'")
@@ -138,7 +146,12 @@ def make_backend(
         raise ConfigError(
             f"unknown backend '{backend}'; available: {', '.join(available_backends())}"
         ) from None
-    return factory(model, resolved, half)
+    runner = factory(model, resolved, half)
+    if self_ensemble:
+        from superres.ensemble import self_ensemble as ensembled
+
+        runner = Backend(forward=ensembled(runner.forward), device=runner.device)
+    return runner
 
 
 # --------------------------------------------------------------------------- alpha
@@ -294,11 +307,13 @@ def upscale_image(
     device: str | torch.device = "cpu",
     half: bool = False,
     backend: str | Backend = "torch",
+    self_ensemble: bool = False,
 ) -> np.ndarray:
     """Upscale HWC (or HW) uint8/uint16 pixels by `model.scale`; same layout and type out.
 
     `tile`: "auto" (from a memory budget), a tile size in LR pixels, or None (whole image).
-    `backend`: a registered name, or a ready `Backend` (then `device` and `half` are its own).
+    `backend`: a registered name, or a ready `Backend` (then `device`, `half` and
+    `self_ensemble` are its own). `self_ensemble`: 8 passes averaged (`superres.ensemble`).
     """
     pixels = np.asarray(pixels)
     squeeze = pixels.ndim == 2
@@ -312,7 +327,7 @@ def upscale_image(
     if isinstance(backend, Backend):
         runner = backend
     else:
-        runner = make_backend(model, device, half=half, backend=backend)
+        runner = make_backend(model, device, half=half, backend=backend, self_ensemble=self_ensemble)
 
     pipeline = _TilePipeline(
         forward=runner.forward,
@@ -483,6 +498,7 @@ def upscale_files(
     device: str | torch.device = "auto",
     backend: str = "torch",
     half: bool = False,
+    self_ensemble: bool = False,
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -490,13 +506,16 @@ def upscale_files(
     `<stem>_x<scale><ext>`. Existing outputs are skipped unless `overwrite`; an unreadable or
     unwritable image is reported and skipped while the rest completes. User errors that concern
     the whole batch (unknown model, bad scale, an output over an input) raise SuperresError.
+    `self_ensemble`: average each image over its 8 flips/rotations (8 times the work).
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     resolved_device = resolve_device(device)
     network = _resolve_batch_model(model, scale, resolved_device)
-    runner = make_backend(network, resolved_device, half=half, backend=backend)
+    runner = make_backend(
+        network, resolved_device, half=half, backend=backend, self_ensemble=self_ensemble
+    )
     named, found, problems = expand_inputs(inputs)
     output_path = Path(output) if output is not None else None
     jobs = plan_outputs(named, found, output_path, int(network.scale))

@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from superres.ensemble import ENSEMBLE_LABEL, SelfEnsemble
 from superres.errors import ConfigError
 from superres.evaluate import EvalResult, Protocol, dataset_name, evaluate_model
 
@@ -45,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score gray images as R=G=B through BT.601 instead of as their own Y",
     )
     parser.add_argument("--quantize-lr", action="store_true", help="round the synthetic LR to uint8")
+    parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the model over the 8 flips/rotations (reported as MODEL+x8, like EDSR+)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -81,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--lr-dir goes with exactly one HR folder")
     device = _device(args.device)
     results: list[EvalResult] = []
+    model_name = args.model
+    if args.self_ensemble:
+        model_name += ENSEMBLE_LABEL
     for scale in args.scale:
         model = _load(args.model, scale, device)
+        if args.self_ensemble:
+            model = SelfEnsemble(model)
         for folder in args.folders:
             save_dir = args.save_dir / dataset_name(folder) if args.save_dir else None
             results.append(
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                     lr_dir=_lr_dir_for(args.lr_dir, scale),
                     save_dir=save_dir,
                     device=device,
-                    model_name=args.model,
+                    model_name=model_name,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")

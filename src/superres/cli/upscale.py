@@ -63,6 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_arguments(p)
     p.add_argument("--half", action="store_true", help="run the network in float16 (CUDA only)")
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the model over the 8 flips/rotations of each image (8x the time)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--backend", default="torch", help="inference runtime (default: torch)")
     p.set_defaults(run=run)
@@ -103,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         backend=args.backend,
         half=args.half,
+        self_ensemble=args.self_ensemble,
     )
-    parts = [f"upscaled {len(report.written)} image(s) with {spec} on {device}"]
+    method = f"{spec} (x8 self-ensemble)" if args.self_ensemble else spec
+    parts = [f"upscaled {len(report.written)} image(s) with {method} on {device}"]
     if report.skipped:
         parts.append(f"skipped {len(report.skipped)} existing")
     if report.failed:
