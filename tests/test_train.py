@@ -385,7 +385,7 @@ def test_init_weights_starts_a_new_run_from_trained_weights(
 
 def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters():
     """CUDA's fused Adam refuses moments whose strides differ from the (channels-last) parameters."""
-    from superres.train import match_optimizer_state_layout
+    from superres.train_state import match_optimizer_state_layout
 
     conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(conv.parameters())

@@ -1,0 +1,172 @@
+"""What a training run carries from one call to the next, and how it is saved and restored.
+
+`RunState` holds the counters (step, best score, history); `save_training_checkpoint` writes them
+with the weights, optimizer, scaler and RNG states into last.safetensors, and
+`restore_training_state` loads all of it back for `superres train --resume`. A new run can instead
+start from trained weights alone (`load_initial_weights`, the `init_weights` setting).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from superres.checkpoint import (
+    load_checkpoint,
+    load_state_strictly,
+    optimizer_state_from_storage,
+    optimizer_state_to_storage,
+    save_checkpoint,
+)
+from superres.config import TrainConfig
+from superres.errors import CheckpointError
+from superres.runlog import read_history
+
+logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.safetensors"
+BEST_CHECKPOINT = "best.safetensors"
+# Optimizer implementation switches that belong to this process, not to the saved state: a run
+# saved on CPU and resumed on CUDA must get the fused CUDA kernel, and the other way round.
+OPTIMIZER_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+@dataclass
+class RunState:
+    """Counters that a checkpoint carries from one call to the next."""
+
+    step: int = 0
+    elapsed_before_s: float = 0.0  # training wall time of earlier calls (for history's elapsed_s)
+    best_psnr: float | None = None
+    best_ssim: float | None = None
+    best_step: int | None = None
+    last_psnr: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def checkpoint_metadata(config: TrainConfig, model: nn.Module, state: RunState, step: int) -> dict[str, Any]:
+    """What every checkpoint of a run says about itself (enough to rebuild and judge the model)."""
+    return {
+        "model": config.model,
+        "scale": config.scale,
+        "model_kwargs": getattr(model, "model_kwargs", config.model_kwargs),
+        "channels": config.channels,
+        "degradation": config.degradation,
+        "step": step,
+        "config": config.to_dict(),
+        "metrics": {
+            "val_data": config.val_data,
+            "val_psnr": state.last_psnr,
+            "best_psnr": state.best_psnr,
+            "best_ssim": state.best_ssim,
+            "best_step": state.best_step,
+        },
+    }
+
+
+def save_training_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: RunState,
+    step: int,
+    row: dict[str, Any],
+) -> None:
+    """last.safetensors: weights plus everything `restore_training_state` needs."""
+    optimizer_tensors, optimizer_json = optimizer_state_to_storage(optimizer)
+    extra = dict(optimizer_tensors)
+    extra["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            extra[f"rng.cuda.{index}"] = cuda_state
+    metadata = checkpoint_metadata(config, model, state, step)
+    metadata["training"] = {
+        "step": step,
+        "elapsed_s": row["elapsed_s"],
+        "optimizer": optimizer_json,
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "schedule": {"kind": config.schedule, "learning_rate": row["learning_rate"]},
+    }
+    save_checkpoint(path, model, metadata, extra)
+
+
+def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor its parameter's device, dtype and memory format.
+
+    Checkpoints store contiguous tensors; `load_state_dict` fixes device and dtype but not the
+    channels-last strides of a model trained channels-last, and CUDA's fused Adam refuses
+    parameters and moments whose strides differ ("must have same dtype, device, and layout").
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param).copy_(value)
+
+
+def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
+    """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`."""
+    from superres.pretrained import resolve_model
+
+    source = resolve_model(config.init_weights, config.scale)  # checks the scale, names what ships
+    # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
+    load_state_strictly(model, source.state_dict(), config.init_weights)
+    logger.info("starting from the weights of %s", config.init_weights)
+
+
+def restore_training_state(
+    run_dir: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+) -> RunState:
+    """Load last.safetensors into model, optimizer, scaler and torch RNG; return the counters."""
+    path = run_dir / LAST_CHECKPOINT
+    state_dict, metadata, extra = load_checkpoint(path)
+    if metadata["model"] != config.model or int(metadata["scale"]) != config.scale:
+        raise CheckpointError(
+            f"{path} holds a '{metadata['model']}' x{metadata['scale']} model, but the run is "
+            f"configured for '{config.model}' x{config.scale}"
+        )
+    training = metadata.get("training")
+    if not training:
+        raise CheckpointError(f"{path} holds weights only, no training state to resume from")
+    load_state_strictly(model, state_dict, path)
+    optimizer_state = optimizer_state_from_storage(extra, training["optimizer"])
+    for saved, current in zip(optimizer_state["param_groups"], optimizer.param_groups):
+        for key in OPTIMIZER_IMPLEMENTATION_KEYS:
+            if key in current:
+                saved[key] = current[key]
+    optimizer.load_state_dict(optimizer_state)
+    match_optimizer_state_layout(optimizer)
+    if scaler.is_enabled() and training.get("scaler"):
+        scaler.load_state_dict(training["scaler"])
+    torch.set_rng_state(extra["rng.torch"])
+    cuda_names = [name for name in extra if name.startswith("rng.cuda.")]
+    cuda_names.sort(key=lambda name: int(name.rsplit(".", 1)[1]))
+    cuda_states = [extra[name] for name in cuda_names]
+    if device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    step = int(training["step"])
+    metrics = metadata.get("metrics", {})
+    history = [row for row in read_history(run_dir) if int(row["step"]) <= step]
+    logger.info("resuming %s from step %d", run_dir, step)
+    return RunState(
+        step=step,
+        elapsed_before_s=float(training.get("elapsed_s", 0.0)),
+        best_psnr=metrics.get("best_psnr"),
+        best_ssim=metrics.get("best_ssim"),
+        best_step=metrics.get("best_step"),
+        last_psnr=metrics.get("val_psnr"),
+        history=history,
+    )
