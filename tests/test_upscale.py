@@ -333,6 +333,19 @@ def test_palette_sixteen_bit_and_icc_profile_files(tmp_path: Path) -> None:
     assert sixteen.is_file() and tagged.is_file()
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_tiff_file_stays_sixteen_bit(tmp_path: Path, channels: int) -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = random_image(7, 5, channels, dtype=np.uint16)
+    source = write_png(tmp_path / "deep.tif", pixels, icc_profile=profile)
+    report = upscale_files([source], tmp_path / "out", scale=2, model="bicubic", device="cpu")
+    assert report.exit_code == 0 and report.written == [tmp_path / "out" / "deep_x2.tif"]
+    deep = read_image(tmp_path / "out" / "deep_x2.tif")
+    assert deep.pixels.shape == (14, 10, channels) and deep.pixels.dtype == np.uint16
+    assert np.any(deep.pixels % 257 != 0)  # real 16-bit values, not 8 bits scaled up
+    assert deep.icc_profile == profile
+
+
 def test_onnxruntime_backend_matches_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     model = randomised(create_model("rednet", 2, num_layers=2, num_features=8))

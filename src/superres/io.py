@@ -3,7 +3,8 @@
 Images leave this module as numpy HWC arrays (uint8 or uint16, C in {1, 2, 3, 4}: gray,
 gray+alpha, RGB, RGBA) and enter it the same way. Pillow does most of the work; a small pure
 numpy + zlib PNG codec covers what Pillow cannot represent: 16-bit gray+alpha and colour PNGs
-(Pillow has no 16-bit LA/RGB/RGBA mode and would silently drop the low byte of every sample).
+(Pillow has no 16-bit LA/RGB/RGBA mode and would silently drop the low byte of every sample), and
+`superres.tiff` does the same for 16-bit gray+alpha and colour TIFFs.
 
 Public API: `IMAGE_EXTENSIONS`, `list_images`, `LoadedImage`, `read_image`, `write_image`,
 `to_float`, `from_float`, `DEFAULT_MAX_PIXELS`.
@@ -27,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from superres import tiff
 from superres.atomic import atomic_write
 from superres.errors import ImageReadError, ImageWriteError
 
@@ -140,6 +142,8 @@ def read_image(
         with open(path, "rb") as fp:
             if _is_png_pillow_cannot_hold(fp):
                 pixels, icc_profile = _read_png_with_own_decoder(fp.read(), path, max_pixels)
+            elif (layout := tiff.probe_sixteen_bit_colour(fp)) is not None:
+                pixels, icc_profile = _read_sixteen_bit_colour_tiff(fp, path, layout, max_pixels)
             else:
                 pixels, icc_profile = _read_with_pillow(fp, path, max_pixels)
     except OSError as exc:
@@ -216,7 +220,6 @@ def _read_with_pillow(
 ) -> tuple[np.ndarray, bytes | None]:
     with _open_with_pillow(fp, path) as image:
         _check_pixel_count(path, image.width, image.height, max_pixels)
-        _warn_if_sixteen_bit_colour_tiff(image, path)
         try:
             # A full decode now: a truncated file must fail here rather than come back with a
             # grey bottom (Pillow pads only when ImageFile.LOAD_TRUNCATED_IMAGES is set).
@@ -243,17 +246,23 @@ def _exif_transposed(image: Image.Image, path: Path) -> Image.Image:
         return image
 
 
-def _warn_if_sixteen_bit_colour_tiff(image: Image.Image, path: Path) -> None:
-    # Pillow decodes 16-bit RGB(A) TIFFs to 8 bits (it has no 16-bit colour mode).
-    if image.format != "TIFF" or image.mode not in ("RGB", "RGBA"):
-        return
-    bits_per_sample = image.tag_v2.get(258, (8,))
-    if isinstance(bits_per_sample, int):
-        bits_per_sample = (bits_per_sample,)
-    if max(bits_per_sample) > 8:
+def _read_sixteen_bit_colour_tiff(
+    fp: BinaryIO, path: Path, layout: tiff.SixteenBitColourTiff, max_pixels: int | None
+) -> tuple[np.ndarray, bytes | None]:
+    """A 16-bit gray+alpha or colour TIFF through tifffile, or through Pillow at 8 bits if its
+    compression needs the optional imagecodecs package (8 bits beat refusing a file we can read).
+    """
+    _check_pixel_count(path, layout.width, layout.height, max_pixels)
+    if not layout.decodable:
         logger.warning(
-            "%s: 16-bit colour TIFF read as 8 bits per sample (use PNG for 16-bit colour)", path
+            "%s: %s-compressed 16-bit TIFF read as 8 bits per sample (16 bits need the "
+            "optional imagecodecs package)",
+            path,
+            layout.compression,
         )
+        return _read_with_pillow(fp, path, max_pixels)
+    decoded = tiff.read_sixteen_bit_colour(fp, path)
+    return _apply_exif_orientation(decoded.pixels, decoded.orientation), decoded.icc_profile
 
 
 def _has_colour_key_transparency(image: Image.Image) -> bool:
@@ -688,8 +697,8 @@ def write_image(
 ) -> None:
     """Write HW or HWC uint8/uint16 pixels to `path`, the format chosen by its extension.
 
-    16 bits are kept in PNG (any channel count) and TIFF (gray); formats that cannot hold them get
-    8 bits, rounded, with a warning. JPEG and BMP cannot hold alpha: it is dropped, with a warning.
+    16 bits are kept in PNG and TIFF (any channel count); formats that cannot hold them get 8 bits,
+    rounded, with a warning. JPEG and BMP cannot hold alpha: it is dropped, with a warning.
     `quality` (1..100) applies to JPEG and WebP. The write is atomic: a temporary file in the same
     folder is renamed over `path` only once complete, so a failure leaves any old file untouched.
     """
@@ -704,6 +713,9 @@ def write_image(
         icc_profile = None
     if image_format == "PNG" and pixels.dtype == np.uint16:
         encoded = _encode_png(pixels, icc_profile)
+        _write_atomically(path, lambda fp: fp.write(encoded))
+    elif image_format == "TIFF" and tiff.holds_sixteen_bit_colour(pixels):
+        encoded = tiff.encode_sixteen_bit_colour(pixels, icc_profile)
         _write_atomically(path, lambda fp: fp.write(encoded))
     else:
         pil_image = _pillow_image_from_pixels(pixels)
@@ -738,17 +750,15 @@ def _validated_pixels(pixels: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _fit_pixels_to_format(pixels: np.ndarray, image_format: str, path: Path) -> np.ndarray:
-    """Drop what the format cannot store (alpha, 16 bits, 16-bit colour TIFF), with a warning."""
+    """Drop what the format cannot store (alpha, 16 bits), with a warning."""
     if image_format in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
         logger.warning("%s: %s cannot store alpha; alpha is dropped", path, image_format)
         pixels = pixels[:, :, : pixels.shape[2] - 1]
-    if pixels.dtype == np.uint16:
-        colour_tiff = image_format == "TIFF" and pixels.shape[2] > 1
-        if image_format in _EIGHT_BIT_ONLY_FORMATS or colour_tiff:
-            logger.warning(
-                "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format
-            )
-            pixels = _uint16_to_uint8(pixels)
+    if pixels.dtype == np.uint16 and image_format in _EIGHT_BIT_ONLY_FORMATS:
+        logger.warning(
+            "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format
+        )
+        pixels = _uint16_to_uint8(pixels)
     return np.ascontiguousarray(pixels)
 
 
