@@ -68,7 +68,6 @@ from superres.train_state import (
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class TrainSummary:
     """What a call to `train` did."""
