@@ -53,6 +53,17 @@ def test_a_symmetric_model_is_unchanged() -> None:
     torch.testing.assert_close(SelfEnsemble(bicubic)(images), bicubic(images), atol=1e-6, rtol=0)
 
 
+@torch.no_grad()
+def test_the_fast_cpu_copy_of_an_ensemble_ensembles_its_own_weights() -> None:
+    from superres.fast import optimize_for_inference
+
+    network = lopsided_network(seed=2)
+    ensemble = SelfEnsemble(network)
+    fast = optimize_for_inference(ensemble)
+    images = torch.rand(1, 1, 11, 8)
+    torch.testing.assert_close(fast(images), ensemble(images), atol=1e-5, rtol=0)
+
+
 def test_tiled_equals_untiled_with_the_ensemble() -> None:
     network = lopsided_network(seed=1)
     pixels = np.random.default_rng(0).integers(0, 255, (29, 23, 3), dtype=np.uint8, endpoint=True)

@@ -12,6 +12,7 @@ ensemble commutes with tiled inference: tiled and untiled runs still agree.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -38,27 +39,29 @@ def _untransform(images: torch.Tensor, turns: int, mirrored: bool) -> torch.Tens
     return images.flip(-1) if mirrored else images
 
 
+def ensemble_average(forward: TensorFunction, images: torch.Tensor) -> torch.Tensor:
+    """`forward(images)` averaged over the eight symmetries of the (N, C, H, W) input."""
+    total: torch.Tensor | None = None
+    for turns, mirrored in DIHEDRAL_TRANSFORMS:
+        output = forward(_transform(images, turns, mirrored).contiguous())
+        output = _untransform(output, turns, mirrored)
+        # The first output may be a backend's own buffer: accumulate into a fresh tensor.
+        total = output.clone() if total is None else total.add_(output)
+    assert total is not None
+    return total.div_(len(DIHEDRAL_TRANSFORMS))
+
+
 def self_ensemble(forward: TensorFunction) -> TensorFunction:
-    """`forward` averaged over the eight symmetries of its (N, C, H, W) input."""
-
-    def ensembled(images: torch.Tensor) -> torch.Tensor:
-        total: torch.Tensor | None = None
-        for turns, mirrored in DIHEDRAL_TRANSFORMS:
-            output = forward(_transform(images, turns, mirrored).contiguous())
-            output = _untransform(output, turns, mirrored)
-            # The first output may be a backend's own buffer: accumulate into a fresh tensor.
-            total = output.clone() if total is None else total.add_(output)
-        assert total is not None
-        return total.div_(len(DIHEDRAL_TRANSFORMS))
-
-    return ensembled
+    """`forward` averaged over the eight symmetries of its input."""
+    return functools.partial(ensemble_average, forward)
 
 
 class SelfEnsemble(nn.Module):
     """A model wrapper whose forward is the self-ensemble of `model`.
 
     It keeps the attributes the rest of superres reads from a model (`info`, `scale`,
-    `model_kwargs`), so it can stand wherever the model itself can be evaluated.
+    `model_kwargs`), so it can stand wherever the model itself can be evaluated. The wrapped
+    model is a submodule, so copies and the fast CPU path (`superres.fast`) transform it too.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -67,7 +70,6 @@ class SelfEnsemble(nn.Module):
         self.info = model.info
         self.scale = model.scale
         self.model_kwargs = getattr(model, "model_kwargs", {})
-        self._forward = self_ensemble(model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._forward(images)
+        return ensemble_average(self.model, images)

@@ -179,6 +179,16 @@ def score_image(
     return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr
 
 
+def _inference_network(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """On the CPU, the fused fast copy of `superres.fast` (2-3x faster than eager, same outputs
+    to ~1e-6 before rounding); elsewhere the model itself."""
+    if torch.device(device).type != "cpu":
+        return model
+    from superres.fast import optimize_for_inference
+
+    return optimize_for_inference(model)
+
+
 def dataset_name(folder: Path) -> str:
     """'Set5' for both `.../Set5` and `.../Set5/HR`."""
     folder = Path(folder)
@@ -207,6 +217,7 @@ def evaluate_model(
     result = EvalResult(dataset=dataset_name(hr_dir), scale=scale, model=name)
     was_training = model.training
     model.eval()
+    network = _inference_network(model, device)
     try:
         for path in list_images(hr_dir):
             hr = read_image(path).pixels
@@ -215,7 +226,7 @@ def evaluate_model(
                 lr_path = Path(lr_dir) / path.name
                 lr = read_image(lr_path).pixels
             psnr_value, ssim_value, sr = score_image(
-                model, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, device=device
+                network, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, device=device
             )
             result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
             logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
