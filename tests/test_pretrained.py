@@ -201,3 +201,23 @@ def test_shipped_weights_reproduce_their_model_card(shared_data: Path, name: str
     result = evaluate_model(load_pretrained(name, scale), shared_data / "benchmark" / "Set5" / "HR", scale)
     assert result.psnr == pytest.approx(entry.metric("Set5", "psnr"), abs=0.01)
     assert result.ssim == pytest.approx(entry.metric("Set5", "ssim"), abs=0.001)
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_recipes_and_committed_runs_are_valid_and_match_the_cards() -> None:
+    from superres.config import build_config, load_run_config, resolve_config
+
+    recipes = {path.name: path for path in (REPOSITORY / "recipes").glob("*.json")}
+    assert recipes, "the training recipes of the shipped weights live in recipes/"
+    configs = {name: resolve_config(build_config(config_file=path)) for name, path in recipes.items()}
+    for entry in list_pretrained():
+        named = [name for name in recipes if f"recipes/{name}" in entry.card["recipe"]]
+        assert named, f"{entry.name} x{entry.scale}: its card names no recipe in recipes/"
+        for name in named:
+            config = configs[name]
+            assert (config.model, config.scale) == (entry.card["architecture"], entry.scale)
+            assert config.model_kwargs == entry.card["model_kwargs"]
+    for config_file in (REPOSITORY / "checkpoints").glob("*/config.json"):
+        resolve_config(load_run_config(config_file.parent))
