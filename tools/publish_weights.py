@@ -1,6 +1,7 @@
 """Copy a finished training run into the package as shipped weights with a model card.
 
-    python tools/publish_weights.py RUN_DIR NAME --eval EVAL.json --hardware "..." [--note "..."]
+    python tools/publish_weights.py RUN_DIR NAME --eval EVAL.json --hardware "..." --recipe "..."
+        [--note "..."] [--earlier-seconds S]
 
 RUN_DIR is a `superres train` run folder (best.safetensors, config.json, history.csv); EVAL.json is
 the output of `superres evaluate ... --model RUN_DIR/best.safetensors --format json`. Writes
@@ -31,12 +32,18 @@ def main() -> None:
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--recipe", required=True, help="the command that trained it")
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--earlier-seconds",
+        type=float,
+        default=0.0,
+        help="training time of the weights this run started from (init_weights), added to its own",
+    )
     args = parser.parse_args()
 
     model, metadata = load_model(args.run_dir / "best.safetensors")
     config = json.loads((args.run_dir / "config.json").read_text())
     history = list(csv.DictReader((args.run_dir / "history.csv").open()))
-    training_seconds = float(history[-1]["elapsed_s"])
+    training_seconds = float(history[-1]["elapsed_s"]) + args.earlier_seconds
     report = json.loads(args.eval.read_text())
     metrics = {
         row["dataset"]: {"psnr": row["psnr"], "ssim": row["ssim"]}
