@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from superres.errors import ModelError
+from superres.errors import ModelError, require_optional
 from superres.fast import cpu_count, optimize_for_inference, retain_freed_memory
 
 logger = logging.getLogger(__name__)
@@ -110,19 +110,9 @@ def _torch_function(
 # --------------------------------------------------------------------------- onnxruntime
 
 
-def _require_onnxruntime():  # -> module; untyped so that onnxruntime stays an optional import
-    try:
-        import onnxruntime
-    except ModuleNotFoundError:
-        raise ModelError(
-            "backend 'onnxruntime' needs the 'onnxruntime' package: pip install 'superres[onnx]'"
-        ) from None
-    return onnxruntime
-
-
 def onnx_session(onnx_bytes: bytes, *, num_threads: int | None = None) -> Any:
     """An ONNX Runtime CPU `InferenceSession` for a serialized model, all graph optimizations on."""
-    onnxruntime = _require_onnxruntime()
+    onnxruntime = require_optional("onnxruntime", "backend 'onnxruntime'")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = num_threads or cpu_count()
     options.inter_op_num_threads = 1  # one chain of convolutions: nothing to run side by side

@@ -1,8 +1,11 @@
 """The exceptions superres raises for user mistakes and bad input.
 
 The CLI turns every `SuperresError` into one line on stderr and a non-zero exit code; anything else
-is a bug and keeps its traceback.
+is a bug and keeps its traceback. `require_optional` turns a missing optional package into one.
 """
+
+import importlib
+from types import ModuleType
 
 
 class SuperresError(Exception):
@@ -31,3 +34,13 @@ class ConfigError(SuperresError):
 
 class TrainingDiverged(SuperresError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def require_optional(package: str, needed_by: str) -> ModuleType:
+    """Import an optional package (the `onnx` extra), or raise ModelError saying how to install it."""
+    try:
+        return importlib.import_module(package)
+    except ModuleNotFoundError:
+        raise ModelError(
+            f"{needed_by} needs the '{package}' package: pip install 'superres[onnx]'"
+        ) from None

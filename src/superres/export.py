@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from superres.atomic import atomic_write_bytes
-from superres.errors import ModelError
+from superres.errors import ModelError, require_optional
 from superres.fast import replace_transposed_convs
 
 logger = logging.getLogger(__name__)
@@ -52,16 +52,6 @@ MIN_OPSET = 13
 _TRACE_SIZE = (20, 24)
 #: Max abs difference between ONNX Runtime and PyTorch accepted by the post-export check.
 VERIFY_TOLERANCE = 1e-4
-
-
-def _require_onnx():  # -> module; untyped so that onnx stays an optional import
-    try:
-        import onnx
-    except ModuleNotFoundError:
-        raise ModelError(
-            "ONNX export needs the 'onnx' package: pip install 'superres[onnx]'"
-        ) from None
-    return onnx
 
 
 def _model_card(model: nn.Module) -> tuple[str, int, str]:
@@ -151,7 +141,7 @@ def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, name: str
 
     `name`, when given, is stored as the `name` metadata entry (e.g. the release name `red20`).
     """
-    onnx = _require_onnx()
+    onnx = require_optional("onnx", "ONNX export")
     _check_opset(opset)
     metadata = _metadata(model, name)
     proto = onnx.load_from_string(_trace_to_onnx(_exportable_copy(model), opset))
@@ -225,7 +215,7 @@ def export_onnx(
 
 def read_onnx_metadata(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
     """The `metadata_props` of an ONNX file (path) or serialized model (bytes), as a dict."""
-    onnx = _require_onnx()
+    onnx = require_optional("onnx", "ONNX export")
     if isinstance(source, bytes):
         proto = onnx.load_from_string(source)
     else:

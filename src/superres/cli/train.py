@@ -12,10 +12,10 @@ from typing import Any
 # Flag destination -> TrainConfig key, for the flags that override a configuration value.
 OVERRIDE_FLAGS = (
     "model", "scale", "model_kwargs", "init_weights", "train_data", "val_data", "patch_size",
-    "batch_size", "iterations", "epochs", "learning_rate", "weight_decay", "loss", "schedule", "step_size",
-    "gamma", "warmup_steps", "min_learning_rate", "grad_clip", "val_every", "checkpoint_every",
-    "log_every", "seed", "degradation", "channels", "amp", "channels_last", "max_minutes",
-    "device", "num_threads", "augment", "compile",
+    "batch_size", "iterations", "epochs", "learning_rate", "weight_decay", "loss", "schedule",
+    "step_size", "gamma", "warmup_steps", "min_learning_rate", "grad_clip", "val_every",
+    "checkpoint_every", "log_every", "seed", "degradation", "channels", "amp", "channels_last",
+    "max_minutes", "device", "num_threads", "augment", "compile",
 )
 
 
