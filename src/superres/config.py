@@ -48,8 +48,13 @@ class TrainConfig:
     torchrun each rank draws its own batch, so the global batch is `batch_size * world_size`.
 
     `init_weights` starts a new run from trained weights (fine-tuning): a `.safetensors` checkpoint
-    or a shipped model name such as `red20`, of the same architecture and scale. Only the weights
+    or a shipped model name such as `red20`, of the same architecture. At the same scale every
+    tensor is taken; from another scale (a x2 network starting a x3 or x4 run) the tensors whose
+    shapes match are taken (the body) and the rest (the upsampler) starts fresh. Only the weights
     are taken; optimizer, schedule and step count start fresh. A resumed run ignores it.
+
+    `ema_decay` (e.g. 0.999) keeps an exponential moving average of the weights, which is what
+    validation scores and best.safetensors holds; None trains without one.
     """
 
     model: str
@@ -73,6 +78,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_learning_rate: float = 0.0
     grad_clip: float | None = None
+    ema_decay: float | None = None
     augment: bool = True
     val_every: int = 1000
     checkpoint_every: int = 1000
@@ -246,6 +252,8 @@ def validate_config(config: TrainConfig) -> None:
         raise ConfigError(f"warmup_steps must be >= 0, got {config.warmup_steps}")
     if config.grad_clip is not None and not (_is_number(config.grad_clip) and config.grad_clip > 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {config.grad_clip!r}")
+    if config.ema_decay is not None and not (_is_number(config.ema_decay) and 0 < config.ema_decay < 1):
+        raise ConfigError(f"ema_decay must be a number in (0, 1) or null, got {config.ema_decay!r}")
     if config.max_minutes is not None and not (_is_number(config.max_minutes) and config.max_minutes > 0):
         raise ConfigError(f"max_minutes must be a positive number or null, got {config.max_minutes!r}")
     if config.num_threads is not None:

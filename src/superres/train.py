@@ -52,6 +52,7 @@ from torch import nn
 from superres.checkpoint import save_checkpoint
 from superres.config import TrainConfig, resolve_config, save_config
 from superres.data import DeviceBatches, open_patch_source
+from superres.ema import WeightAverage
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.fast import retain_freed_memory
 from superres.runlog import HISTORY_COLUMNS, append_history, write_history, write_plots
@@ -180,10 +181,13 @@ def _train(
     amp_dtype = choose_amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = RunState()
-    if resume:
-        state = restore_training_state(run_dir, config, model, optimizer, scaler, device)
-    elif config.init_weights:
+    if config.init_weights and not resume:
         load_initial_weights(model, config)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    if resume:
+        state = restore_training_state(run_dir, config, model, optimizer, scaler, device, average)
+    # What validation scores and best.safetensors holds: the weight average when there is one.
+    released = average.average if average is not None else model
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
@@ -229,6 +233,8 @@ def _train(
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update(model, step)
             pending_losses.append(loss.detach())
             state.step, steps_this_call, window_steps = step, steps_this_call + 1, window_steps + 1
             progress.update(1)
@@ -269,16 +275,16 @@ def _train(
                 "hr_pixels_per_s": round(window_steps * hr_pixels_per_step / max(window_s, 1e-9), 1),
             }
             if due_validation and dist.is_main:
-                validate_into(row, state, model, val_dir, config, device)
+                validate_into(row, state, released, val_dir, config, device)
             if dist.is_main:
                 append_history(run_dir, row)
                 state.history.append(row)
                 if due_validation:
                     if state.best_step == step:
-                        save_checkpoint(best_path, model, checkpoint_metadata(config, model, state, step))
+                        save_checkpoint(best_path, released, checkpoint_metadata(config, model, state, step))
                     write_plots(run_dir, state.history)
                 if due_checkpoint:
-                    save_training_checkpoint(last_path, config, model, optimizer, scaler, state, step, row)
+                    save_training_checkpoint(last_path, config, model, optimizer, scaler, state, step, row, average)
                 seconds = time.monotonic() - loop_started
                 log_progress(row, total_steps, state, progress, steps_this_call, seconds)
             window_started, window_steps = time.monotonic(), 0
@@ -458,11 +464,12 @@ def validate_into(
     from superres.evaluate import Protocol, evaluate_model
 
     protocol = Protocol(degradation=config.degradation)
+    was_training = model.training
     with torch.no_grad():
         result = evaluate_model(
             model, val_dir, config.scale, channels=config.channels, protocol=protocol, device=str(device)
         )
-    model.train()
+    model.train(was_training)
     row["val_psnr"], row["val_ssim"] = round(result.psnr, 4), round(result.ssim, 5)
     state.last_psnr = result.psnr
     if state.best_psnr is None or result.psnr > state.best_psnr:

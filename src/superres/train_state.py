@@ -24,6 +24,7 @@ from superres.checkpoint import (
     save_checkpoint,
 )
 from superres.config import TrainConfig
+from superres.ema import WeightAverage
 from superres.errors import CheckpointError
 from superres.runlog import read_history
 
@@ -34,6 +35,8 @@ BEST_CHECKPOINT = "best.safetensors"
 # Optimizer implementation switches that belong to this process, not to the saved state: a run
 # saved on CPU and resumed on CUDA must get the fused CUDA kernel, and the other way round.
 OPTIMIZER_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+#: Factor on the default initialisation of the layers a cross-scale warm start leaves fresh.
+FRESH_LAYER_SCALE = 0.01
 
 
 @dataclass
@@ -78,10 +81,13 @@ def save_training_checkpoint(
     state: RunState,
     step: int,
     row: dict[str, Any],
+    average: WeightAverage | None = None,
 ) -> None:
     """last.safetensors: weights plus everything `restore_training_state` needs."""
     optimizer_tensors, optimizer_json = optimizer_state_to_storage(optimizer)
     extra = dict(optimizer_tensors)
+    if average is not None:
+        extra.update(average.state_tensors())
     extra["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
@@ -113,13 +119,55 @@ def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
 
 
 def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
-    """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`."""
+    """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`.
+
+    Same scale: every tensor, strictly. Another scale of the same architecture (a x2 run starting
+    a x4 one): the tensors whose names and shapes match (the body); the upsampler stays fresh.
+    """
     from superres.pretrained import resolve_model
 
-    source = resolve_model(config.init_weights, config.scale)  # checks the scale, names what ships
-    # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
-    load_state_strictly(model, source.state_dict(), config.init_weights)
-    logger.info("starting from the weights of %s", config.init_weights)
+    source = resolve_model(config.init_weights, None)  # a checkpoint's own scale; x2 for a name
+    if int(source.scale) != config.scale and config.scale in _shipped_scales(config.init_weights):
+        source = resolve_model(config.init_weights, config.scale)
+    if int(source.scale) == config.scale:
+        # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
+        load_state_strictly(model, source.state_dict(), config.init_weights)
+        logger.info("starting from the weights of %s", config.init_weights)
+        return
+    load_matching_tensors(model, source, config.init_weights)
+
+
+def _shipped_scales(spec: str) -> set[int]:
+    from superres.pretrained import list_pretrained
+
+    return {entry.scale for entry in list_pretrained() if entry.name == spec}
+
+
+def load_matching_tensors(model: nn.Module, source: nn.Module, label: str) -> None:
+    """Copy into `model` the tensors of `source` (same architecture, other scale) whose shapes match."""
+    if source.info.name != model.info.name:
+        raise CheckpointError(
+            f"{label} holds a '{source.info.name}' model; a '{model.info.name}' run cannot start from it"
+        )
+    target = model.state_dict()
+    taken = {
+        name: tensor for name, tensor in source.state_dict().items()
+        if name in target and target[name].shape == tensor.shape
+    }
+    if not taken:
+        raise CheckpointError(f"{label}: no tensor has the shape of this model's; different kwargs?")
+    fresh = sorted(set(target) - set(taken))
+    model.load_state_dict(taken, strict=False)
+    # The fresh layers start quiet, so that the model starts near what the body and any bicubic
+    # skip give rather than at the noise a default-initialised upsampler adds.
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name in fresh and tensor.is_floating_point():
+                tensor.mul_(0.0 if name.endswith("bias") else FRESH_LAYER_SCALE)
+    logger.info(
+        "starting from the x%d weights of %s: %d tensors taken, %d fresh (%s)",
+        source.scale, label, len(taken), len(fresh), ", ".join(fresh) or "none",
+    )
 
 
 def restore_training_state(
@@ -129,8 +177,10 @@ def restore_training_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
+    average: WeightAverage | None = None,
 ) -> RunState:
-    """Load last.safetensors into model, optimizer, scaler and torch RNG; return the counters."""
+    """Load last.safetensors into model, optimizer, scaler, weight average and torch RNG; return
+    the counters. A run that had no weight average starts one from the restored weights."""
     path = run_dir / LAST_CHECKPOINT
     state_dict, metadata, extra = load_checkpoint(path)
     if metadata["model"] != config.model or int(metadata["scale"]) != config.scale:
@@ -142,6 +192,8 @@ def restore_training_state(
     if not training:
         raise CheckpointError(f"{path} holds weights only, no training state to resume from")
     load_state_strictly(model, state_dict, path)
+    if average is not None and not average.load_state_tensors(extra, model):
+        logger.info("%s has no weight average yet: starting one from its weights", path)
     optimizer_state = optimizer_state_from_storage(extra, training["optimizer"])
     for saved, current in zip(optimizer_state["param_groups"], optimizer.param_groups):
         for key in OPTIMIZER_IMPLEMENTATION_KEYS:

@@ -13,7 +13,7 @@ from typing import Any
 OVERRIDE_FLAGS = (
     "model", "scale", "model_kwargs", "init_weights", "train_data", "val_data", "patch_size",
     "batch_size", "iterations", "epochs", "learning_rate", "weight_decay", "loss", "schedule",
-    "step_size", "gamma", "warmup_steps", "min_learning_rate", "grad_clip", "val_every",
+    "step_size", "gamma", "warmup_steps", "min_learning_rate", "grad_clip", "ema_decay", "val_every",
     "checkpoint_every", "log_every", "seed", "degradation", "channels", "amp", "channels_last",
     "max_minutes", "device", "num_threads", "augment", "compile",
 )
@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--init-weights",
         metavar="WEIGHTS",
-        help="fine-tune: start from this .safetensors checkpoint or shipped model (e.g. red20)",
+        help="fine-tune: start from this .safetensors checkpoint or shipped model (e.g. red20); "
+        "from another scale only the body is taken",
     )
     model.add_argument("--train-data", nargs="+", metavar="PATH", help="HR folders, packed or prepared .npz")
     model.add_argument("--val-data", metavar="DIR", help="HR folder for validation, or 'none'")
@@ -63,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     optim.add_argument("--warmup-steps", type=int)
     optim.add_argument("--min-learning-rate", type=float, help="floor of the cosine schedule")
     optim.add_argument("--grad-clip", type=float, help="clip the gradient norm to this")
+    optim.add_argument(
+        "--ema-decay", type=float, help="keep a moving average of the weights (e.g. 0.999); it is validated and saved as best"
+    )
     optim.add_argument("--seed", type=int)
 
     run_group = parser.add_argument_group("running")

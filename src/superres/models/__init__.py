@@ -19,8 +19,13 @@ from torch import nn
 from superres.errors import ModelError
 from superres.models.bicubic import BICUBIC_INFO, Bicubic
 from superres.models.blocks import ModelInfo
+from superres.models.edsr import EDSR, EDSR_INFO
+from superres.models.espcn import ESPCN, ESPCN_INFO
+from superres.models.fsrcnn import FSRCNN, FSRCNN_INFO, FSRCNN_S_INFO, FSRCNNSmall
 from superres.models.rednet import REDNET_INFO, REDNet
+from superres.models.span import SPAN, SPAN_INFO
 from superres.models.srcnn import SRCNN, SRCNN_INFO, SRCNN_TUTORIAL_INFO, SRCNNTutorial
+from superres.models.srresnet import SRRESNET_INFO, SRResNet
 
 __all__ = [
     "ModelInfo",
@@ -28,6 +33,12 @@ __all__ = [
     "SRCNN",
     "SRCNNTutorial",
     "REDNet",
+    "FSRCNN",
+    "FSRCNNSmall",
+    "ESPCN",
+    "EDSR",
+    "SRResNet",
+    "SPAN",
     "create_model",
     "get_model_info",
     "list_models",
@@ -39,6 +50,12 @@ _REGISTRY: dict[str, tuple[ModelInfo, Callable[..., nn.Module]]] = {
     "srcnn": (SRCNN_INFO, SRCNN),
     "srcnn-tutorial": (SRCNN_TUTORIAL_INFO, SRCNNTutorial),
     "rednet": (REDNET_INFO, REDNet),
+    "fsrcnn-s": (FSRCNN_S_INFO, FSRCNNSmall),
+    "fsrcnn": (FSRCNN_INFO, FSRCNN),
+    "espcn": (ESPCN_INFO, ESPCN),
+    "span": (SPAN_INFO, SPAN),
+    "edsr": (EDSR_INFO, EDSR),
+    "srresnet": (SRRESNET_INFO, SRResNet),
 }
 
 

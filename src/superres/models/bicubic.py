@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from superres.models.blocks import ModelInfo, pre_upsampled_receptive_field
+from superres.models.blocks import ModelInfo, pre_upsampled_activations, pre_upsampled_receptive_field
 from superres.resize import imresize_tensor
 
 
@@ -33,6 +33,9 @@ BICUBIC_INFO = ModelInfo(
     deviations="None: this is MATLAB's imresize bicubic (a = -0.5, edge pixels replicated).",
     default_kwargs={},
     receptive_field_function=_receptive_field,
+    # At most RGB(A) images pass through it: four channels, the upscale's two passes.
+    activation_function=lambda scale, kwargs: pre_upsampled_activations(scale, widest=4),
+    needs_weights=False,
 )
 
 

@@ -12,12 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from superres.errors import ModelError
 
 #: (scale, effective kwargs) -> LR pixels of context each side of one output pixel.
 ReceptiveFieldFunction = Callable[[int, Mapping[str, Any]], int]
+#: (scale, effective kwargs) -> float32 values alive at once, at the peak of a forward pass, per
+#: LR pixel of the input (a pre-upsampling network counts its scale**2 HR pixels per LR pixel).
+ActivationFunction = Callable[[int, Mapping[str, Any]], float]
 
 #: LR pixels each side that one output pixel of MATLAB's integer upscale reads (kernel support / 2).
 UPSAMPLE_TAPS = {"bicubic": 2, "bilinear": 1}
@@ -30,6 +34,16 @@ class ModelInfo:
     `receptive_field` is the value for `default_kwargs` at the smallest supported scale, which
     bounds every supported scale (a larger scale needs fewer LR pixels); use
     `receptive_field_for(scale, **kwargs)` for a given depth and scale.
+
+    The card is the whole contract: pipelines (tiling, evaluate, upscale, bench, export) and the
+    generic tests read these fields and never a model's name or constructor arguments.
+    - `pre_upsample`: the network convolves an upscaled image (SRCNN, RED-Net), not the LR one.
+    - `activation_function`: peak live float32 values per LR input pixel (sizes tiles).
+    - `needs_weights`: False for parameter-free models (bicubic), usable without a checkpoint.
+    - `test_kwargs`: a small, fast configuration for tests and the quick benchmark.
+    - `bench_kwargs`: the configuration `superres bench` times when no weights ship.
+    - A `"channels"` entry in `default_kwargs` makes the colour space a constructor choice
+      (`channels_for(kwargs)`); `channels` is then the default.
     """
 
     name: str
@@ -41,6 +55,10 @@ class ModelInfo:
     deviations: str
     default_kwargs: Mapping[str, Any]
     receptive_field_function: ReceptiveFieldFunction = field(repr=False, compare=False)
+    activation_function: ActivationFunction = field(repr=False, compare=False)
+    needs_weights: bool = True
+    test_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    bench_kwargs: Mapping[str, Any] = field(default_factory=dict)
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,6 +76,16 @@ class ModelInfo:
                 f"accepted: {accepted}"
             )
         return {**self.default_kwargs, **kwargs}
+
+    def channels_for(self, kwargs: Mapping[str, Any] | None = None) -> str:
+        """"Y" or "RGB" for these constructor kwargs (the card's default when not a choice)."""
+        if "channels" in self.default_kwargs:
+            return str(self.effective_kwargs(kwargs or {})["channels"])
+        return self.channels
+
+    def activation_values_per_lr_pixel(self, scale: int, kwargs: Mapping[str, Any] | None = None) -> float:
+        """Peak live float32 activations per LR input pixel at `scale` with these kwargs."""
+        return float(self.activation_function(self.check_scale(scale), self.effective_kwargs(kwargs or {})))
 
     def check_scale(self, scale: Any) -> int:
         """`scale` as an int if this model supports it, else `ModelError`."""
@@ -87,6 +115,57 @@ def pre_upsampled_receptive_field(scale: int, conv_radius: int, upsample_kernel:
     pixels, and the upscale itself reads the kernel's taps beyond that.
     """
     return math.ceil(conv_radius / scale) + UPSAMPLE_TAPS[upsample_kernel]
+
+
+#: Feature maps a plain conv stack keeps alive at once: input, output and the framework's slack.
+BASE_LIVE_MAPS = 4
+
+
+def pre_upsampled_activations(scale: int, widest: int, extra_maps: int = 0) -> float:
+    """Peak values per LR pixel of a conv stack run on the upscaled image (scale**2 HR px each)."""
+    return float(scale * scale * widest * (BASE_LIVE_MAPS + extra_maps))
+
+
+def post_upsampled_receptive_field(body_radius: int, bicubic_skip: bool) -> int:
+    """Receptive field of an LR-space network: its convolutions' radius, or the bicubic skip's."""
+    return max(body_radius, UPSAMPLE_TAPS["bicubic"] if bicubic_skip else 0)
+
+
+#: Input centre of the networks that subtract one: the DIV2K mean colour of EDSR and SPAN, and its
+#: BT.601 Y (studio range) for Y models.
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+Y_MEAN = (0.4386,)
+
+
+def mean_buffer(image_channels: int) -> torch.Tensor:
+    """(1, C, 1, 1) input mean for a network on 1 (Y) or 3 (RGB) channels."""
+    return torch.tensor(Y_MEAN if image_channels == 1 else RGB_MEAN).view(1, -1, 1, 1)
+
+
+def check_channels(model_name: str, channels: Any) -> int:
+    """The channel count of "Y" (1) or "RGB" (3); anything else -> ModelError."""
+    if channels not in ("Y", "RGB"):
+        raise ModelError(f"model '{model_name}': channels must be \"Y\" or \"RGB\", got {channels!r}")
+    return 1 if channels == "Y" else 3
+
+
+class PixelShuffleUpsampler(nn.Sequential):
+    """(N, F, h, w) -> (N, F, scale*h, scale*w): conv to F*r*r channels + pixel shuffle, per step.
+
+    Scale 4 (and 8) is built of x2 steps, as EDSR and SRResNet do; 2 and 3 take one step.
+    `activation` (a module factory) follows each shuffle where the paper has one (SRResNet).
+    """
+
+    def __init__(self, num_features: int, scale: int, activation: Callable[[], nn.Module] | None = None) -> None:
+        steps = [2] * int(math.log2(scale)) if scale & (scale - 1) == 0 else [scale]
+        layers: list[nn.Module] = []
+        for factor in steps:
+            layers.append(nn.Conv2d(num_features, num_features * factor * factor, 3, padding=1))
+            layers.append(nn.PixelShuffle(factor))
+            if activation is not None:
+                layers.append(activation())
+        super().__init__(*layers)
+        self.radius = len(steps)  # LR pixels: one 3x3 conv per step, later steps see less
 
 
 def require_positive_int(model_name: str, name: str, value: Any) -> int:

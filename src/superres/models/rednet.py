@@ -40,6 +40,7 @@ from torch import nn
 from superres.models.blocks import (
     ModelInfo,
     he_normal_,
+    pre_upsampled_activations,
     pre_upsampled_receptive_field,
     require_positive_int,
     small_normal_,
@@ -60,6 +61,12 @@ def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     return pre_upsampled_receptive_field(scale, conv_radius, "bicubic")
 
 
+def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
+    # Every second encoder map stays alive for its mirror decoder layer.
+    num_layers = require_positive_int("rednet", "num_layers", kwargs["num_layers"])
+    return pre_upsampled_activations(scale, kwargs["num_features"], extra_maps=num_layers // 2)
+
+
 REDNET_INFO = ModelInfo(
     name="rednet",
     channels="Y",
@@ -75,6 +82,9 @@ REDNET_INFO = ModelInfo(
     "He-normal init with an N(0, 1e-4) output layer so an untrained model starts at bicubic.",
     default_kwargs={"num_layers": 10, "num_features": 64},
     receptive_field_function=_receptive_field,
+    activation_function=_activations,
+    test_kwargs={"num_layers": 3, "num_features": 8},
+    bench_kwargs={"num_layers": 10, "num_features": 64},
 )
 
 

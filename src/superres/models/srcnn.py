@@ -29,6 +29,7 @@ from superres.errors import ModelError
 from superres.models.blocks import (
     ModelInfo,
     he_normal_,
+    pre_upsampled_activations,
     pre_upsampled_receptive_field,
     require_int_sequence,
     small_normal_,
@@ -56,6 +57,10 @@ def _srcnn_receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     return pre_upsampled_receptive_field(scale, conv_radius, "bicubic")
 
 
+def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
+    return pre_upsampled_activations(scale, widest=max(kwargs["num_features"]))
+
+
 def _tutorial_receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     conv_radius = _conv_radius("srcnn-tutorial", kwargs["kernel_sizes"])
     return pre_upsampled_receptive_field(scale, conv_radius, "bilinear")
@@ -74,6 +79,8 @@ SRCNN_INFO = ModelInfo(
     "everywhere; the output layer keeps it); the bicubic pre-upscale runs inside forward.",
     default_kwargs={"kernel_sizes": (9, 5, 5), "num_features": (64, 32)},
     receptive_field_function=_srcnn_receptive_field,
+    activation_function=_activations,
+    test_kwargs={"kernel_sizes": (9, 1, 5), "num_features": (16, 8)},
 )
 
 SRCNN_TUTORIAL_INFO = ModelInfo(
@@ -89,6 +96,8 @@ SRCNN_TUTORIAL_INFO = ModelInfo(
     "the upscale is MATLAB-style bilinear inside forward instead of a preprocessing resize.",
     default_kwargs={"kernel_sizes": (3, 3, 3), "num_features": (64, 32)},
     receptive_field_function=_tutorial_receptive_field,
+    activation_function=_activations,
+    test_kwargs={"num_features": (16, 8)},
 )
 
 

@@ -1,0 +1,141 @@
+"""`span`: the Swift Parameter-free Attention Network, re-parameterisable, on the LR image.
+
+Paper: Wan, Yu, Li, Liu, Yin, Wang, Wang, Hu, Ma, "Swift Parameter-free Attention Network for
+Efficient Super-Resolution", CVPRW 2024 (winner of the NTIRE 2024 efficient SR challenge's
+overall track). Every convolution is a `RepConv3x3` (SPAN's Conv3XC): 1x1 expansion, 3x3 at twice
+the width, 1x1 reduction and a 1x1 shortcut while training, one plain 3x3 afterwards. Each block
+(SPAB) is three such convolutions with SiLU after the first two and a parameter-free attention
+at the end: `out = (c3 + x) * (sigmoid(c3) - 0.5)`. The network: a first convolution, `num_blocks`
+blocks, a convolution after the last block, a 1x1 fusion of four feature maps (the first
+convolution's, the last block's after its convolution, the first block's and the last block's
+first inner convolution), and a 3x3 convolution + pixel shuffle to the HR image.
+
+Differences from the paper (also in `SPAN_INFO.deviations`): Y channel by default (`channels`
+"RGB" is the paper's); the input is centred on a fixed mean but not multiplied by 255; the
+expansion 1x1 has no bias (it would only differ at the zero padding, where it would make the
+re-parameterisation inexact); `bicubic_skip` (on by default) adds the bicubic upscale of the input
+so that the network learns a residual, which trains faster on a CPU; `reparam_gain=0` trains plain
+3x3 convolutions without the branches (the same inference network, about a quarter of the
+training cost). `num_blocks` and `num_features` are free (the paper: 6 and 48).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superres.errors import ModelError
+from superres.models.blocks import (
+    ModelInfo,
+    check_channels,
+    mean_buffer,
+    post_upsampled_receptive_field,
+    require_positive_int,
+)
+from superres.models.reparam import RepConv3x3
+from superres.resize import imresize_tensor
+
+def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
+    num_blocks = require_positive_int("span", "num_blocks", kwargs["num_blocks"])
+    body = 1 + 3 * num_blocks + 1 + 1  # first conv, three per block, last conv, upsampler conv
+    return post_upsampled_receptive_field(body, bool(kwargs["bicubic_skip"]))
+
+
+def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
+    # The four kept maps and their concatenation, a block's three, and the upsampler's output.
+    return 11.0 * kwargs["num_features"] + 3 * scale * scale * 3
+
+
+SPAN_INFO = ModelInfo(
+    name="span",
+    channels="Y",
+    scales=(2, 3, 4),
+    pre_upsample=False,
+    degradation="bicubic",
+    paper="Wan et al., 'Swift Parameter-free Attention Network for Efficient Super-Resolution', "
+    "CVPRW 2024 (NTIRE 2024 efficient SR winner)",
+    deviations="Y channel by default (the paper: RGB); input centred on a fixed mean, not scaled "
+    "by 255; the 1x1 expansion of each re-parameterisable conv has no bias, so that folding is "
+    "exact at the zero-padded border; a bicubic skip (bicubic_skip, on by default) makes the "
+    "network learn a residual over bicubic; reparam_gain=0 trains plain 3x3 convs instead of the "
+    "branches. Trained on the 291 images rather than DIV2K + LSDIR.",
+    default_kwargs={
+        "num_features": 48, "num_blocks": 6, "reparam_gain": 2, "bicubic_skip": True, "channels": "Y",
+    },
+    receptive_field_function=_receptive_field,
+    activation_function=_activations,
+    test_kwargs={"num_features": 8, "num_blocks": 2, "reparam_gain": 2, "bicubic_skip": True, "channels": "Y"},
+)
+
+
+class SPAB(nn.Module):
+    """One attention block: (N, F, h, w) -> (out, first inner map), both (N, F, h, w)."""
+
+    def __init__(self, num_features: int, gain: int) -> None:
+        super().__init__()
+        self.c1 = RepConv3x3(num_features, num_features, gain=gain)
+        self.c2 = RepConv3x3(num_features, num_features, gain=gain)
+        self.c3 = RepConv3x3(num_features, num_features, gain=gain)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inner = self.c1(x)
+        out = self.c3(F.silu(self.c2(F.silu(inner))))
+        attention = torch.sigmoid(out) - 0.5  # parameter-free, symmetric around zero
+        return (out + x) * attention, inner
+
+
+class SPAN(nn.Module):
+    """SPAN: LR (N, C, h, w) -> SR (N, C, scale*h, scale*w), C = 1 (Y) or 3 (RGB)."""
+
+    info: ModelInfo = SPAN_INFO
+
+    def __init__(
+        self,
+        scale: int,
+        *,
+        num_features: int = 48,
+        num_blocks: int = 6,
+        reparam_gain: int = 2,
+        bicubic_skip: bool = True,
+        channels: str = "Y",
+    ) -> None:
+        super().__init__()
+        name = self.info.name
+        self.scale = self.info.check_scale(scale)
+        width = require_positive_int(name, "num_features", num_features)
+        depth = require_positive_int(name, "num_blocks", num_blocks)
+        if isinstance(reparam_gain, bool) or reparam_gain not in (0, 1, 2, 3, 4):
+            raise ModelError(f"model '{name}': reparam_gain must be 0 (no branches) to 4, got {reparam_gain!r}")
+        image_channels = check_channels(name, channels)
+        self.bicubic_skip = bool(bicubic_skip)
+        self.model_kwargs: dict[str, Any] = {
+            "num_features": width, "num_blocks": depth, "reparam_gain": int(reparam_gain),
+            "bicubic_skip": self.bicubic_skip, "channels": channels,
+        }
+        self.register_buffer("mean", mean_buffer(image_channels), persistent=False)
+        self.first = RepConv3x3(image_channels, width, gain=reparam_gain)
+        self.blocks = nn.ModuleList(SPAB(width, reparam_gain) for _ in range(depth))
+        self.last = RepConv3x3(width, width, gain=reparam_gain)
+        self.merge = nn.Conv2d(4 * width, width, 1)
+        self.upsample = nn.Sequential(
+            nn.Conv2d(width, image_channels * self.scale * self.scale, 3, padding=1),
+            nn.PixelShuffle(self.scale),
+        )
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        features = self.first(lr - self.mean)  # (N, F, h, w)
+        x, first_block_out, last_inner = features, None, None
+        for block in self.blocks:
+            x, last_inner = block(x)
+            if first_block_out is None:
+                first_block_out = x
+        x = self.last(x)
+        x = self.merge(torch.cat([features, x, first_block_out, last_inner], dim=1))  # (N, F, h, w)
+        sr = self.upsample(x)  # (N, C, scale*h, scale*w)
+        if self.bicubic_skip:
+            return sr + imresize_tensor(lr, self.scale)
+        return sr + self.mean
