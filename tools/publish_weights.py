@@ -1,12 +1,17 @@
 """Copy a finished training run into the package as shipped weights with a model card.
 
-    python tools/publish_weights.py RUN_DIR NAME --eval EVAL.json --hardware "..." --recipe "..."
-        [--note "..."] [--earlier-seconds S]
+    python tools/publish_weights.py RUN_DIR NAME --eval EVAL.json --bicubic-eval BICUBIC.json
+        --hardware "..." --recipe "..." [--note "..."] [--earlier-seconds S]
+    python tools/publish_weights.py --refresh --bicubic-eval BICUBIC.json
 
 RUN_DIR is a `superres train` run folder (best.safetensors, config.json, history.csv); EVAL.json is
-the output of `superres evaluate ... --model RUN_DIR/best.safetensors --format json`. Writes
-src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts) and
-NAME_x<scale>.json (the model card `superres models` shows).
+the output of `superres evaluate ... --model RUN_DIR/best.safetensors --scale S --format json`, and
+BICUBIC.json that of `superres evaluate ... --model bicubic --scale 2 3 4 --format json` on the same
+folders: the card records both, so that `--model fast` can ask which models beat bicubic by 1 dB.
+Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts)
+and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
+MACs per output pixel (`superres.complexity`). `--refresh` adds the bicubic scores and the MAC count
+to every shipped card that lacks them.
 """
 
 from __future__ import annotations
@@ -16,41 +21,48 @@ import csv
 import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 from superres.atomic import atomic_write_bytes
 from superres.checkpoint import load_model, save_checkpoint
-from superres.pretrained import write_model_card
+from superres.complexity import conv_macs_per_output_pixel
+from superres.pretrained import list_pretrained, load_pretrained, write_model_card
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("name")
-    parser.add_argument("--eval", type=Path, required=True)
-    parser.add_argument("--hardware", required=True)
-    parser.add_argument("--recipe", required=True, help="the command that trained it")
-    parser.add_argument("--note", default="")
-    parser.add_argument(
-        "--earlier-seconds",
-        type=float,
-        default=0.0,
-        help="training time of the weights this run started from (init_weights), added to its own",
-    )
-    args = parser.parse_args()
+def mean_scores(report: dict[str, Any], scale: int | None = None) -> dict[str, dict[str, float]]:
+    """{dataset: {"psnr", "ssim"}} of an evaluate JSON report's mean rows (at `scale` if given)."""
+    return {
+        row["dataset"]: {"psnr": row["psnr"], "ssim": row["ssim"]}
+        for row in report["results"]
+        if row["image"] == "(mean)" and (scale is None or int(row["scale"]) == scale)
+    }
 
+
+def write_card(card_path: Path, card: dict[str, Any]) -> None:
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+
+
+def refresh_cards(bicubic_report: dict[str, Any]) -> None:
+    """Add `bicubic` scores and `macs_per_output_pixel` to the shipped cards that lack them."""
+    for entry in list_pretrained():
+        card = dict(entry.card)
+        card.setdefault("bicubic", mean_scores(bicubic_report, entry.scale))
+        if "macs_per_output_pixel" not in card:
+            card["macs_per_output_pixel"] = round(conv_macs_per_output_pixel(load_pretrained(entry.name, entry.scale)))
+        write_card(WEIGHTS / f"{entry.name}_x{entry.scale}.json", card)
+        print(f"refreshed {entry.name} x{entry.scale}")
+
+
+def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
     model, metadata = load_model(args.run_dir / "best.safetensors")
     config = json.loads((args.run_dir / "config.json").read_text())
     history = list(csv.DictReader((args.run_dir / "history.csv").open()))
     training_seconds = float(history[-1]["elapsed_s"]) + args.earlier_seconds
     report = json.loads(args.eval.read_text())
-    metrics = {
-        row["dataset"]: {"psnr": row["psnr"], "ssim": row["ssim"]}
-        for row in report["results"]
-        if row["image"] == "(mean)"
-    }
     scale = int(metadata["scale"])
+    metrics = mean_scores(report, scale)
     card_path = write_model_card(
         WEIGHTS,
         args.name,
@@ -68,12 +80,14 @@ def main() -> None:
         {
             "steps": int(metadata.get("step") or history[-1]["step"]),
             "selected_by": "highest Set5 PSNR among the validations of the run (the papers' practice)",
-            "training_data": "T91 + BSD200 (the 291 images), Y channel",
+            "training_data": f"T91 + BSD200 (the 291 images), {metadata['channels']} channel(s)",
             "note": args.note,
             "protocol": report["protocol"],
+            "bicubic": mean_scores(bicubic_report, scale),
+            "macs_per_output_pixel": round(conv_macs_per_output_pixel(model)),
         }
     )
-    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    write_card(card_path, card)
     save_checkpoint(
         WEIGHTS / f"{args.name}_x{scale}.safetensors",
         model,
@@ -91,6 +105,32 @@ def main() -> None:
         },
     )
     print(f"wrote {card_path} and its weights")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("name", nargs="?")
+    parser.add_argument("--eval", type=Path)
+    parser.add_argument("--bicubic-eval", type=Path, required=True)
+    parser.add_argument("--hardware")
+    parser.add_argument("--recipe", help="the command that trained it")
+    parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--earlier-seconds",
+        type=float,
+        default=0.0,
+        help="training time of the weights this run started from (init_weights), added to its own",
+    )
+    parser.add_argument("--refresh", action="store_true", help="complete the shipped cards, publish nothing")
+    args = parser.parse_args()
+    bicubic_report = json.loads(args.bicubic_eval.read_text())
+    if args.refresh:
+        refresh_cards(bicubic_report)
+        return
+    if not (args.run_dir and args.name and args.eval and args.hardware and args.recipe):
+        parser.error("RUN_DIR, NAME, --eval, --hardware and --recipe are required to publish")
+    publish(args, bicubic_report)
 
 
 if __name__ == "__main__":

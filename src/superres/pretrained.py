@@ -48,6 +48,10 @@ PROTOCOL = (
 )
 #: The model the upscaler falls back to when no pretrained weights ship for a scale.
 FALLBACK_MODEL = "bicubic"
+#: `--model fast`: the shipped model with the least work per output pixel that beats bicubic on
+#: Set5 by at least `FAST_MIN_GAIN_DB`.
+FAST_ALIAS = "fast"
+FAST_MIN_GAIN_DB = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,18 @@ class PretrainedEntry:
     def metric(self, dataset: str, metric: str) -> float | None:
         """A card metric such as ("Set5", "psnr"), or None where the card lacks it."""
         return card_metric(self.card, dataset, metric)
+
+    def gain_over_bicubic(self, dataset: str = "Set5") -> float | None:
+        """PSNR gain over bicubic on `dataset` (the card's `bicubic` scores), or None if unknown."""
+        psnr = self.metric(dataset, "psnr")
+        baseline = card_metric({"metrics": self.card.get("bicubic", {})}, dataset, "psnr")
+        return None if psnr is None or baseline is None else psnr - baseline
+
+    @property
+    def macs_per_pixel(self) -> float | None:
+        """Convolution MACs per output pixel, as the card records them (`superres.complexity`)."""
+        value = self.card.get("macs_per_output_pixel")
+        return None if value is None else float(value)
 
     @property
     def architecture(self) -> str:
@@ -178,6 +194,22 @@ def default_model_for(scale: int) -> str:
     return max(candidates, key=rank).name
 
 
+def fastest_model_for(scale: int) -> str:
+    """The shipped model with the fewest MACs per output pixel among those at `scale` that beat
+    bicubic by at least `FAST_MIN_GAIN_DB` on Set5; `"bicubic"` when none does.
+
+    MACs, not a timing: the choice must not depend on how busy the machine was when measured.
+    """
+    candidates = [
+        entry for entry in list_pretrained()
+        if entry.scale == scale and entry.macs_per_pixel is not None
+        and (entry.gain_over_bicubic() or 0.0) >= FAST_MIN_GAIN_DB
+    ]
+    if not candidates:
+        return FALLBACK_MODEL
+    return min(candidates, key=lambda entry: (entry.macs_per_pixel, entry.name)).name
+
+
 def _looks_like_path(spec: str) -> bool:
     return spec.endswith(".safetensors") or "/" in spec or "\\" in spec
 
@@ -196,12 +228,12 @@ def _load_path_model(path: Path, scale: int | None, device: str) -> nn.Module:
 
 def _registered_parameter_free(spec: str, scale: int, device: str) -> nn.Module | None:
     """A registered model that needs no weights (bicubic), or None if `spec` is not one."""
-    from superres.models import create_model, list_models
+    from superres.models import create_model, get_model_info, list_models
 
     if spec not in list_models():
         return None
     model = create_model(spec, scale)  # raises ModelError for an unsupported scale
-    if any(True for _ in model.parameters()):
+    if get_model_info(spec).needs_weights:
         raise ModelError(
             f"model '{spec}' needs trained weights and none ship for x{scale} "
             f"({_shipped_summary(list_pretrained())}); pass a .safetensors checkpoint path instead"
@@ -221,6 +253,8 @@ def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Modul
         return _load_path_model(Path(spec), scale, device)
     requested_scale = scale
     scale = 2 if scale is None else int(scale)
+    if spec == FAST_ALIAS:
+        spec = fastest_model_for(scale)
     entries = list_pretrained()
     shipped_scales = sorted(entry.scale for entry in entries if entry.name == spec)
     if scale in shipped_scales:
@@ -242,14 +276,9 @@ def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Modul
 
 
 def _parameter_free_names(names: list[str]) -> list[str]:
-    from superres.models import create_model, get_model_info
+    from superres.models import get_model_info
 
-    free = []
-    for name in names:
-        model = create_model(name, min(get_model_info(name).scales))
-        if not any(True for _ in model.parameters()):
-            free.append(name)
-    return free
+    return [name for name in names if not get_model_info(name).needs_weights]
 
 
 def write_model_card(

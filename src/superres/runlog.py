@@ -106,6 +106,53 @@ def _write_plot(
     if not steps:
         axes.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
+    atomic_write_bytes(path, png_bytes(figure))
+
+
+def png_bytes(figure: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (to be written atomically by the caller)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def run_label(run_dir: Path) -> str:
+    """'span x2 (num_features=32, ...)' from a run folder's config.json, else the folder name."""
+    import json
+
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Path(run_dir).name
+    return f"{config.get('model', '?')} x{config.get('scale', '?')} ({Path(run_dir).name})"
+
+
+def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "this CPU") -> int:
+    """Validation PSNR against training hours for several runs in one PNG; returns runs drawn.
+
+    Hours are the runs' own `elapsed_s` (training wall time, summed across resumed calls), so a
+    curve says what a user with the same machine would get for the time they give it.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 4.8), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    drawn = 0
+    for run_dir in run_dirs:
+        rows = [row for row in read_history(Path(run_dir)) if row.get("val_psnr") is not None]
+        if not rows:
+            continue
+        hours = [row["elapsed_s"] / 3600.0 for row in rows]
+        axes.plot(hours, [row["val_psnr"] for row in rows], linewidth=1.3, label=run_label(Path(run_dir)))
+        drawn += 1
+    axes.set_xlabel(f"training hours on {machine}")
+    axes.set_ylabel("validation PSNR (dB, Y, paper protocol)")
+    axes.set_title("Learning curves")
+    axes.grid(True, alpha=0.3)
+    if drawn:
+        axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    atomic_write_bytes(Path(path), png_bytes(figure))
+    return drawn

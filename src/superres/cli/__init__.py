@@ -27,6 +27,8 @@ COMMANDS = {
     "demo": "demo",
     "export": "export",
     "bench": "bench",
+    "frontier": "frontier",
+    "curves": "curves",
 }
 
 

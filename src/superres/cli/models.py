@@ -17,6 +17,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="List the registered architectures and the pretrained weights in this package, "
         "with the Set5/Set14 scores from their model cards.",
     )
+    p.add_argument(
+        "--no-speed", dest="speed", action="store_false",
+        help="skip timing the shipped models on this machine (a few seconds per model)",
+    )
     p.set_defaults(run=run)
 
 
@@ -42,7 +46,7 @@ def architecture_rows() -> list[list[str]]:
         rows.append(
             [
                 name,
-                info.channels,
+                info.channels_for(),
                 ",".join(str(scale) for scale in info.scales),
                 f"{parameters:,}",
                 str(info.receptive_field),
@@ -58,20 +62,43 @@ def _score(entry: PretrainedEntry, dataset: str) -> str:
     return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / -"
 
 
-def pretrained_rows() -> list[list[str]]:
-    """name, scale, architecture, Set5 and Set14 PSNR / SSIM, from the model cards."""
-    from superres.pretrained import list_pretrained
+def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
+    """name, scale, architecture, Set5 and Set14 PSNR / SSIM (model cards), MACs per output pixel
+    and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
+    from superres.pretrained import default_model_for, fastest_model_for, list_pretrained
 
-    return [
-        [
-            entry.name,
+    rows = []
+    for entry in list_pretrained():
+        roles = [
+            role for role, chosen in (("default", default_model_for(entry.scale)), ("fast", fastest_model_for(entry.scale)))
+            if chosen == entry.name
+        ]
+        macs = entry.macs_per_pixel
+        row = [
+            entry.name + (f" ({', '.join(roles)})" if roles else ""),
             f"x{entry.scale}",
             entry.architecture,
             _score(entry, "Set5"),
             _score(entry, "Set14"),
+            "-" if macs is None else f"{macs / 1000:,.1f}k",
         ]
-        for entry in list_pretrained()
-    ]
+        if speeds is not None:
+            rate = speeds.get((entry.name, entry.scale))
+            row.append("-" if rate is None else f"{rate:.2f}")
+        rows.append(row)
+    return rows
+
+
+def measured_speeds() -> tuple[dict[tuple[str, int], float], dict[int, float]]:
+    """Output MP/s of every shipped model, and of bicubic per scale, timed now on this machine."""
+    from superres.frontier import QUICK_TIMING, measure_frontier
+    from superres.pretrained import list_pretrained
+
+    scales = sorted({entry.scale for entry in list_pretrained()})
+    points = measure_frontier(scales, timing=QUICK_TIMING)
+    speeds = {(point.name, point.scale): point.output_mp_per_s for point in points}
+    bicubic = {point.scale: point.output_mp_per_s for point in points if point.name == "bicubic"}
+    return speeds, bicubic
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,10 +116,18 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("Pretrained weights: none ship with this version; `superres upscale` uses bicubic.")
         return 0
-    print("Pretrained weights:")
-    headers = ["name", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM"]
+    headers = ["name", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM", "MACs/px"]
+    bicubic: dict[int, float] = {}
+    if args.speed:
+        speeds, bicubic = measured_speeds()
+        rows = pretrained_rows(speeds)
+        headers.append("output MP/s here")
+    print("Pretrained weights (default: what `superres upscale` uses; fast: `--model fast`):")
     for line in format_table(headers, rows):
         print("  " + line)
+    if bicubic:
+        rates = ", ".join(f"x{scale} {rate:.1f}" for scale, rate in sorted(bicubic.items()))
+        print(f"  Speed: 1 thread set of this machine, fast CPU path, 160x120 LR input; bicubic in the same run: {rates} MP/s.")
     # The cards state the protocol their scores follow; they all come from `superres evaluate`.
     cards = [entry.card for entry in list_pretrained()]
     protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)

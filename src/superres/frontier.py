@@ -1,0 +1,170 @@
+"""The quality/speed frontier: Set5 PSNR against measured CPU speed, one point per shipped model.
+
+`measure_frontier(scales)` times every shipped model (and bicubic, the baseline of the same run)
+on the fast CPU path, on one synthetic LR image per scale, and pairs each with its card's Set5
+score (bicubic's is computed on the spot when a Set5 folder is given). `frontier_markdown` and
+`plot_frontier` turn the points into the README's table and picture. Speeds are output
+megapixels per second on the machine that runs it, and are reported together with their ratio to
+bicubic in the same run, since shared machines are noisy; the MAC count per output pixel
+(`superres.complexity`) is the machine-independent cost beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from superres.complexity import conv_macs_per_output_pixel
+
+logger = logging.getLogger(__name__)
+
+#: LR size of the timing image: 320x240, i.e. a 640x480 output at x2 and 1280x960 at x4.
+TIMING_LR_SIZE = (240, 320)
+#: Each model runs at least this many timed calls, and for at least `MIN_TIMING_SECONDS`.
+MIN_TIMED_CALLS = 3
+MIN_TIMING_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One model at one scale: its card's Set5 score and its measured speed."""
+
+    name: str
+    scale: int
+    architecture: str
+    set5_psnr: float | None
+    set14_psnr: float | None
+    output_mp_per_s: float
+    relative_to_bicubic: float  # this model's speed / bicubic's, same run
+    macs_per_pixel: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to time each model: LR image size, least calls and least seconds."""
+
+    lr_size: tuple[int, int] = TIMING_LR_SIZE
+    min_calls: int = MIN_TIMED_CALLS
+    min_seconds: float = MIN_TIMING_SECONDS
+
+
+#: A quicker timing for `superres models`: a quarter of the pixels, one call after the warm-up.
+QUICK_TIMING = Timing(lr_size=(120, 160), min_calls=1, min_seconds=0.0)
+
+
+def time_output_rate(
+    function: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor, scale: int, timing: Timing = Timing()
+) -> float:
+    """Output megapixels per second of `function` on `lr` (the median of the timed calls)."""
+    function(lr)  # warm-up: allocations, oneDNN primitive creation
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < timing.min_calls or time.perf_counter() - started < timing.min_seconds:
+        begin = time.perf_counter()
+        function(lr)
+        durations.append(time.perf_counter() - begin)
+    durations.sort()
+    median = durations[len(durations) // 2]
+    pixels = lr.shape[0] * lr.shape[-2] * lr.shape[-1] * scale * scale
+    return pixels / median / 1e6
+
+
+def _timing_input(model: nn.Module, lr_size: tuple[int, int]) -> torch.Tensor:
+    channels = 1 if model.info.channels_for(getattr(model, "model_kwargs", {})) == "Y" else 3
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand((1, channels, *lr_size), generator=generator)
+
+
+def _measure(model: nn.Module, scale: int, timing: Timing) -> tuple[float, float]:
+    from superres.fast import optimize_for_inference, retain_freed_memory
+
+    retain_freed_memory()
+    fast = optimize_for_inference(model)
+    rate = time_output_rate(fast, _timing_input(model, timing.lr_size), scale, timing)
+    return rate, conv_macs_per_output_pixel(model)
+
+
+def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
+    """Bicubic's Set5 PSNR by the paper protocol, or None without a Set5 folder."""
+    if set5_dir is None or not Path(set5_dir).is_dir():
+        return None
+    from superres.evaluate import evaluate_model
+    from superres.models import create_model
+
+    return evaluate_model(create_model("bicubic", scale), Path(set5_dir), scale).psnr
+
+
+def measure_frontier(
+    scales: Sequence[int], set5_dir: Path | None = None, timing: Timing = Timing()
+) -> list[FrontierPoint]:
+    """Time bicubic and every shipped model at `scales` on this machine, in one run."""
+    from superres.models import create_model
+    from superres.pretrained import list_pretrained, load_pretrained
+
+    points = []
+    for scale in scales:
+        bicubic = create_model("bicubic", scale)
+        bicubic_rate, _ = _measure(bicubic, scale, timing)
+        points.append(
+            FrontierPoint("bicubic", scale, "bicubic", bicubic_set5_psnr(set5_dir, scale), None,
+                          bicubic_rate, 1.0, 0.0)
+        )
+        for entry in list_pretrained():
+            if entry.scale != scale:
+                continue
+            rate, macs = _measure(load_pretrained(entry.name, scale), scale, timing)
+            logger.info("%s x%d: %.2f output MP/s", entry.name, scale, rate)
+            points.append(
+                FrontierPoint(entry.name, scale, entry.architecture, entry.metric("Set5", "psnr"),
+                              entry.metric("Set14", "psnr"), rate, rate / bicubic_rate, macs)
+            )
+    return points
+
+
+def frontier_markdown(points: Sequence[FrontierPoint]) -> str:
+    """A markdown table, fastest first within each scale."""
+    lines = [
+        "| scale | model | Set5 PSNR | Set14 PSNR | output MP/s | vs bicubic | MACs / output px |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in sorted(points, key=lambda p: (p.scale, -p.output_mp_per_s)):
+        def psnr(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
+        lines.append(
+            f"| x{point.scale} | {point.name} | {psnr(point.set5_psnr)} | {psnr(point.set14_psnr)} | "
+            f"{point.output_mp_per_s:.2f} | {point.relative_to_bicubic:.3f} | {point.macs_per_pixel:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_frontier(points: Sequence[FrontierPoint], path: Path, *, machine: str = "this CPU") -> None:
+    """Set5 PSNR against output MP/s (log scale), one panel per scale, written as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from superres.atomic import atomic_write_bytes
+    from superres.runlog import png_bytes
+
+    scales = sorted({point.scale for point in points})
+    figure = Figure(figsize=(4.6 * len(scales), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, scale in enumerate(scales):
+        axes = figure.add_subplot(1, len(scales), index + 1)
+        for point in (p for p in points if p.scale == scale and p.set5_psnr is not None):
+            marker = "s" if point.name == "bicubic" else "o"
+            axes.scatter(point.output_mp_per_s, point.set5_psnr, marker=marker, s=36)
+            axes.annotate(point.name, (point.output_mp_per_s, point.set5_psnr), textcoords="offset points",
+                          xytext=(4, 4), fontsize=8)
+        axes.set_xscale("log")
+        axes.set_xlabel(f"output megapixels / s on {machine} (log)")
+        axes.set_ylabel("Set5 PSNR (dB, Y, paper protocol)")
+        axes.set_title(f"x{scale}")
+        axes.grid(True, which="both", alpha=0.3)
+    atomic_write_bytes(Path(path), png_bytes(figure, dpi=110))
