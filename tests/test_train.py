@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import socket
@@ -25,10 +26,12 @@ from superres.config import (
     resolve_config,
 )
 from superres.data import DeviceBatches
+from superres.ema import EMA_PREFIX
 from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
 from superres.io import write_image
 from superres.models import create_model
 from superres.train import HISTORY_COLUMNS, learning_rate_at, train
+from superres.train_state import FRESH_LAYER_SCALE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_SRCNN = {"kernel_sizes": [3, 1, 3], "num_features": [8, 4]}
@@ -122,11 +125,12 @@ def test_a_short_run_learns_and_writes_its_run_folder(data_dirs: tuple[Path, Pat
     assert best_extra == {} and best_metadata["metrics"]["best_psnr"] == pytest.approx(summary.best_psnr)
 
 
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_a_killed_run_resumed_ends_with_identical_weights(
-    data_dirs: tuple[Path, Path], tmp_path: Path
+    data_dirs: tuple[Path, Path], tmp_path: Path, ema_decay: float | None
 ) -> None:
     config = tiny_config(data_dirs, model="rednet", model_kwargs={"num_layers": 2, "num_features": 8},
-                         schedule="cosine", warmup_steps=2, grad_clip=0.5, val_every=5)
+                         schedule="cosine", warmup_steps=2, grad_clip=0.5, val_every=5, ema_decay=ema_decay)
     whole = train(config, tmp_path / "whole")
     # Killed after step 5: its last checkpoint is step 3, and steps 4-5 are lost (as after a crash).
     killed = train(config, tmp_path / "resumed", stop_after=5)
@@ -134,9 +138,14 @@ def test_a_killed_run_resumed_ends_with_identical_weights(
     assert [row["step"] for row in read_history(tmp_path / "resumed")] == ["2", "3", "4", "5"]
     resumed = train(load_run_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True)
     assert resumed.steps == whole.steps == 8
-    expected = weights_of(tmp_path / "whole" / "last.safetensors")
-    for name, tensor in weights_of(tmp_path / "resumed" / "last.safetensors").items():
-        assert torch.equal(tensor, expected[name]), name
+    # The weights, and with an EMA the average (in last's extra tensors and as best), bit for bit.
+    for checkpoint in ("last.safetensors", "best.safetensors"):
+        expected_weights, _, expected_extra = load_checkpoint(tmp_path / "whole" / checkpoint)
+        weights, _, extra = load_checkpoint(tmp_path / "resumed" / checkpoint)
+        averages = {name: tensor for name, tensor in extra.items() if name.startswith(EMA_PREFIX)}
+        assert len(averages) == (len(weights) if ema_decay and checkpoint == "last.safetensors" else 0)
+        for name, tensor in {**weights, **averages}.items():
+            assert torch.equal(tensor, {**expected_weights, **expected_extra}[name]), (checkpoint, name)
     def deterministic_columns(run: str) -> list[tuple[str, ...]]:
         rows = read_history(tmp_path / run)
         return [(row["step"], row["loss"], row["learning_rate"], row["val_psnr"]) for row in rows]
@@ -379,8 +388,103 @@ def test_init_weights_starts_a_new_run_from_trained_weights(
         train(tiny_config(data_dirs, model_kwargs={"kernel_sizes": [3, 3, 3], "num_features": [8, 4]},
                           init_weights=source), tmp_path / "deeper")
     assert not (tmp_path / "deeper").exists()  # nothing written for a run that could not start
-    with pytest.raises(ModelError, match="not the requested x3"):
-        train(tiny_config(data_dirs, scale=3, patch_size=6, init_weights=source), tmp_path / "x3")
+
+
+TINY_SPAN = {"num_features": 4, "num_blocks": 1, "reparam_gain": 0, "bicubic_skip": True, "channels": "Y"}
+
+
+def test_init_weights_from_another_scale_takes_the_body_and_starts_the_upsampler_quiet(
+    data_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    span = {"model": "span", "model_kwargs": TINY_SPAN}
+    train(tiny_config(data_dirs, **span, iterations=4), tmp_path / "x2")
+    source_path = str(tmp_path / "x2" / "best.safetensors")
+    source = weights_of(tmp_path / "x2" / "best.safetensors")
+    # A learning rate of ~0 keeps the starting weights; x4 LR patches of 8 px fit the 36 px images.
+    config = tiny_config(data_dirs, **span, scale=4, iterations=2, learning_rate=1e-30,
+                         val_every=2, init_weights=source_path)
+    train(config, tmp_path / "x4")
+    started = weights_of(tmp_path / "x4" / "last.safetensors")
+    torch.manual_seed(config.seed)  # what the x4 run drew for its fresh layers
+    default = create_model("span", 4, **TINY_SPAN).state_dict()
+    fresh = {name for name in started if started[name].shape != source[name].shape}
+    assert fresh == {"upsample.0.weight", "upsample.0.bias"}  # the x4 sub-pixel convolution
+    for name in set(started) - fresh:
+        torch.testing.assert_close(started[name], source[name], rtol=0, atol=1e-20)
+    # Fresh layers start quiet: their default initialisation scaled down, biases zero.
+    torch.testing.assert_close(started["upsample.0.weight"], FRESH_LAYER_SCALE * default["upsample.0.weight"])
+    torch.testing.assert_close(started["upsample.0.bias"], torch.zeros_like(default["upsample.0.bias"]),
+                               rtol=0, atol=1e-20)
+
+    # Another architecture cannot lend its tensors: a one-line error, and nothing is written.
+    srcnn_x2 = tmp_path / "srcnn"
+    train(tiny_config(data_dirs, iterations=2, val_every=2), srcnn_x2)
+    args = _train_args(data_dirs, tmp_path / "other", "--model", "span", "--model-kwargs", json.dumps(TINY_SPAN),
+                       "--scale", "4", "--init-weights", str(srcnn_x2 / "best.safetensors"))
+    assert "holds a 'srcnn' model; a 'span' run cannot start from it" in _error_of(args, capsys)
+    assert not (tmp_path / "other").exists()
+
+
+def test_init_weights_from_another_scale_refuses_other_kwargs(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    span = {"model": "span", "model_kwargs": TINY_SPAN}
+    train(tiny_config(data_dirs, **span, iterations=2, val_every=2), tmp_path / "x2")
+    deeper = tiny_config(data_dirs, model="span", model_kwargs={**TINY_SPAN, "num_blocks": 2}, scale=4,
+                         iterations=2, init_weights=str(tmp_path / "x2" / "best.safetensors"))
+    with pytest.raises((ModelError, CheckpointError)):
+        train(deeper, tmp_path / "x4")
+    assert not (tmp_path / "x4").exists()
+
+
+# --- weight average (EMA) -------------------------------------------------------------------
+
+
+def _averages(extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
+
+
+def test_ema_is_what_validation_scores_and_best_holds(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    from superres.evaluate import Protocol, evaluate_model
+
+    # Validated once, at the last step, which is therefore the best one.
+    config = tiny_config(data_dirs, ema_decay=0.9, iterations=8, val_every=100, checkpoint_every=100)
+    summary = train(config, tmp_path / "run")
+    weights, _, extra = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    averages = _averages(extra)
+    assert set(averages) == set(weights)  # last.safetensors carries the whole average
+    assert any(not torch.equal(averages[name], weights[name]) for name in weights)
+    best = weights_of(tmp_path / "run" / "best.safetensors")
+    assert all(torch.equal(best[name], averages[name]) for name in weights)
+
+    def psnr_of(state_dict: dict[str, torch.Tensor]) -> float:
+        model = create_model("srcnn", 2, **TINY_SRCNN)
+        model.load_state_dict(state_dict)
+        return evaluate_model(model.eval(), data_dirs[1], 2, channels="Y", protocol=Protocol()).psnr
+
+    assert summary.best_psnr == pytest.approx(psnr_of(averages), abs=1e-4)
+    assert abs(psnr_of(weights) - summary.best_psnr) > 1e-3  # the raw weights score otherwise
+
+
+def test_resuming_a_run_without_ema_starts_one_from_its_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_config(data_dirs, iterations=4, val_every=4), run_dir)
+    before, _, extra = load_checkpoint(run_dir / "last.safetensors")
+    assert not _averages(extra)
+    config = dataclasses.replace(load_run_config(run_dir), ema_decay=0.5, iterations=5)
+    train(config, run_dir, resume=True)
+    after, _, extra = load_checkpoint(run_dir / "last.safetensors")
+    assert load_run_config(run_dir).ema_decay == 0.5
+    # Started from the step-4 weights, then one update at step 5 with the warm-up decay
+    # min(0.5, (1 + 5) / (10 + 5)) = 0.4: average = w4 + 0.6 * (w5 - w4).
+    averages = _averages(extra)
+    assert set(averages) == set(after)
+    for name, tensor in averages.items():
+        torch.testing.assert_close(tensor, torch.lerp(before[name], after[name], 0.6))
+    best = weights_of(run_dir / "best.safetensors")
+    assert all(torch.equal(best[name], tensor) for name, tensor in averages.items())
 
 
 def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters():

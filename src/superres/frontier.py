@@ -1,8 +1,9 @@
 """The quality/speed frontier: Set5 PSNR against measured CPU speed, one point per shipped model.
 
 `measure_frontier(scales)` times every shipped model (and bicubic, the baseline of the same run)
-on the fast CPU path, on one synthetic LR image per scale, and pairs each with its card's Set5
-score (bicubic's is computed on the spot when a Set5 folder is given). `frontier_markdown` and
+on the CPU backend `superres upscale` uses (`superres.backends.make_backend`), on one synthetic LR
+image per scale, and pairs each with its card's Set5 score (bicubic's is computed on the spot
+when a Set5 folder is given). `frontier_markdown` and
 `plot_frontier` turn the points into the README's table and picture. Speeds are output
 megapixels per second on the machine that runs it, and are reported together with their ratio to
 bicubic in the same run, since shared machines are noisy; the MAC count per output pixel
@@ -82,11 +83,10 @@ def _timing_input(model: nn.Module, lr_size: tuple[int, int]) -> torch.Tensor:
 
 
 def _measure(model: nn.Module, scale: int, timing: Timing) -> tuple[float, float]:
-    from superres.fast import optimize_for_inference, retain_freed_memory
+    from superres.backends import make_backend
 
-    retain_freed_memory()
-    fast = optimize_for_inference(model)
-    rate = time_output_rate(fast, _timing_input(model, timing.lr_size), scale, timing)
+    backend = make_backend(model, "torch", "cpu")  # what `superres upscale` runs on a CPU
+    rate = time_output_rate(backend, _timing_input(model, timing.lr_size), scale, timing)
     return rate, conv_macs_per_output_pixel(model)
 
 

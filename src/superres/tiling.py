@@ -7,7 +7,9 @@ receptive field the stitched result equals the whole-image result (up to float r
 are clamped at the image border rather than padded, so the network sees exactly the border it
 would see on the whole image.
 
-`auto_tile` picks the largest tile that keeps the network's activations under a memory budget.
+`auto_tile` picks the largest tile that keeps the network's activations under a memory budget,
+sized from the model's `ModelInfo` card alone (its receptive field and activation count), so
+every registered network, pre- or post-upsampling, is sized by what it really holds.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # the card's type only; tiling itself never imports the model registry
+    from superres.models.blocks import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +37,6 @@ MAX_AUTO_TILE = 1024
 DEFAULT_CPU_BUDGET_BYTES = 512 * 1024**2
 #: Share of the free GPU memory one tile may use when the caller gives no budget.
 GPU_BUDGET_SHARE = 0.5
-#: Feature maps a plain conv stack keeps alive at once: input, output and the framework's slack.
-BASE_LIVE_ACTIVATIONS = 4
 
 
 def _spans(length: int, tile: int) -> list[tuple[int, int]]:
@@ -127,36 +130,24 @@ def tiled_forward(
     return output
 
 
-def _largest_feature_count(kwargs: Mapping[str, Any], default: int = 64) -> int:
-    """The widest layer's channel count: `num_features` is an int or one int per layer."""
-    features = kwargs.get("num_features", default)
-    if isinstance(features, (list, tuple)):
-        return max(int(f) for f in features) if features else default
-    return int(features)
-
-
-def _live_activations(kwargs: Mapping[str, Any]) -> int:
-    """Feature maps alive at once; symmetric skips (RED-Net) hold one map per two layers."""
-    num_layers = kwargs.get("num_layers")
-    skips = int(num_layers) // 2 if isinstance(num_layers, int) else 0
-    return BASE_LIVE_ACTIVATIONS + skips
-
-
 def tile_memory_bytes(
+    model_info: ModelInfo,
     tile: int,
     *,
     scale: int,
-    overlap: int,
-    num_features: int,
-    live_activations: int,
-    pre_upsample: bool,
+    model_kwargs: Mapping[str, Any] | None = None,
     bytes_per_value: int = 4,
 ) -> int:
-    """Conservative activation memory of one tile (with its context) in the network."""
-    lr_side = tile + 2 * overlap
-    # Pre-upsampling networks convolve at the SR resolution, the others at the LR one.
-    feature_side = lr_side * scale if pre_upsample else lr_side
-    return feature_side**2 * num_features * live_activations * bytes_per_value
+    """Peak activation memory of one `tile` (LR pixels, plus its context) in the network.
+
+    Everything comes from the card: the context is `receptive_field_for(scale, **model_kwargs)`
+    on each side, and the card's `activation_values_per_lr_pixel` already counts the network's
+    width, its live maps and, for a pre-upsampling network, the scale**2 HR pixels per LR pixel.
+    """
+    kwargs = dict(model_kwargs or {})
+    overlap = model_info.receptive_field_for(scale, **kwargs)
+    values_per_pixel = model_info.activation_values_per_lr_pixel(scale, kwargs)
+    return math.ceil((tile + 2 * overlap) ** 2 * values_per_pixel * bytes_per_value)
 
 
 def default_budget_bytes(device: torch.device | str) -> int:
@@ -169,7 +160,7 @@ def default_budget_bytes(device: torch.device | str) -> int:
 
 
 def auto_tile(
-    model_info: Any,
+    model_info: ModelInfo,
     channels: int,
     device: torch.device | str,
     budget_bytes: int | None = None,
@@ -181,35 +172,20 @@ def auto_tile(
     """The largest tile (LR pixels) whose activations fit `budget_bytes`, within
     [MIN_AUTO_TILE, MAX_AUTO_TILE].
 
-    `model_info` is a `superres.models.ModelInfo`; `model_kwargs` the model's actual kwargs
-    (the card's defaults otherwise); `scale` defaults to the largest the model supports, the
-    worst case for pre-upsampling networks. `channels` is the image's channel count: it bounds
-    the width of a parameter-free model such as bicubic.
+    `model_info` is the model's `ModelInfo` card and the only thing read about the model (see
+    `tile_memory_bytes`); `model_kwargs` its actual kwargs (the card's defaults otherwise);
+    `scale` defaults to the largest the model supports, the worst case. `channels`, the image's
+    channel count, is accepted for the callers' sake: the card's activation count already
+    bounds the channels a model can be fed (bicubic's, for one, counts RGBA).
     """
-    kwargs = {**dict(getattr(model_info, "default_kwargs", {}) or {}), **dict(model_kwargs or {})}
-    scales = tuple(getattr(model_info, "scales", (4,)))
-    scale = int(scale if scale is not None else max(scales))
-    if hasattr(model_info, "receptive_field_for"):
-        # The card's attribute holds the default depth; a deeper model needs more context.
-        overlap = int(model_info.receptive_field_for(scale, **dict(model_kwargs or {})))
-    else:
-        overlap = int(getattr(model_info, "receptive_field", 0))
-    num_features = max(_largest_feature_count(kwargs, default=channels), channels)
+    scale = max(model_info.scales) if scale is None else model_info.check_scale(scale)
     budget = default_budget_bytes(device) if budget_bytes is None else int(budget_bytes)
 
     def fits(tile: int) -> bool:
-        return (
-            tile_memory_bytes(
-                tile,
-                scale=scale,
-                overlap=overlap,
-                num_features=num_features,
-                live_activations=_live_activations(kwargs),
-                pre_upsample=bool(getattr(model_info, "pre_upsample", True)),
-                bytes_per_value=bytes_per_value,
-            )
-            <= budget
+        cost = tile_memory_bytes(
+            model_info, tile, scale=scale, model_kwargs=model_kwargs, bytes_per_value=bytes_per_value
         )
+        return cost <= budget
 
     low, high = MIN_AUTO_TILE, MAX_AUTO_TILE
     if fits(high):

@@ -149,6 +149,12 @@ def load_matching_tensors(model: nn.Module, source: nn.Module, label: str) -> No
         raise CheckpointError(
             f"{label} holds a '{source.info.name}' model; a '{model.info.name}' run cannot start from it"
         )
+    source_kwargs = dict(getattr(source, "model_kwargs", {}))
+    if source_kwargs != dict(getattr(model, "model_kwargs", {})):
+        raise CheckpointError(
+            f"{label} holds a '{source.info.name}' with {source_kwargs}; this run's has "
+            f"{model.model_kwargs}: only the scale may differ when starting from another scale"
+        )
     target = model.state_dict()
     taken = {
         name: tensor for name, tensor in source.state_dict().items()

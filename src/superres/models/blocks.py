@@ -31,9 +31,9 @@ UPSAMPLE_TAPS = {"bicubic": 2, "bilinear": 1}
 class ModelInfo:
     """The card of one registered network: what it eats, which scales, where it comes from.
 
-    `receptive_field` is the value for `default_kwargs` at the smallest supported scale, which
-    bounds every supported scale (a larger scale needs fewer LR pixels); use
-    `receptive_field_for(scale, **kwargs)` for a given depth and scale.
+    `receptive_field` is the value for `default_kwargs` at the supported scale that needs the
+    most context, so it bounds every scale; use `receptive_field_for(scale, **kwargs)` for a given
+    depth and scale.
 
     The card is the whole contract: pipelines (tiling, evaluate, upscale, bench, export) and the
     generic tests read these fields and never a model's name or constructor arguments.
@@ -62,8 +62,10 @@ class ModelInfo:
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:
-        # Frozen dataclass: the derived field has to be set through object.__setattr__.
-        default = self.receptive_field_function(min(self.scales), dict(self.default_kwargs))
+        # Frozen dataclass: the derived field has to be set through object.__setattr__. The worst
+        # case over the scales: pre-upsampling nets need most at the smallest, nets that upsample
+        # in several steps (EDSR x4) at the largest.
+        default = max(self.receptive_field_function(s, dict(self.default_kwargs)) for s in self.scales)
         object.__setattr__(self, "receptive_field", default)
 
     def effective_kwargs(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,10 +104,12 @@ class ModelInfo:
         """LR pixels of context each side of one output pixel for this scale and these kwargs.
 
         This is the tile overlap that makes tiled inference equal to whole-image inference.
-        `scale=None` means the smallest supported scale, the worst case.
+        `scale=None` means the worst case over the supported scales.
         """
-        checked_scale = min(self.scales) if scale is None else self.check_scale(scale)
-        return self.receptive_field_function(checked_scale, self.effective_kwargs(kwargs))
+        effective = self.effective_kwargs(kwargs)
+        if scale is None:
+            return max(self.receptive_field_function(s, effective) for s in self.scales)
+        return self.receptive_field_function(self.check_scale(scale), effective)
 
 
 def pre_upsampled_receptive_field(scale: int, conv_radius: int, upsample_kernel: str) -> int:
@@ -173,6 +177,13 @@ def require_positive_int(model_name: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ModelError(f"model '{model_name}': {name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def require_bool(model_name: str, name: str, value: Any) -> bool:
+    """`value` if it is a real bool; a string such as "false" from a config file is an error."""
+    if not isinstance(value, bool):
+        raise ModelError(f"model '{model_name}': {name} must be true or false, got {value!r}")
+    return value
 
 
 def require_int_sequence(model_name: str, name: str, value: Any, length: int) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
+    require_bool,
     post_upsampled_receptive_field,
     require_int_sequence,
 )
@@ -62,7 +63,7 @@ class ESPCN(nn.Module):
         super().__init__()
         self.scale = self.info.check_scale(scale)
         first, second = require_int_sequence(self.info.name, "num_features", num_features, length=2)
-        self.bicubic_skip = bool(bicubic_skip)
+        self.bicubic_skip = require_bool(self.info.name, "bicubic_skip", bicubic_skip)
         self.model_kwargs: dict[str, Any] = {"num_features": (first, second), "bicubic_skip": self.bicubic_skip}
         self.layers = nn.ModuleList([
             nn.Conv2d(1, first, 5, padding=2),

@@ -18,7 +18,6 @@ Parameter names are stable (`features`, `shrink`, `mapping.{i}`, `expand`, `deco
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
+    require_bool,
     he_normal_,
     post_upsampled_receptive_field,
     require_positive_int,
@@ -38,8 +38,12 @@ DECONV_KERNEL = 9
 
 
 def _deconv_radius(scale: int) -> int:
-    """LR pixels each side that a stride-`scale` 9x9 transposed conv (padding 4) reads."""
-    return math.ceil((DECONV_KERNEL // 2 + scale - 1) / scale)
+    """LR pixels each side that a stride-`scale` 9x9 transposed conv (padding 4) reads.
+
+    Output pixel o = scale*i + r (0 <= r < scale) reads LR pixels j with |scale*j - o| <= 4, i.e.
+    j - i from -floor(4 / scale) to floor((4 + scale - 1) / scale); the second is the larger.
+    """
+    return (DECONV_KERNEL // 2 + scale - 1) // scale
 
 
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
@@ -109,7 +113,7 @@ class FSRCNN(nn.Module):
         d = require_positive_int(name, "num_features", num_features)
         s = require_positive_int(name, "shrink_features", shrink_features)
         m = require_positive_int(name, "mapping_layers", mapping_layers)
-        self.bicubic_skip = bool(bicubic_skip)
+        self.bicubic_skip = require_bool(self.info.name, "bicubic_skip", bicubic_skip)
         self.model_kwargs: dict[str, Any] = {
             "num_features": d, "shrink_features": s, "mapping_layers": m, "bicubic_skip": self.bicubic_skip,
         }

@@ -31,6 +31,7 @@ from torch import nn
 from superres.errors import ModelError
 from superres.models.blocks import (
     ModelInfo,
+    require_bool,
     check_channels,
     mean_buffer,
     post_upsampled_receptive_field,
@@ -111,7 +112,7 @@ class SPAN(nn.Module):
         if isinstance(reparam_gain, bool) or reparam_gain not in (0, 1, 2, 3, 4):
             raise ModelError(f"model '{name}': reparam_gain must be 0 (no branches) to 4, got {reparam_gain!r}")
         image_channels = check_channels(name, channels)
-        self.bicubic_skip = bool(bicubic_skip)
+        self.bicubic_skip = require_bool(self.info.name, "bicubic_skip", bicubic_skip)
         self.model_kwargs: dict[str, Any] = {
             "num_features": width, "num_blocks": depth, "reparam_gain": int(reparam_gain),
             "bicubic_skip": self.bicubic_skip, "channels": channels,

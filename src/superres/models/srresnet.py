@@ -23,6 +23,7 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
+    require_bool,
     PixelShuffleUpsampler,
     check_channels,
     mean_buffer,
@@ -99,13 +100,14 @@ class SRResNet(nn.Module):
         depth = require_positive_int(name, "num_blocks", num_blocks)
         width = require_positive_int(name, "num_features", num_features)
         image_channels = check_channels(name, channels)
+        batch_norm = require_bool(name, "batch_norm", batch_norm)
         self.model_kwargs: dict[str, Any] = {
-            "num_blocks": depth, "num_features": width, "batch_norm": bool(batch_norm), "channels": channels,
+            "num_blocks": depth, "num_features": width, "batch_norm": batch_norm, "channels": channels,
         }
         self.register_buffer("mean", mean_buffer(image_channels), persistent=False)
         self.head = nn.Sequential(nn.Conv2d(image_channels, width, 9, padding=4), nn.PReLU())
-        self.body = nn.Sequential(*(SRResBlock(width, bool(batch_norm)) for _ in range(depth)))
-        self.body_end = _conv_bn(width, bool(batch_norm))
+        self.body = nn.Sequential(*(SRResBlock(width, batch_norm) for _ in range(depth)))
+        self.body_end = _conv_bn(width, batch_norm)
         self.upsample = PixelShuffleUpsampler(width, self.scale, activation=nn.PReLU)
         self.tail = nn.Conv2d(width, image_channels, 9, padding=4)
 
