@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from superres.cli import main
-from superres.evaluate import Protocol, evaluation_plane
+from superres.evaluate import Protocol, evaluate_model, evaluation_plane, model_channels
+from superres.models import create_model
+from superres.models.reparam import has_branches
 
 # ../shared/data/README.md: published bicubic PSNR / SSIM (Y channel, border of `scale` shaved).
 PUBLISHED_BICUBIC = {
@@ -98,3 +101,21 @@ def test_evaluation_plane_options():
     gray = np.full((4, 4), 255, dtype=np.uint8)
     assert np.all(evaluation_plane(gray, Protocol()) == 255)
     assert np.all(evaluation_plane(gray, Protocol(gray_as_y=False)) == 235)
+
+
+@pytest.mark.parametrize("channels", ["Y", "RGB"])
+def test_channels_come_from_the_card_for_the_models_own_kwargs(channels):
+    # SPAN's card defaults to Y and EDSR's to RGB; the colour space is a constructor choice.
+    for name in ("span", "edsr"):
+        model = create_model(name, 2, num_blocks=1, num_features=4, channels=channels)
+        assert model_channels(model) == channels
+    assert model_channels(create_model("bicubic", 2)) == "Y"  # parameter-free: the papers' Y row
+
+
+def test_a_model_mid_training_is_scored_folded_and_left_as_it_was(tiny_set):
+    torch.manual_seed(0)
+    model = create_model("span", 2, num_blocks=1, num_features=4).train()
+    result = evaluate_model(model, tiny_set, 2)
+    assert model.training and has_branches(model)  # scored through a folded eval-mode copy
+    assert [score.name for score in result.per_image] == ["gray", "img0", "img1"]
+    assert result.model == "span" and np.isfinite(result.psnr)

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres import backends, fast
-from superres.backends import make_runner
+from superres.backends import Backend, make_backend
 from superres.cli import main
-from superres.errors import ModelError
+from superres.errors import ConfigError, ModelError
 from superres.export import (
     INPUT_NAME,
     MAX_OPSET,
@@ -22,18 +22,17 @@ from superres.export import (
     export_onnx_bytes,
     read_onnx_metadata,
 )
-from superres.models import create_model, list_models
+from superres.models import create_model, get_model_info, list_models
+from superres.models.reparam import has_branches
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
 TOLERANCE = 1e-4
-#: Small variants so that every test runs in well under a second.
-SMALL_KWARGS = {
-    "rednet": {"num_layers": 2, "num_features": 8},
-    "srcnn": {"num_features": [16, 8]},
-    "srcnn-tutorial": {"num_features": [16, 8]},
-}
+#: Every registered model at the scales it supports among these: (name, scale) pairs.
+MODEL_SCALES = [
+    (name, scale) for name in list_models() for scale in (2, 3, 4) if scale in get_model_info(name).scales
+]
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +41,10 @@ def _leave_the_allocator_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backends, "retain_freed_memory", lambda: False)
 
 
-def small_model(name: str, scale: int) -> nn.Module:
+def small_model(name: str, scale: int, **kwargs) -> nn.Module:
+    """The card's small test configuration (or `kwargs`), with randomised weights."""
     torch.manual_seed(0)
-    model = create_model(name, scale, **SMALL_KWARGS.get(name, {})).eval()
+    model = create_model(name, scale, **(kwargs or get_model_info(name).test_kwargs)).eval()
     # Untrained output layers are near zero; larger weights make the comparison meaningful.
     with torch.no_grad():
         for parameter in model.parameters():
@@ -53,7 +53,7 @@ def small_model(name: str, scale: int) -> nn.Module:
 
 
 def channels_of(model: nn.Module) -> int:
-    return 1 if model.info.channels == "Y" else 3
+    return 1 if model.info.channels_for(model.model_kwargs) == "Y" else 3
 
 
 def run_onnx(data: bytes, lr: torch.Tensor) -> np.ndarray:
@@ -69,14 +69,15 @@ def reference(model: nn.Module, lr: torch.Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------- export
 
 
-@pytest.mark.parametrize("scale", [2, 3])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name, scale", MODEL_SCALES)
 def test_onnx_matches_pytorch_on_odd_sizes_and_batches(name: str, scale: int) -> None:
+    # One export (traced at another size), run at several: batch, height and width stay dynamic
+    # through pixel shuffles and strided transposed convolutions.
     model = small_model(name, scale)
     data = export_onnx_bytes(model)
     channels = channels_of(model)
     generator = torch.Generator().manual_seed(1)
-    for shape in [(1, channels, 13, 17), (2, channels, 9, 22), (1, channels, 2, 5)]:
+    for shape in [(1, channels, 13, 17), (2, channels, 20, 11), (1, channels, 2, 5)]:
         lr = torch.rand(*shape, generator=generator)
         actual = run_onnx(data, lr)
         expected = reference(model, lr)
@@ -85,7 +86,7 @@ def test_onnx_matches_pytorch_on_odd_sizes_and_batches(name: str, scale: int) ->
 
 
 def test_export_writes_a_checked_file_with_metadata_and_dynamic_axes(tmp_path) -> None:
-    model = small_model("rednet", 3)
+    model = small_model("rednet", 3, num_layers=2, num_features=8)
     path = export_onnx(model, tmp_path / "rednet.onnx")
     assert path == tmp_path / "rednet.onnx"
     assert [item.name for item in tmp_path.iterdir()] == ["rednet.onnx"]  # no temporary left over
@@ -109,8 +110,28 @@ def test_transposed_convs_are_exported_as_convs() -> None:
     assert "Conv" in operators and "ConvTranspose" not in operators
 
 
+def test_channels_in_the_metadata_come_from_the_models_own_kwargs() -> None:
+    for channels in ("Y", "RGB"):
+        model = small_model("edsr", 2, num_blocks=1, num_features=4, channels=channels)
+        metadata = read_onnx_metadata(export_onnx_bytes(model))
+        assert metadata["channels"] == channels
+        assert metadata["num_channels"] == ("1" if channels == "Y" else "3")
+
+
+def test_re_parameterisable_branches_are_folded_in_the_export() -> None:
+    model = small_model("span", 2)
+    assert has_branches(model)
+    folded = onnx.load_from_string(export_onnx_bytes(model))
+    # One Conv per 3x3 convolution of the folded network, not four per branch set.
+    convs = sum(node.op_type == "Conv" for node in folded.graph.node)
+    plain = small_model("span", 2, **{**get_model_info("span").test_kwargs, "reparam_gain": 0})
+    plain_graph = onnx.load_from_string(export_onnx_bytes(plain))
+    assert convs == sum(node.op_type == "Conv" for node in plain_graph.graph.node)
+    assert has_branches(model)  # the caller's model keeps its training form
+
+
 def test_export_leaves_the_model_untouched() -> None:
-    model = small_model("rednet", 2)
+    model = small_model("rednet", 2, num_layers=2, num_features=8)
     before = copy.deepcopy(model.state_dict())
     export_onnx_bytes(model)
     assert all(isinstance(module, nn.ConvTranspose2d) for module in model.decoder)
@@ -170,9 +191,12 @@ def test_fast_inference_model_gives_the_same_outputs(name: str) -> None:
     assert fast_model.scale == 2 and fast_model.info == model.info
 
 
-@pytest.mark.parametrize("name, fused_count", [("rednet", 4), ("srcnn", 2), ("srcnn-tutorial", 3)])
-def test_conv_relu_and_skip_chains_are_fused(name: str, fused_count: int) -> None:
-    fast_model = fast.optimize_for_inference(small_model(name, 2))
+@pytest.mark.parametrize(
+    "name, kwargs, fused_count",
+    [("rednet", {"num_layers": 2, "num_features": 8}, 4), ("srcnn", {}, 2), ("srcnn-tutorial", {}, 3)],
+)
+def test_conv_relu_and_skip_chains_are_fused(name: str, kwargs: dict, fused_count: int) -> None:
+    fast_model = fast.optimize_for_inference(small_model(name, 2, **kwargs))
     fused = [m for m in fast_model.model.modules() if isinstance(m, fast.FusedConv2d)]
     if not fast.pointwise_convolutions_work():
         pytest.skip("this torch build has no oneDNN pointwise convolutions")
@@ -221,19 +245,40 @@ def test_retain_freed_memory_reports_a_bool() -> None:
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_both_backends_agree_with_the_model(name: str) -> None:
+def test_both_runtimes_agree_with_the_model(name: str) -> None:
     model = small_model(name, 3)
     lr = torch.rand(2, channels_of(model), 10, 7)
     expected = reference(model, lr)
     outputs = {}
-    for backend in backends.BACKENDS:
-        runner = make_runner(model, backend)
-        outputs[backend] = runner(lr)
-        assert runner.scale == 3 and runner.backend == backend
-        assert outputs[backend].shape == (2, channels_of(model), 30, 21)
-        assert outputs[backend].dtype == torch.float32
-        assert np.abs(outputs[backend].numpy() - expected).max() <= TOLERANCE
+    for runtime in backends.RUNTIMES:
+        backend = make_backend(model, runtime)
+        outputs[runtime] = backend(lr)
+        assert isinstance(backend, Backend) and backend.name == runtime
+        assert backend.device == torch.device("cpu")
+        assert outputs[runtime].shape == (2, channels_of(model), 30, 21)
+        assert outputs[runtime].dtype == torch.float32
+        assert np.abs(outputs[runtime].numpy() - expected).max() <= TOLERANCE
     assert (outputs["torch"] - outputs["onnxruntime"]).abs().max() <= TOLERANCE
+
+
+def test_the_torch_runtime_folds_branches_on_a_copy() -> None:
+    model = small_model("span", 2).train()  # mid-training: branches, train mode
+    lr = torch.rand(1, 1, 9, 12)
+    sr = make_backend(model, "torch")(lr)
+    assert has_branches(model) and model.training
+    assert np.abs(sr.numpy() - reference(model.eval(), lr)).max() <= TOLERANCE
+
+
+def test_the_self_ensemble_option_averages_the_eight_symmetries() -> None:
+    from superres.ensemble import ensemble_average
+
+    model = small_model("rednet", 2)
+    lr = torch.rand(1, 1, 8, 11)
+    ensembled = make_backend(model, "torch", self_ensemble=True)(lr)
+    with torch.no_grad():
+        expected = ensemble_average(model, lr)
+    torch.testing.assert_close(ensembled, expected, atol=1e-5, rtol=0)
+    assert (ensembled - make_backend(model, "torch")(lr)).abs().max() > 1e-4  # it did something
 
 
 def test_onnx_export_is_cached_until_the_weights_change(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,27 +294,29 @@ def test_onnx_export_is_cached_until_the_weights_change(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(superres.export, "export_onnx_bytes", counting_export)
     lr = torch.rand(1, 3, 8, 8)
-    first = make_runner(model, "onnxruntime")(lr)
-    make_runner(model, "onnxruntime")
+    first = make_backend(model, "onnxruntime")(lr)
+    make_backend(model, "onnxruntime")
     assert len(exports) == 1
     with torch.no_grad():
         model.layers[0].bias.add_(0.5)  # an in-place change, as an optimizer step makes
-    second = make_runner(model, "onnxruntime")(lr)
+    second = make_backend(model, "onnxruntime")(lr)
     assert len(exports) == 2
     assert not torch.allclose(first, second)
 
 
-def test_unknown_backend_and_unsupported_device_raise_model_errors() -> None:
+def test_unknown_runtime_and_unsupported_device_raise_config_errors() -> None:
     model = small_model("bicubic", 2)
-    with pytest.raises(ModelError, match="unknown backend 'tensorrt'"):
-        make_runner(model, "tensorrt")
-    with pytest.raises(ModelError, match="CPU only"):
-        make_runner(model, "onnxruntime", device="cuda")
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; available: onnxruntime, torch"):
+        make_backend(model, "tensorrt")
+    with pytest.raises(ConfigError, match="CPU only"):
+        make_backend(model, "onnxruntime", device=torch.device("cuda"))
+    with pytest.raises(ConfigError, match="--half needs a CUDA device"):
+        make_backend(model, "torch", half=True)
 
 
-def test_make_runner_does_not_change_the_callers_model() -> None:
+def test_make_backend_does_not_change_the_callers_model() -> None:
     model = small_model("rednet", 2)
-    make_runner(model, "torch")
+    make_backend(model, "torch")
     assert all(type(module) is nn.ConvTranspose2d for module in model.decoder)
     assert model.decoder[0].weight.is_contiguous()
 

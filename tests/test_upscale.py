@@ -13,14 +13,14 @@ from PIL import Image, ImageCms
 from torch import nn
 
 import superres.pretrained as pretrained
-import superres.upscale as upscale
+from superres.backends import Backend
 from superres.checkpoint import save_checkpoint
 from superres.cli import main
 from superres.errors import ConfigError
 from superres.io import read_image, write_image
-from superres.models import create_model
+from superres.models import create_model, get_model_info, list_models
 from superres.resize import imresize
-from superres.upscale import Backend, fill_transparent, upscale_files, upscale_image
+from superres.upscale import fill_transparent, upscale_files, upscale_image
 
 
 class BicubicAs(nn.Module):
@@ -174,23 +174,36 @@ def test_half_needs_cuda() -> None:
         upscale_image(random_image(4, 4, 3), create_model("bicubic", 2), device="cuda")
 
 
-def test_custom_backend_is_called(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_ready_backend_is_called() -> None:
     calls: list[tuple[int, ...]] = []
-
-    def factory(model: nn.Module, device: torch.device, half: bool) -> Backend:
-        def forward(lr: torch.Tensor) -> torch.Tensor:
-            calls.append(tuple(lr.shape))
-            return model(lr)
-
-        return Backend(forward=forward, device=device)
-
-    monkeypatch.setitem(upscale._BACKENDS, "counting", factory)
     bicubic = create_model("bicubic", 2)
-    sr = upscale_image(random_image(8, 8, 3), bicubic, tile=4, backend="counting")
+
+    def forward(lr: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(lr.shape))
+        return bicubic(lr)
+
+    backend = Backend(forward=forward, device=torch.device("cpu"), name="counting")
+    sr = upscale_image(random_image(8, 8, 3), bicubic, tile=4, backend=backend)
     assert sr.shape == (16, 16, 3) and len(calls) == 4
-    expected = "unknown backend 'nope'; available: counting, onnxruntime, torch"
+    expected = "unknown backend 'nope'; available: onnxruntime, torch"
     with pytest.raises(ConfigError, match=expected):
         upscale_image(random_image(8, 8, 3), bicubic, backend="nope")
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("name", list_models())
+def test_tiled_equals_untiled_for_every_registered_model(name: str, scale: int) -> None:
+    # The overlap comes from the card alone (receptive field for the model's own kwargs and
+    # scale); random weights, so an overlap that is too small shows. Odd sizes give uneven
+    # tiles, and the image is large enough that tiles plus context do not cover it whole.
+    info = get_model_info(name)
+    model = randomised(create_model(name, scale, **info.test_kwargs))
+    pixels = random_image(37, 41, 3, seed=scale)
+    whole = upscale_image(pixels, model, tile=None)
+    for tile in (7, 12):
+        tiled = upscale_image(pixels, model, tile=tile)
+        assert tiled.shape == (37 * scale, 41 * scale, 3)
+        assert max_difference(tiled, whole) <= 1, tile
 
 
 # --------------------------------------------------------------------------- files and the CLI

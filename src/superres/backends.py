@@ -1,104 +1,125 @@
-"""Inference backends: one callable per model that maps an LR batch to its SR batch.
+"""The one inference runtime: `Backend`, an LR -> SR callable on a device, and its factory.
 
-`make_runner(model, backend)` returns a `Runner`: `runner(lr)` takes an (N, C, h, w) float32
-tensor in [0, 1] and returns the (N, C, scale*h, scale*w) float32 tensor the model computes (not
-clipped), contiguous, on the CPU for the ONNX Runtime backend and on `device` for torch.
+`make_backend(model, runtime, device)` is the only place that turns a model into something that
+upscales; upscale, evaluate, compare and demo all go through it, and the command line resolves the
+device once (`resolve_device`) before calling it. `backend(lr)` (or `backend.forward(lr)`) takes
+an (N, C, h, w) float32 tensor in [0, 1] on any device and returns the (N, C, scale*h, scale*w)
+float32 tensor the model computes (not clipped), contiguous, on `backend.device`.
 
-- `"torch"`: the model itself on `device`; on the CPU it runs the fast path of
-  `superres.fast.optimize_for_inference` (a frozen copy: channels-last, conv + ReLU and
-  conv + skip + ReLU fused into single oneDNN kernels, stride-1 transposed convs as convs,
-  inference mode) with glibc told to keep freed memory (`superres.fast.retain_freed_memory`).
+Runtimes (`RUNTIMES`):
+- `"torch"`: on the CPU, the fast path of `superres.fast.optimize_for_inference` (a folded,
+  channels-last copy with conv + activation and conv + skip chains fused into single oneDNN
+  kernels, inference mode) with glibc told to keep freed memory
+  (`superres.fast.retain_freed_memory`); on CUDA the folded network, in float16 with `half`.
 - `"onnxruntime"`: the model exported to ONNX in memory (`superres.export.export_onnx_bytes`,
   done once per model and weights version) and run by ONNX Runtime's CPU provider with one
   intra-op thread per available core.
 
-Both agree with the plain model within 1e-4 (max abs difference).
+Every runtime runs an eval-mode copy with re-parameterisable branches folded into plain
+convolutions (`superres.export.frozen_copy`, or the fast path's own copy), so the caller's model
+(perhaps mid-training) is never changed. All agree with the plain model within 1e-4 (max abs
+difference).
+Another runtime needs no registration: build a `Backend(forward, device)` and pass it wherever
+a backend name is accepted.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from superres.errors import ModelError, require_optional
-from superres.fast import cpu_count, optimize_for_inference, retain_freed_memory
+from superres import export
+from superres.errors import ConfigError
+from superres.fast import optimize_for_inference, retain_freed_memory
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime")
+
+TensorFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-class Runner:
-    """`runner(lr) -> sr` for one model on one backend; `.backend`, `.device` and `.scale` too."""
+@dataclass(frozen=True)
+class Backend:
+    """How a network is run: `forward` maps float32 LR to float32 SR on `device`.
 
-    def __init__(
-        self, backend: str, device: str, scale: int, function: Callable[[torch.Tensor], torch.Tensor]
-    ) -> None:
-        self.backend = backend
-        self.device = device
-        self.scale = scale
-        self._function = function
+    `name` is the runtime ("torch", "onnxruntime"), or whatever a hand-made backend calls itself.
+    """
+
+    forward: TensorFunction
+    device: torch.device
+    name: str = "custom"
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
-        if lr.ndim != 4:
-            raise ValueError(f"expected an (N, C, h, w) tensor, got shape {tuple(lr.shape)}")
-        return self._function(lr)
-
-    def __repr__(self) -> str:
-        return f"Runner(backend={self.backend!r}, device={self.device!r}, scale={self.scale})"
+        return self.forward(lr)
 
 
-def make_runner(
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`"auto"` -> CUDA when available, else CPU; asking for CUDA without one is a ConfigError."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{device}'; expected auto, cpu or cuda") from None
+
+
+def make_backend(
     model: nn.Module,
-    backend: str = "torch",
-    device: str = "cpu",
+    runtime: str = "torch",
+    device: str | torch.device = "cpu",
     *,
+    half: bool = False,
+    self_ensemble: bool = False,
     num_threads: int | None = None,
     retain_memory: bool = True,
-) -> Runner:
-    """A `Runner` for `model` on `backend` ("torch" or "onnxruntime") and `device`.
+) -> Backend:
+    """A `Backend` running `model` on `runtime` ("torch" or "onnxruntime") and `device`.
 
-    `num_threads`: ONNX Runtime intra-op threads (default: the cores this process may use); the
-    torch backend uses torch's own setting. `retain_memory`: on the CPU torch path, apply
-    `superres.fast.retain_freed_memory()` (process-wide; see there).
-    Raises `ModelError` for an unknown backend or a device the backend cannot use.
+    `half`: float16 (torch on CUDA only). `self_ensemble`: average the network over the 8
+    flips/rotations of its input (`superres.ensemble`). `num_threads`: ONNX Runtime intra-op
+    threads (default: the cores this process may use). `retain_memory`: on the CPU torch path,
+    apply `superres.fast.retain_freed_memory()` (process-wide; see there).
+    Raises `ConfigError` for an unknown runtime or a device/precision it cannot use.
     """
-    scale = int(getattr(model, "scale", 1))
-    if backend == "torch":
-        return Runner(backend, device, scale, _torch_function(model, device, retain_memory))
-    if backend == "onnxruntime":
-        if torch.device(device).type != "cpu":
-            raise ModelError(f"backend 'onnxruntime' runs on the CPU only, not on {device!r}")
-        session = onnx_session(_cached_onnx_bytes(model), num_threads=num_threads)
-        return Runner(backend, "cpu", scale, _onnx_function(session))
-    raise ModelError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    target = resolve_device(device)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown backend '{runtime}'; available: {', '.join(sorted(RUNTIMES))}")
+    if half and target.type != "cuda":
+        raise ConfigError(f"--half needs a CUDA device; the device here is '{target}'")
+    if runtime == "onnxruntime":
+        if target.type != "cpu":
+            raise ConfigError(f"backend 'onnxruntime' runs on the CPU only, not on '{target}'")
+        forward = _onnx_forward(model, num_threads)
+    elif target.type == "cpu":
+        forward = _torch_cpu_forward(model, retain_memory)
+    else:
+        forward = _torch_device_forward(model, target, torch.float16 if half else torch.float32)
+    if self_ensemble:
+        from superres.ensemble import self_ensemble as ensembled
+
+        forward = ensembled(forward)
+    return Backend(forward=forward, device=target, name=runtime)
 
 
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_function(
-    model: nn.Module, device: str, retain_memory: bool
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    target = torch.device(device)
-    if target.type != "cpu":
-        # The CPU tricks do not apply to accelerators; keep the plain model there.
-        plain = copy.deepcopy(model).to(target).eval()
-
-        def run_on_device(lr: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return plain(lr.to(target, torch.float32)).contiguous()
-
-        return run_on_device
+def _torch_cpu_forward(model: nn.Module, retain_memory: bool) -> TensorFunction:
     if retain_memory:
         retain_freed_memory()
+    # A copy: optimize_for_inference folds re-parameterisable branches and batch norms itself.
     fast = optimize_for_inference(model)
 
     def run_on_cpu(lr: torch.Tensor) -> torch.Tensor:
@@ -107,21 +128,22 @@ def _torch_function(
     return run_on_cpu
 
 
+def _torch_device_forward(model: nn.Module, device: torch.device, dtype: torch.dtype) -> TensorFunction:
+    # The CPU tricks do not apply to accelerators: the plain (folded) network there.
+    network = export.frozen_copy(model).to(device=device, dtype=dtype)
+
+    def run_on_device(lr: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return network(lr.to(device, dtype)).float().contiguous()
+
+    return run_on_device
+
+
 # --------------------------------------------------------------------------- onnxruntime
 
 
-def onnx_session(onnx_bytes: bytes, *, num_threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU `InferenceSession` for a serialized model, all graph optimizations on."""
-    onnxruntime = require_optional("onnxruntime", "backend 'onnxruntime'")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads or cpu_count()
-    options.inter_op_num_threads = 1  # one chain of convolutions: nothing to run side by side
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
-    return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
-def _onnx_function(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def _onnx_forward(model: nn.Module, num_threads: int | None) -> TensorFunction:
+    session = export.onnx_session(_cached_onnx_bytes(model), num_threads=num_threads)
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
 
@@ -139,7 +161,7 @@ _onnx_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, bytes]] = weakref
 _onnx_cache_lock = threading.Lock()
 
 
-def _weights_fingerprint(model: nn.Module) -> tuple:
+def _weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
     """Changes whenever a parameter or buffer is replaced or modified in place.
 
     `_version` counts in-place writes (optimizer steps, `load_state_dict`), `data_ptr` catches
@@ -150,15 +172,17 @@ def _weights_fingerprint(model: nn.Module) -> tuple:
 
 
 def _cached_onnx_bytes(model: nn.Module) -> bytes:
-    from superres.export import export_onnx_bytes
-
     fingerprint = _weights_fingerprint(model)
     with _onnx_cache_lock:
         cached = _onnx_cache.get(model)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
     logger.debug("exporting %s to ONNX for onnxruntime", type(model).__name__)
-    data = export_onnx_bytes(model)
+    data = export.export_onnx_bytes(model)
     with _onnx_cache_lock:
         _onnx_cache[model] = (fingerprint, data)
     return data
+
+
+#: The former name of `make_backend`, kept while `superres.bench` still calls it.
+make_runner = make_backend

@@ -8,6 +8,10 @@ so, and they are never compared with single-pass results.
 
 Because each transform maps a tile of the input onto the matching tile of the output, the
 ensemble commutes with tiled inference: tiled and untiled runs still agree.
+
+Pipelines get it from `superres.backends.make_backend(..., self_ensemble=True)`, which wraps a
+runtime's forward in `self_ensemble`; `SelfEnsemble` is the same as a module, for code that
+wants an `nn.Module` (it keeps the card attributes: `info`, `scale`, `model_kwargs`).
 """
 
 from __future__ import annotations

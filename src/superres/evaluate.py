@@ -4,14 +4,17 @@ The default `Protocol` reproduces the SRCNN / VDSR / RED-Net evaluation code and
 published bicubic rows to the second decimal:
 
 1. HR is cropped to a multiple of the scale (modcrop).
-2. Y models (and the parameter-free bicubic baseline) work on the BT.601 Y channel, computed first
-   and rounded to uint8 as MATLAB's `rgb2ycbcr` does for uint8 images; a single-channel gray image
-   is its own Y. RGB models are degraded and run on RGB, and their output is converted to Y.
+2. Y models (and parameter-free ones such as the bicubic baseline) work on the BT.601 Y channel,
+   computed first and rounded to uint8 as MATLAB's `rgb2ycbcr` does for uint8 images; a
+   single-channel gray image is its own Y. RGB models are degraded and run on RGB, and their
+   output is converted to Y.
 3. LR = MATLAB bicubic `imresize(hr / 255, 1 / scale)` in floating point, not re-quantised (as in
    the papers' scripts); `lr_dir` reads MATLAB-made LR files instead.
 4. SR is rounded to uint8; PSNR and SSIM are computed on Y with `scale` pixels shaved.
 
 Every choice is a field of `Protocol`; `Protocol.describe()` is printed beside every number.
+The network runs through `superres.backends` (the fast CPU path by default); which channels it
+eats comes from its `ModelInfo` card, never from its name.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
 from superres.io import list_images, read_image, write_image
 from superres.metrics import psnr, ssim
@@ -136,10 +140,13 @@ def model_input(
 
 
 @torch.no_grad()
-def super_resolve(model: torch.nn.Module, lr: np.ndarray, *, device: str = "cpu") -> np.ndarray:
-    """Run a model on one float HWC image in [0, 1]; returns float64 HWC, not clipped."""
-    tensor = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None].to(device)
-    sr = model(tensor)
+def super_resolve(forward: TensorFunction, lr: np.ndarray) -> np.ndarray:
+    """Run `forward` (a `Backend` or a model) on one float HWC image in [0, 1].
+
+    Returns float64 HWC, not clipped. A `Backend` moves the input to its own device.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))).float()[None]
+    sr = forward(tensor)
     return sr[0].permute(1, 2, 0).double().cpu().numpy()
 
 
@@ -157,19 +164,21 @@ def _sr_plane(sr: np.ndarray, hr_is_gray: bool, protocol: Protocol) -> np.ndarra
 
 
 def score_image(
-    model: torch.nn.Module,
+    forward: TensorFunction,
     hr_uint8: np.ndarray,
     scale: int,
     *,
     channels: str,
     protocol: Protocol = Protocol(),
     lr_uint8: np.ndarray | None = None,
-    device: str = "cpu",
 ) -> tuple[float, float, np.ndarray]:
-    """(PSNR, SSIM, SR image uint8 HWC in the model's channels) for one HR image."""
+    """(PSNR, SSIM, SR image uint8 HWC in the model's channels) for one HR image.
+
+    `forward` is a `Backend` (or a model whose inputs are CPU tensors).
+    """
     hr_uint8 = modcrop(hr_uint8, scale)
     lr = model_input(hr_uint8, scale, channels, protocol, lr_uint8)
-    sr = _round_uint8(super_resolve(model, lr, device=device) * 255.0).astype(np.uint8)
+    sr = _round_uint8(super_resolve(forward, lr) * 255.0).astype(np.uint8)
     if sr.shape[:2] != hr_uint8.shape[:2]:
         raise ValueError(f"SR size {sr.shape[:2]} does not match the modcropped HR {hr_uint8.shape[:2]}")
     hr_is_gray = hr_uint8.ndim == 2 or hr_uint8.shape[2] in (1, 2)
@@ -179,14 +188,16 @@ def score_image(
     return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr
 
 
-def _inference_network(model: torch.nn.Module, device: str) -> torch.nn.Module:
-    """On the CPU, the fused fast copy of `superres.fast` (2-3x faster than eager, same outputs
-    to ~1e-6 before rounding); elsewhere the model itself."""
-    if torch.device(device).type != "cpu":
-        return model
-    from superres.fast import optimize_for_inference
+def model_channels(model: torch.nn.Module) -> str:
+    """"Y" or "RGB": what `model` is scored on, read from its card for its own kwargs.
 
-    return optimize_for_inference(model)
+    A parameter-free model (an interpolation such as bicubic) is channel-agnostic; the papers'
+    baseline row is computed on Y, so that is what it gets.
+    """
+    info = model.info
+    if not info.needs_weights:
+        return "Y"
+    return info.channels_for(getattr(model, "model_kwargs", None))
 
 
 def dataset_name(folder: Path) -> str:
@@ -204,34 +215,34 @@ def evaluate_model(
     protocol: Protocol = Protocol(),
     lr_dir: Path | None = None,
     save_dir: Path | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     model_name: str | None = None,
+    backend: Backend | None = None,
 ) -> EvalResult:
-    """Mean and per-image PSNR/SSIM of `model` on the HR images of `hr_dir` at `scale`."""
-    info = getattr(model, "info", None)
+    """Mean and per-image PSNR/SSIM of `model` (a superres model with its card) on the HR
+    images of `hr_dir` at `scale`.
+
+    `channels`: "Y" or "RGB" to override the card (`model_channels`). `backend`: a ready
+    `superres.backends.Backend` for `model` (e.g. a self-ensemble); by default the torch runtime
+    on `device`, which runs a folded, eval-mode copy and leaves `model` as it is.
+    """
     if channels is None:
-        channels = info.channels if info is not None else "RGB"
-    if info is not None and info.name == "bicubic":
-        channels = "Y"  # channel-agnostic: the papers' bicubic baseline is computed on Y
-    name = model_name or (info.name if info is not None else type(model).__name__)
+        channels = model_channels(model)
+    name = model_name or model.info.name
+    if backend is None:
+        backend = make_backend(model, "torch", device)
     result = EvalResult(dataset=dataset_name(hr_dir), scale=scale, model=name)
-    was_training = model.training
-    model.eval()
-    network = _inference_network(model, device)
-    try:
-        for path in list_images(hr_dir):
-            hr = read_image(path).pixels
-            lr = None
-            if lr_dir is not None:
-                lr_path = Path(lr_dir) / path.name
-                lr = read_image(lr_path).pixels
-            psnr_value, ssim_value, sr = score_image(
-                network, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, device=device
-            )
-            result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
-            logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
-            if save_dir is not None:
-                write_image(Path(save_dir) / f"{path.stem}_x{scale}_{name}.png", sr.squeeze() if sr.shape[2] == 1 else sr)
-    finally:
-        model.train(was_training)
+    for path in list_images(hr_dir):
+        hr = read_image(path).pixels
+        lr = None
+        if lr_dir is not None:
+            lr_path = Path(lr_dir) / path.name
+            lr = read_image(lr_path).pixels
+        psnr_value, ssim_value, sr = score_image(
+            backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr
+        )
+        result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
+        logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
+        if save_dir is not None:
+            write_image(Path(save_dir) / f"{path.stem}_x{scale}_{name}.png", sr.squeeze() if sr.shape[2] == 1 else sr)
     return result

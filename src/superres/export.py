@@ -1,14 +1,19 @@
 """ONNX export of superres models: dynamic batch and size, the pre-upsampling inside the graph.
 
 `export_onnx(model, path)` writes one `.onnx` file atomically; `export_onnx_bytes(model)` returns
-the same model as bytes (what the ONNX Runtime backend feeds to `InferenceSession`).
+the same model as bytes, and `onnx_session(bytes)` opens it in ONNX Runtime (what the
+"onnxruntime" runtime of `superres.backends` runs). `frozen_copy(model)` is the network that is
+exported and run for inference everywhere: an eval-mode copy with re-parameterisable branches
+folded (`superres.models.reparam`), never the caller's model.
 
 The graph has one input `lr` (N, C, h, w) float32 in [0, 1] and one output `sr`
-(N, C, scale*h, scale*w), with N, h and w dynamic. Pre-upsampling networks keep their MATLAB
-bicubic/bilinear upscale in the graph: `superres.resize` computes integer upscales as
-replicate-pad + conv2d + reshape, which traces to plain ONNX operators. Stride-1 transposed
-convolutions are exported as ordinary convolutions (`superres.fast.ConvTransposeAsConv2d`, same
-weights, same outputs), which ONNX Runtime runs faster.
+(N, C, scale*h, scale*w), with N, h and w dynamic, through pixel shuffles (DepthToSpace) and
+strided transposed convolutions too; the tests run every registered model on sizes other than
+the traced one. Pre-upsampling networks keep their MATLAB bicubic/bilinear upscale in the graph:
+`superres.resize` computes integer upscales as replicate-pad + conv2d + reshape, which traces to
+plain ONNX operators. Stride-1 transposed convolutions are exported as ordinary convolutions
+(`superres.fast.ConvTransposeAsConv2d`, same weights, same outputs), which ONNX Runtime runs
+faster.
 
 `metadata_props` of the ONNX model hold (all strings): `model` (registered architecture name),
 `scale`, `channels` ("Y" or "RGB"), `num_channels`, `model_kwargs` (JSON), `receptive_field`
@@ -30,13 +35,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError, require_optional
-from superres.fast import replace_transposed_convs
+from superres.fast import cpu_count, replace_transposed_convs
+from superres.models.reparam import fuse_reparameterizable
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +62,35 @@ VERIFY_TOLERANCE = 1e-4
 
 
 def _model_card(model: nn.Module) -> tuple[str, int, str]:
-    """(architecture name, scale, channels) of a superres model; `ModelError` otherwise."""
+    """(architecture name, scale, channels) of a superres model; `ModelError` otherwise.
+
+    Channels come from the card for the model's own kwargs: some networks (EDSR, SRResNet,
+    SPAN) take the colour space as a constructor argument.
+    """
     info = getattr(model, "info", None)
     scale = getattr(model, "scale", None)
     if info is None or scale is None:
         raise ModelError(
             f"cannot export {type(model).__name__}: not a superres model (needs .info and .scale)"
         )
-    return info.name, int(scale), info.channels
+    return info.name, int(scale), info.channels_for(getattr(model, "model_kwargs", None))
 
 
 def num_channels_of(model: nn.Module) -> int:
     """Image channels a superres model eats: 1 for Y models, 3 for RGB ones."""
     _, _, channels = _model_card(model)
     return 1 if channels == "Y" else 3
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` without gradients, re-parameterisable branches folded.
+
+    The caller's model is never changed (it may be mid-training, branches and all). Folding is
+    exact (`superres.models.reparam`), so the copy computes what `model` computes.
+    """
+    frozen = copy.deepcopy(model).eval()
+    frozen.requires_grad_(False)
+    return fuse_reparameterizable(frozen)
 
 
 def _metadata(model: nn.Module, release_name: str | None) -> dict[str, str]:
@@ -84,7 +106,7 @@ def _metadata(model: nn.Module, release_name: str | None) -> dict[str, str]:
         "model": architecture,
         "scale": str(scale),
         "channels": channels,
-        "num_channels": str(num_channels_of(model)),
+        "num_channels": str(1 if channels == "Y" else 3),
         "model_kwargs": json.dumps(model_kwargs, sort_keys=True, default=list),
         "input_range": "0..1",
         "producer": f"superres {superres_version}",
@@ -103,9 +125,8 @@ def _check_opset(opset: int) -> int:
 
 
 def _exportable_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode float32 CPU copy with stride-1 transposed convs as plain convs."""
-    exportable = copy.deepcopy(model).cpu().float().eval()
-    exportable.requires_grad_(False)
+    """The frozen float32 CPU copy with stride-1 transposed convs as plain convs."""
+    exportable = frozen_copy(model).cpu().float()
     replace_transposed_convs(exportable)
     return exportable
 
@@ -158,14 +179,24 @@ def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, name: str
     return proto.SerializeToString()
 
 
+def onnx_session(onnx_bytes: bytes, *, num_threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU `InferenceSession` for a serialized model, all graph optimizations on."""
+    onnxruntime = require_optional("onnxruntime", "backend 'onnxruntime'")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads or cpu_count()
+    options.inter_op_num_threads = 1  # one chain of convolutions: nothing to run side by side
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+    return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
 def verify_onnx(model: nn.Module, onnx_bytes: bytes, *, tolerance: float = VERIFY_TOLERANCE) -> float:
     """Max abs difference between ONNX Runtime and PyTorch on an odd-sized batch of 2.
 
     Raises `ModelError` above `tolerance`. The size differs from the traced one on purpose, so
-    that a graph with a size frozen in by mistake fails here instead of in a user's hands.
+    that a graph with a size frozen in by mistake fails here instead of in a user's hands. The
+    reference is the model as given (branches and all), so the check covers the folding too.
     """
-    from superres.backends import onnx_session
-
     session = onnx_session(onnx_bytes)
     generator = torch.Generator().manual_seed(0)
     lr = torch.rand(2, num_channels_of(model), 13, 17, generator=generator)

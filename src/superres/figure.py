@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from superres.backends import Backend
 from superres.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -142,9 +143,13 @@ def compare_images(
     crop: Crop | None = None,
     tile: str | int | None = "auto",
     device: str | torch.device = "cpu",
+    backend: str | Backend = "torch",
     model_label: str | None = None,
 ) -> Comparison:
-    """Bicubic and `model` upscales of `lr`, scored against `hr` when given, ready to draw."""
+    """Bicubic and `model` upscales of `lr`, scored against `hr` when given, ready to draw.
+
+    `backend`: a runtime name (run on `device`) or a ready `superres.backends.Backend`.
+    """
     from superres.metrics import score_pair
     from superres.resize import imresize
     from superres.upscale import upscale_image
@@ -162,7 +167,7 @@ def compare_images(
             )
     nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     bicubic = imresize(lr, scale)
-    sr = upscale_image(lr, model, tile=tile, device=device)
+    sr = upscale_image(lr, model, tile=tile, device=device, backend=backend)
 
     scores: dict[str, tuple[float, float]] = {}
     if hr is not None:

@@ -7,9 +7,9 @@ clipping, quantisation) runs tile by tile, so only the input (as integers and as
 finished integer output exist at full size; with the tile overlap at the model's receptive field
 the result equals an untiled run.
 
-Colour: a Y model (`model.info.channels == "Y"`) sees the BT.601 Y of RGB input while Cb and Cr
-are upscaled bicubically; gray input is its own Y. An RGB model sees RGB; gray input is replicated
-to three channels and the result averaged back to one.
+Colour: a Y model (`model.info.channels_for(model.model_kwargs) == "Y"`) sees the BT.601 Y of
+RGB input while Cb and Cr are upscaled bicubically; gray input is its own Y. An RGB model sees
+RGB; gray input is replicated to three channels and the result averaged back to one.
 
 Alpha: colour and alpha are upscaled separately (colour by the model, alpha bicubically). The
 colour of fully transparent pixels is meaningless (often black) and would bleed into the visible
@@ -19,16 +19,17 @@ output by an interpolated alpha, which amplifies the network's errors where alph
 
 `upscale_files` runs a batch of files, folders and globs with atomic writes, skips existing
 outputs, never overwrites an input, and reports unreadable files without stopping the batch.
-The network is called through a backend (`(lr) -> sr` on one device): "torch" and
-"onnxruntime" come from `superres.backends`; another runtime plugs in with `register_backend`.
+The network is called through a `superres.backends.Backend` (`(lr) -> sr` on one device): pass
+a runtime name ("torch", "onnxruntime") or a ready `Backend`. Tile overlap and colour handling
+come from the model's card alone (`receptive_field_for` with the model's own kwargs,
+`channels_for`), so every registered network, pre- or post-upsampling, tiles exactly.
 """
 
 from __future__ import annotations
 
-import copy
 import glob
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from superres.backends import Backend, TensorFunction, make_backend, resolve_device
 from superres.errors import ConfigError, ImageReadError, ModelError, SuperresError
 from superres.tiling import auto_tile, tiled_forward
 
@@ -45,113 +47,6 @@ logger = logging.getLogger(__name__)
 BICUBIC_CONTEXT = 2
 #: Characters that make an input a glob pattern rather than a file name.
 _GLOB_CHARACTERS = frozenset("*?[")
-
-TensorFunction = Callable[[torch.Tensor], torch.Tensor]
-
-
-# --------------------------------------------------------------------------- backends
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How the network is run: `forward` maps float32 LR to float32 SR, both on `device`."""
-
-    forward: TensorFunction
-    device: torch.device
-
-
-#: (model, device, half) -> Backend. Another runtime registers itself with `register_backend`.
-BackendFactory = Callable[[nn.Module, torch.device, bool], Backend]
-
-
-def torch_backend(model: nn.Module, device: torch.device, half: bool) -> Backend:
-    """PyTorch on `device`: float32 through `superres.backends` (its fast CPU path), or
-    float16 on CUDA when `half`."""
-    if half:
-        return _torch_half_backend(model, device)
-    from superres.backends import make_runner
-
-    return Backend(forward=make_runner(model, "torch", str(device)), device=device)
-
-
-def _torch_half_backend(model: nn.Module, device: torch.device) -> Backend:
-    # A float16 copy: the caller's model keeps its float32 weights.
-    half_model = copy.deepcopy(model).to(device=device, dtype=torch.float16).eval()
-
-    def forward(lr: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return half_model(lr.to(torch.float16)).float()
-
-    return Backend(forward=forward, device=device)
-
-
-def onnxruntime_backend(model: nn.Module, device: torch.device, half: bool) -> Backend:
-    """ONNX Runtime on the CPU (the model is exported in memory by `superres.backends`)."""
-    from superres.backends import make_runner
-
-    if half:
-        raise ConfigError("--half is for the torch backend on CUDA, not onnxruntime")
-    runner = make_runner(model, "onnxruntime", str(device))  # ModelError for a non-CPU device
-    return Backend(forward=runner, device=torch.device("cpu"))
-
-
-_BACKENDS: dict[str, BackendFactory] = {
-    "torch": torch_backend,
-    "onnxruntime": onnxruntime_backend,
-}
-
-
-def register_backend(name: str, factory: BackendFactory) -> None:
-    """Make `backend=name` (and `superres upscale --backend name`) use `factory`."""
-    _BACKENDS[name] = factory
-
-
-def available_backends() -> list[str]:
-    """Backend names `upscale_image` and `upscale_files` accept."""
-    return sorted(_BACKENDS)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` -> CUDA when available, else CPU; asking for CUDA without one is a ConfigError."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available here")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{device}'; expected auto, cpu or cuda") from None
-
-
-def make_backend(
-    model: nn.Module,
-    device: str | torch.device,
-    *,
-    half: bool = False,
-    backend: str = "torch",
-    self_ensemble: bool = False,
-) -> Backend:
-    """The backend `backend` running `model` on `device`, checking the half/device pairing.
-
-    `self_ensemble`: average the network over the 8 flips/rotations (`superres.ensemble`).
-    """
-    resolved = resolve_device(device)
-    if half and resolved.type != "cuda":
-        raise ConfigError(f"--half needs a CUDA device; the device here is '{resolved}'")
-    try:
-        factory = _BACKENDS[backend]
-    except KeyError:
-        raise ConfigError(
-            f"unknown backend '{backend}'; available: {', '.join(available_backends())}"
-        ) from None
-    runner = factory(model, resolved, half)
-    if self_ensemble:
-        from superres.ensemble import self_ensemble as ensembled
-
-        runner = Backend(forward=ensembled(runner.forward), device=runner.device)
-    return runner
 
 
 # --------------------------------------------------------------------------- alpha
@@ -204,13 +99,14 @@ def _max_value(dtype: np.dtype) -> int:
     raise TypeError(f"expected uint8 or uint16 pixels, got {dtype}")
 
 
-def _model_receptive_field(model: nn.Module) -> int:
-    """The model's receptive field for its own scale and kwargs (the exact tile overlap)."""
-    info = model.info
-    kwargs = getattr(model, "model_kwargs", None) or {}
-    if hasattr(info, "receptive_field_for"):
-        return int(info.receptive_field_for(model.scale, **kwargs))
-    return int(info.receptive_field)
+def _tile_overlap(model: nn.Module) -> int:
+    """LR pixels of context each tile needs so that tiled output equals untiled output.
+
+    The model's receptive field for its own scale and kwargs (a deeper network than the card's
+    default needs more), and at least the bicubic taps that chroma and alpha are upscaled with.
+    """
+    receptive_field = model.info.receptive_field_for(model.scale, **model.model_kwargs)
+    return max(int(receptive_field), BICUBIC_CONTEXT)
 
 
 @dataclass(frozen=True)
@@ -312,8 +208,9 @@ def upscale_image(
     """Upscale HWC (or HW) uint8/uint16 pixels by `model.scale`; same layout and type out.
 
     `tile`: "auto" (from a memory budget), a tile size in LR pixels, or None (whole image).
-    `backend`: a registered name, or a ready `Backend` (then `device`, `half` and
-    `self_ensemble` are its own). `self_ensemble`: 8 passes averaged (`superres.ensemble`).
+    `backend`: a runtime name for `superres.backends.make_backend`, or a ready `Backend` (then
+    `device` and `self_ensemble` are its own; `half` still sizes the auto tile).
+    `self_ensemble`: 8 passes averaged (`superres.ensemble`).
     """
     pixels = np.asarray(pixels)
     squeeze = pixels.ndim == 2
@@ -327,19 +224,19 @@ def upscale_image(
     if isinstance(backend, Backend):
         runner = backend
     else:
-        runner = make_backend(model, device, half=half, backend=backend, self_ensemble=self_ensemble)
+        runner = make_backend(model, backend, device, half=half, self_ensemble=self_ensemble)
 
     pipeline = _TilePipeline(
         forward=runner.forward,
         device=runner.device,
-        model_channels=model.info.channels,
+        model_channels=model.info.channels_for(model.model_kwargs),
         scale=int(model.scale),
         colour_channels=channels - 1 if has_alpha else channels,
         has_alpha=has_alpha,
         max_value=max_value,
     )
     tile_size = _resolve_tile(tile, model, channels, runner.device, half)
-    overlap = max(_model_receptive_field(model), BICUBIC_CONTEXT)
+    overlap = _tile_overlap(model)
     lr = _prepare_lr(pixels, max_value, has_alpha)
     with torch.inference_mode():
         # Channels-last output: its HWC view below is the numpy result without another copy.
@@ -513,9 +410,7 @@ def upscale_files(
 
     resolved_device = resolve_device(device)
     network = _resolve_batch_model(model, scale, resolved_device)
-    runner = make_backend(
-        network, resolved_device, half=half, backend=backend, self_ensemble=self_ensemble
-    )
+    runner = make_backend(network, backend, resolved_device, half=half, self_ensemble=self_ensemble)
     named, found, problems = expand_inputs(inputs)
     output_path = Path(output) if output is not None else None
     jobs = plan_outputs(named, found, output_path, int(network.scale))
@@ -547,17 +442,12 @@ def upscale_files(
 
 
 __all__ = [
-    "Backend",
+    "Backend",  # re-exported: what `upscale_image(backend=...)` accepts ready-made
     "BatchReport",
-    "available_backends",
     "expand_inputs",
     "fill_transparent",
-    "make_backend",
     "output_name",
     "plan_outputs",
-    "register_backend",
-    "resolve_device",
-    "torch_backend",
     "upscale_files",
     "upscale_image",
 ]

@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from superres.backends import make_backend, resolve_device
     from superres.figure import (
         PROTOCOL_NOTE,
         compare_images,
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from superres.io import read_image
     from superres.pretrained import resolve_model
     from superres.resize import modcrop
-    from superres.upscale import resolve_device
 
     if args.from_hr and args.hr:
         raise ConfigError("give either --hr or --from-hr, not both")
@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         lr = image
         hr = modcrop(to_uint8(read_image(args.hr).pixels), scale) if args.hr else None
+    backend = make_backend(model, "torch", device)
     comparison = compare_images(
-        lr, model, hr=hr, crop=crop, tile=args.tile, device=device, model_label=spec
+        lr, model, hr=hr, crop=crop, tile=args.tile, backend=backend, model_label=spec
     )
     path = save_comparison_figure(comparison, args.output)
 

@@ -25,11 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from superres.backends import make_backend, resolve_device
     from superres.figure import PROTOCOL_NOTE, compare_images, degrade, save_comparison_figure
     from superres.io import write_image
     from superres.pretrained import FALLBACK_MODEL, default_model_for, resolve_model
     from superres.samples import sample_credit, sample_image
-    from superres.upscale import resolve_device
 
     started = time.perf_counter()
     device = resolve_device(args.device)
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Model: {spec} (the shipped x{DEMO_SCALE} model with the best Set5 PSNR)")
 
-    comparison = compare_images(lr, model, hr=hr, device=device, model_label=spec)
+    backend = make_backend(model, "torch", device)
+    comparison = compare_images(lr, model, hr=hr, backend=backend, model_label=spec)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     sr_path = output / f"sample_{spec}_x{DEMO_SCALE}.png"

@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from superres.ensemble import ENSEMBLE_LABEL, SelfEnsemble
+from superres.ensemble import ENSEMBLE_LABEL
 from superres.errors import ConfigError
 from superres.evaluate import EvalResult, Protocol, dataset_name, evaluate_model
 
@@ -54,20 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def _load(spec: str, scale: int, device: str):
-    from superres.pretrained import resolve_model
-
-    return resolve_model(spec, scale).to(device)
-
-
 def _lr_dir_for(lr_dir: Path | None, scale: int) -> Path | None:
     if lr_dir is None:
         return None
@@ -76,6 +62,9 @@ def _lr_dir_for(lr_dir: Path | None, scale: int) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from superres.backends import make_backend, resolve_device
+    from superres.pretrained import resolve_model
+
     protocol = Protocol(
         y_only=not args.rgb,
         shave=args.shave,
@@ -85,15 +74,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.lr_dir is not None and len(args.folders) != 1:
         raise ConfigError("--lr-dir goes with exactly one HR folder")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     results: list[EvalResult] = []
     model_name = args.model
     if args.self_ensemble:
         model_name += ENSEMBLE_LABEL
     for scale in args.scale:
-        model = _load(args.model, scale, device)
-        if args.self_ensemble:
-            model = SelfEnsemble(model)
+        model = resolve_model(args.model, scale, device=str(device))
+        backend = make_backend(model, "torch", device, self_ensemble=args.self_ensemble)
         for folder in args.folders:
             save_dir = args.save_dir / dataset_name(folder) if args.save_dir else None
             results.append(
@@ -104,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
                     protocol=protocol,
                     lr_dir=_lr_dir_for(args.lr_dir, scale),
                     save_dir=save_dir,
-                    device=device,
                     model_name=model_name,
+                    backend=backend,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")

@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     name = Path(args.model).name if args.model.endswith(".safetensors") else args.model
     path = export_onnx(model, args.output, opset=args.opset, verify=not args.no_verify, name=name)
     size_kib = path.stat().st_size / 1024
+    channels = model.info.channels_for(model.model_kwargs)
     print(
         f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on "
-        f"{model.info.channels}, opset {args.opset}"
+        f"{channels}, opset {args.opset}"
     )
     return 0

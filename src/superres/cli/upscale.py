@@ -69,7 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="average the model over the 8 flips/rotations of each image (8x the time)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--backend", default="torch", help="inference runtime (default: torch)")
+    p.add_argument(
+        "--backend", default="torch", help="inference runtime: torch or onnxruntime (default: torch)"
+    )
     p.set_defaults(run=run)
 
 
@@ -92,7 +94,8 @@ def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.upscale import resolve_device, upscale_files
+    from superres.backends import resolve_device
+    from superres.upscale import upscale_files
 
     spec, scale = choose_model(args.model, args.scale)
     # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
