@@ -166,6 +166,36 @@ def test_untrained_architecture_is_refused(empty_weights: Path) -> None:
         resolve_model("srcnn", 5)
 
 
+def fast_card(folder: Path, name: str, scale: int, set5_psnr: float, macs: float, bicubic: float) -> None:
+    card(folder, name, scale, set5_psnr)
+    path = folder / f"{name}_x{scale}.json"
+    written = json.loads(path.read_text())
+    written.update({"macs_per_output_pixel": macs, "bicubic": {"Set5": {"psnr": bicubic, "ssim": 0.8}}})
+    path.write_text(json.dumps(written))
+
+
+def test_fast_is_the_least_work_that_beats_bicubic_by_a_decibel(empty_weights: Path) -> None:
+    for name, psnr, macs in (("big", 37.0, 9e5), ("small", 34.5, 2e4), ("tiny", 34.2, 1e3)):
+        save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+        fast_card(empty_weights, name, 2, psnr, macs, bicubic=33.5)
+    assert pretrained.fastest_model_for(2) == "small"  # tiny gains 0.7 dB only
+    assert default_model_for(2) == "big"
+    assert resolve_model("fast", 2).scale == 2
+    assert pretrained.fastest_model_for(3) == "bicubic"  # nothing ships at x3
+
+
+def test_shipped_fast_and_default_models_keep_their_promises() -> None:
+    for scale in (2, 3, 4):
+        entries = {entry.name: entry for entry in list_pretrained() if entry.scale == scale}
+        fast = pretrained.fastest_model_for(scale)
+        if fast == "bicubic":
+            continue
+        assert entries[fast].gain_over_bicubic() >= pretrained.FAST_MIN_GAIN_DB
+        for entry in entries.values():
+            if (entry.gain_over_bicubic() or 0) >= pretrained.FAST_MIN_GAIN_DB:
+                assert entries[fast].macs_per_pixel <= entry.macs_per_pixel
+
+
 def test_model_card_layout(tmp_path: Path) -> None:
     card(tmp_path, "red20", 2, 36.0)
     written = json.loads((tmp_path / "red20_x2.json").read_text())
@@ -182,6 +212,12 @@ def test_models_command_lists_architectures_and_weights(
         assert name in out
     assert "37.50 / 0.9000" in out and "33.50 / 0.8000" in out
     assert "Y channel" in out  # the protocol is stated under the table
+    assert "output MP/s here" in out and "bicubic in the same run" in out
+
+
+def test_models_command_can_skip_timing(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--no-speed"]) == 0
+    assert "MP/s" not in capsys.readouterr().out
 
 
 def test_models_command_without_weights(
@@ -191,7 +227,7 @@ def test_models_command_without_weights(
     assert "none ship" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("name", "scale"), [("srcnn", 2), ("srcnn", 3), ("srcnn", 4), ("red20", 2)])
+@pytest.mark.parametrize(("name", "scale"), [(entry.name, entry.scale) for entry in list_pretrained()])
 def test_shipped_weights_reproduce_their_model_card(shared_data: Path, name: str, scale: int) -> None:
     """The Set5 score on each card is what `superres evaluate` measures with the shipped weights."""
     from superres.evaluate import evaluate_model

@@ -90,6 +90,39 @@ def _measure(model: nn.Module, scale: int, timing: Timing) -> tuple[float, float
     return rate, conv_macs_per_output_pixel(model)
 
 
+#: The reference point from OpenCV: its dnn module running FSRCNN (d=56, s=12, m=4) as
+#: dnn_superres does. Speed does not depend on the weights, so the architecture is timed with
+#: random ones; OpenCV's own FSRCNN files are not shipped here, so no PSNR goes with it.
+OPENCV_LABEL = "opencv-dnn FSRCNN"
+
+
+def opencv_fsrcnn_rate(scale: int, timing: Timing = Timing()) -> float | None:
+    """Output MP/s of OpenCV's dnn engine on the FSRCNN graph at `scale`; None without OpenCV.
+
+    The graph is superres's own FSRCNN without its optional bicubic skip, i.e. the layers of
+    OpenCV's dnn_superres FSRCNN files, exported to ONNX and read by `cv2.dnn.readNetFromONNX`.
+    OpenCV uses as many threads as torch does here, so the two are timed alike.
+    """
+    try:
+        import cv2
+    except ImportError:
+        return None
+    import numpy as np
+
+    from superres.export import export_onnx_bytes
+    from superres.models import create_model
+
+    model = create_model("fsrcnn", scale, bicubic_skip=False).eval()
+    network = cv2.dnn.readNetFromONNX(np.frombuffer(export_onnx_bytes(model), np.uint8))
+    cv2.setNumThreads(torch.get_num_threads())
+
+    def run(lr: torch.Tensor) -> np.ndarray:
+        network.setInput(lr.numpy())
+        return network.forward()
+
+    return time_output_rate(run, _timing_input(model, timing.lr_size), scale, timing)
+
+
 def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
     """Bicubic's Set5 PSNR by the paper protocol, or None without a Set5 folder."""
     if set5_dir is None or not Path(set5_dir).is_dir():
@@ -124,6 +157,13 @@ def measure_frontier(
                 FrontierPoint(entry.name, scale, entry.architecture, entry.metric("Set5", "psnr"),
                               entry.metric("Set14", "psnr"), rate, rate / bicubic_rate, macs)
             )
+        opencv_rate = opencv_fsrcnn_rate(scale, timing)
+        if opencv_rate is not None:
+            fsrcnn_macs = conv_macs_per_output_pixel(create_model("fsrcnn", scale, bicubic_skip=False))
+            points.append(
+                FrontierPoint(OPENCV_LABEL, scale, "fsrcnn", None, None, opencv_rate,
+                              opencv_rate / bicubic_rate, fsrcnn_macs)
+            )
     return points
 
 
@@ -157,7 +197,12 @@ def plot_frontier(points: Sequence[FrontierPoint], path: Path, *, machine: str =
     FigureCanvasAgg(figure)
     for index, scale in enumerate(scales):
         axes = figure.add_subplot(1, len(scales), index + 1)
-        for point in (p for p in points if p.scale == scale and p.set5_psnr is not None):
+        for point in (p for p in points if p.scale == scale):
+            if point.set5_psnr is None:  # a speed-only reference (OpenCV): a vertical line
+                axes.axvline(point.output_mp_per_s, linestyle="--", linewidth=1, color="grey")
+                axes.annotate(f"{point.name} speed", (point.output_mp_per_s, 0.02), xycoords=("data", "axes fraction"),
+                              rotation=90, fontsize=7, color="grey", xytext=(3, 0), textcoords="offset points")
+                continue
             marker = "s" if point.name == "bicubic" else "o"
             axes.scatter(point.output_mp_per_s, point.set5_psnr, marker=marker, s=36)
             axes.annotate(point.name, (point.output_mp_per_s, point.set5_psnr), textcoords="offset points",

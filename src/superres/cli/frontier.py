@@ -25,13 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"Set5 HR folder, to score bicubic on the spot (default {DEFAULT_SET5}; skipped if absent)",
     )
     parser.add_argument("--machine", default="this CPU", help="how the plot names the machine")
+    parser.add_argument("--quick", action="store_true", help="a rough timing: 160x120 LR, one call per model")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.frontier import frontier_markdown, measure_frontier, plot_frontier
+    from superres.frontier import QUICK_TIMING, Timing, frontier_markdown, measure_frontier, plot_frontier
 
-    points = measure_frontier(args.scales, args.set5 if args.set5.is_dir() else None)
+    timing = QUICK_TIMING if args.quick else Timing()
+    points = measure_frontier(args.scales, args.set5 if args.set5.is_dir() else None, timing)
     table = frontier_markdown(points)
     plot_frontier(points, args.output, machine=args.machine)
     if args.table is not None:

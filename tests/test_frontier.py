@@ -1,0 +1,127 @@
+"""The quality/speed frontier, MAC counts and learning curves: `superres frontier` and `superres curves`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from superres.cli import main
+from superres.complexity import conv_macs_per_output_pixel
+from superres.frontier import (
+    FrontierPoint,
+    Timing,
+    frontier_markdown,
+    measure_frontier,
+    opencv_fsrcnn_rate,
+    plot_frontier,
+)
+from superres.models import create_model, get_model_info, list_models
+from superres.runlog import plot_learning_curves, write_history
+
+TINY_TIMING = Timing(lr_size=(12, 16), min_calls=1, min_seconds=0.0)
+
+
+def test_macs_of_a_plain_conv_stack_by_hand() -> None:
+    # SRCNN 9-5-5 runs at HR: 1*64*81 + 64*32*25 + 32*1*25 MACs per output pixel, at any scale.
+    expected = 64 * 81 + 64 * 32 * 25 + 32 * 25
+    for scale in (2, 3, 4):
+        assert conv_macs_per_output_pixel(create_model("srcnn", scale)) == pytest.approx(expected)
+
+
+def test_macs_of_a_transposed_convolution_by_hand() -> None:
+    # FSRCNN x2: LR-space layers per LR pixel, then the 9x9 deconv's 56*81 per LR pixel, all / 4.
+    lr_work = 25 * 56 + 56 * 12 + 4 * 12 * 12 * 9 + 12 * 56 + 56 * 81
+    assert conv_macs_per_output_pixel(create_model("fsrcnn", 2)) == pytest.approx(lr_work / 4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_macs_count_the_folded_network_and_leave_the_model_alone(name: str) -> None:
+    info = get_model_info(name)
+    model = create_model(name, 2, **info.test_kwargs)
+    before = copy.deepcopy(model.state_dict())
+    macs = conv_macs_per_output_pixel(model)
+    assert macs >= 0 and (macs > 0) == info.needs_weights
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_post_upsampling_costs_less_per_output_pixel_at_a_larger_scale() -> None:
+    span = {key: value for key, value in get_model_info("span").test_kwargs.items()}
+    x2, x4 = (conv_macs_per_output_pixel(create_model("span", s, **span)) for s in (2, 4))
+    assert x4 < x2 / 3  # the body's cost is spread over 4x the output pixels
+
+
+def test_frontier_measures_shipped_models_and_bicubic_in_one_run() -> None:
+    points = measure_frontier([2], timing=TINY_TIMING)
+    names = [point.name for point in points]
+    assert names[0] == "bicubic" and points[0].relative_to_bicubic == 1.0
+    assert all(point.output_mp_per_s > 0 and point.scale == 2 for point in points)
+    from superres.pretrained import list_pretrained
+
+    assert {entry.name for entry in list_pretrained() if entry.scale == 2} <= set(names)
+
+
+def test_frontier_scores_bicubic_on_set5(shared_data: Path) -> None:
+    points = measure_frontier([2], shared_data / "benchmark" / "Set5" / "HR", timing=TINY_TIMING)
+    assert points[0].set5_psnr == pytest.approx(33.66, abs=0.01)
+
+
+def test_opencv_reference_runs_the_fsrcnn_graph() -> None:
+    pytest.importorskip("cv2", reason="OpenCV (the 'compare' extra) is not installed")
+    assert opencv_fsrcnn_rate(2, TINY_TIMING) > 0
+
+
+def _points() -> list[FrontierPoint]:
+    return [
+        FrontierPoint("bicubic", 2, "bicubic", 33.66, 30.23, 20.0, 1.0, 0.0),
+        FrontierPoint("fast", 2, "espcn", 36.5, 32.2, 10.0, 0.5, 5e3),
+        FrontierPoint("opencv-dnn FSRCNN", 2, "fsrcnn", None, None, 5.0, 0.25, 3e3),
+        FrontierPoint("best", 4, "span", 31.0, 27.8, 2.0, 0.1, 2e4),
+    ]
+
+
+def test_frontier_table_is_markdown_fastest_first() -> None:
+    table = frontier_markdown(_points()).splitlines()
+    assert table[0].startswith("| scale | model | Set5 PSNR")
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["bicubic", "fast", "opencv-dnn FSRCNN", "best"]
+    assert "| - |" in table[4]  # a speed-only reference has no PSNR
+
+
+def test_frontier_plot_is_a_png(tmp_path: Path) -> None:
+    plot_frontier(_points(), tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_frontier_command_writes_plot_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["frontier", "--quick", "--scales", "4", "-o", str(tmp_path / "f.png"), "--table", str(tmp_path / "f.md"),
+                 "--set5", str(tmp_path / "no-set5")])
+    assert code == 0
+    assert (tmp_path / "f.png").is_file() and (tmp_path / "f.md").read_text().startswith("| scale |")
+    assert "| x4 | bicubic |" in capsys.readouterr().out
+
+
+def _fake_run(folder: Path, model: str, psnrs: list[float]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(f'{{"model": "{model}", "scale": 2}}')
+    rows = [
+        {"step": 100 * (i + 1), "epoch": 0.1, "loss": 0.01, "learning_rate": 1e-3, "val_psnr": psnr,
+         "val_ssim": 0.9, "elapsed_s": 1800.0 * (i + 1), "hr_pixels_per_s": 1e5}
+        for i, psnr in enumerate(psnrs)
+    ]
+    write_history(folder, rows)
+    return folder
+
+
+def test_learning_curves_plot_runs_with_scores(tmp_path: Path) -> None:
+    runs = [_fake_run(tmp_path / "a", "span", [35.0, 36.0]), _fake_run(tmp_path / "b", "espcn", [])]
+    assert plot_learning_curves(runs, tmp_path / "curves.png") == 1
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curves_command_refuses_a_folder_without_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _fake_run(tmp_path / "a", "span", [35.0])
+    assert main(["curves", str(run), "-o", str(tmp_path / "c.png")]) == 0
+    assert main(["curves", str(tmp_path), "-o", str(tmp_path / "c.png")]) != 0
+    assert "no history.csv" in capsys.readouterr().err
