@@ -13,7 +13,7 @@ PIP_FLAGS := -c constraints.txt $(if $(wildcard $(WHEELS)),--find-links $(WHEELS
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare]"
+	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 
 import pytest
@@ -17,7 +19,8 @@ from superres.bench import (
 )
 from superres.cli import main
 from superres.errors import ConfigError, ModelError
-from superres.models import create_model
+from superres.export import frozen_copy
+from superres.models import create_model, get_model_info, list_models
 
 pytest.importorskip("onnxruntime")
 
@@ -73,10 +76,42 @@ def test_sizes_are_written_width_by_height() -> None:
             parse_size(bad)
 
 
-def test_training_patches_are_multiples_of_the_scale() -> None:
-    assert training_setup("rednet", 2, quick=False) == (32, 50)
-    assert training_setup("rednet", 3, quick=False) == (32, 51)
-    assert training_setup("srcnn-tutorial", 2, quick=False) == (32, 256)
+def test_training_patches_follow_where_the_network_convolves() -> None:
+    # Pre-upsampling: 96 HR pixels, rounded to a multiple of the scale; post-upsampling: 48 LR.
+    assert training_setup("rednet", 2, quick=False) == (16, 96)
+    assert training_setup("rednet", 4, quick=False) == (16, 96)
+    assert training_setup("srcnn", 3, quick=False) == (16, 96)
+    assert training_setup("edsr", 2, quick=False) == (16, 96)
+    assert training_setup("edsr", 3, quick=False) == (16, 144)
+    assert training_setup("fsrcnn", 4, quick=True) == (2, 48)
+
+
+def test_every_model_is_timed_at_its_card_configuration() -> None:
+    assert bench.DEFAULT_MODELS == tuple(list_models())
+    full, quick = BenchSettings(), BenchSettings.quick_run()
+    for name in list_models():
+        info = get_model_info(name)
+        assert full.kwargs_for(name) == info.effective_kwargs(info.bench_kwargs)
+        assert quick.kwargs_for(name) == info.effective_kwargs(info.test_kwargs)
+    override = BenchSettings(model_kwargs={"edsr": {"num_blocks": 1}})
+    assert override.kwargs_for("edsr")["num_blocks"] == 1
+    with pytest.raises(ModelError, match="nope"):
+        BenchSettings(models=("edsr",), model_kwargs={"edsr": {"nope": 1}}).check()
+
+
+def test_bench_names_no_model() -> None:
+    # The ModelInfo card is the whole contract: no per-model dicts or name lists in bench.py.
+    names = set(list_models())
+    tree = ast.parse(inspect.getsource(bench))
+    literals = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert not names & literals
+
+
+def test_inference_flops_count_folded_branches() -> None:
+    model = create_model("span", 2, **get_model_info("span").test_kwargs)
+    shape = (1, 1, 10, 12)
+    assert count_conv_flops(model, shape) == count_conv_flops(frozen_copy(model), shape)
+    assert count_conv_flops(model.train(), shape, training=True) > 3 * count_conv_flops(model, shape)
 
 
 def test_time_calls_warms_up_then_times_each_repeat() -> None:
@@ -117,16 +152,18 @@ def test_quick_json_run_has_the_documented_fields(capsys) -> None:
     assert {"cpu", "cores", "torch", "onnxruntime", "torch_threads", "native_bf16", "load_average"} <= set(result["machine"])
     assert set(result["matmul"]) == {"size", "gflops", "gflops_start", "gflops_end"}
     assert result["settings"]["quick"] is True
-    models = set(bench.DEFAULT_MODELS)
+    models = set(list_models())
+    trainable = {m for m in models if get_model_info(m).needs_weights}
     combos = {(record["model"], record["backend"]) for record in result["inference"]}
     assert combos == {(m, b) for m in models for b in ("eager", "torch", "onnxruntime")}
     for record in result["inference"]:
         assert set(record) == INFERENCE_FIELDS
         assert record["output_size"] == [2 * s for s in record["lr_size"]]
-        assert record["gflops"] > 0 and 0 < record["matmul_ratio"]
-        assert record["speedup_vs_eager"] > 0
+        if record["model"] in trainable:
+            assert record["gflops"] > 0 and 0 < record["matmul_ratio"]
+        assert record["speedup_vs_eager"] > 0 and record["megapixels_per_s"] > 0
     assert {(record["model"], record["mode"]) for record in result["training"]} == {
-        (m, mode) for m in models for mode in ("eager", "torch")
+        (m, mode) for m in trainable for mode in ("eager", "torch")
     }
     for record in result["training"]:
         assert set(record) == TRAINING_FIELDS and record["hr_pixels_per_s"] > 0
@@ -137,12 +174,19 @@ def test_text_table_lists_every_measurement() -> None:
     settings = BenchSettings.quick_run(models=("bicubic", "srcnn-tutorial"), backends=("torch",))
     result = bench.run_bench(settings)
     table = format_table(result)
-    assert "GFLOP/s" in table and "HR px/s" in table
+    assert "GFLOP/s" in table and "HR MP/s" in table and "of matmul" in table
     rows = [line for line in table.splitlines() if line.startswith(("bicubic", "srcnn-tutorial"))]
-    # inference: 2 models x (eager, torch); training: the tutorial only; best: one per model.
-    assert len(rows) == 2 * 2 + 2 + 2
+    # inference: 2 models x (eager, torch); training: the tutorial only; configurations and best:
+    # one per model.
+    assert len(rows) == 2 * 2 + 2 + 2 + 2
     bicubic = next(r for r in result["inference"] if r["model"] == "bicubic")
     assert bicubic["gflops"] is None and bicubic["matmul_ratio"] is None
+    # Eager rows come first within each model; a machine that slowed down mid-run is flagged.
+    assert rows[0].split()[3] == "eager" and rows[1].split()[3] == "torch"
+    result["matmul"].update(gflops_start=100.0, gflops_end=40.0)
+    assert "warning: the matmul rate moved from 100 to 40" in format_table(result)
+    result["matmul"].update(gflops_start=100.0, gflops_end=90.0)
+    assert "warning" not in format_table(result)
 
 
 def test_cli_refuses_unknown_models_in_one_line(capsys) -> None:

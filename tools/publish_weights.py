@@ -80,7 +80,7 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
         {
             "steps": int(metadata.get("step") or history[-1]["step"]),
             "selected_by": "highest Set5 PSNR among the validations of the run (the papers' practice)",
-            "training_data": f"T91 + BSD200 (the 291 images), {metadata['channels']} channel(s)",
+            "training_data": f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
             "note": args.note,
             "protocol": report["protocol"],
             "bicubic": mean_scores(bicubic_report, scale),

@@ -5,20 +5,34 @@ system), is flushed to disk, then renamed over the destination with `os.replace`
 old file or the complete new one; on any failure the temporary file is removed and the old file
 is left as it was. The temporary file is created with `os.open` and the user's umask, not with
 `tempfile.mkstemp`, whose 0600 mode the renamed file would keep.
+
+A process killed outright (SIGKILL, power loss) cannot remove its temporary file, so the name
+carries the writer's process id: `remove_stale_temporaries` deletes those whose writer is gone.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+logger = logging.getLogger(__name__)
+
+#: `<pid>-<random>` after `.NAME.tmp-`; names without a pid come from older versions.
+_TEMPORARY_SUFFIX = re.compile(r"^(?:(?P<pid>[0-9]+)-)?[0-9a-f]{8}$")
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
 
 def _create_temporary_beside(path: Path) -> tuple[Path, BinaryIO]:
     for _ in range(100):
-        temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        temporary = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -44,6 +58,55 @@ def atomic_write(path: str | os.PathLike[str], write_to: Callable[[BinaryIO], ob
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process, or we cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> int:
+    """Delete the temporary files a killed writer of `path` left beside it; returns how many.
+
+    Only files named by `atomic_write` for this very `path` are considered, and only those whose
+    writing process no longer runs (or, for names without a process id, that are an hour old).
+    """
+    import time
+
+    path = Path(path)
+    prefix = _temporary_prefix(path)
+    removed = 0
+    try:
+        candidates = [entry for entry in path.parent.iterdir() if entry.name.startswith(prefix)]
+    except OSError:
+        return 0  # no folder yet, or unreadable: nothing we could clean
+    for entry in candidates:
+        match = _TEMPORARY_SUFFIX.match(entry.name[len(prefix) :])
+        if match is None:
+            continue
+        try:
+            if match["pid"] is not None:
+                stale = int(match["pid"]) != os.getpid() and not _process_is_alive(int(match["pid"]))
+            else:
+                stale = time.time() - entry.stat().st_mtime > 3600
+            if stale:
+                entry.unlink()
+                removed += 1
+        except OSError:
+            continue
+    if removed:
+        logger.info("removed %d stale temporary file(s) of %s", removed, path)
+    return removed
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError's reason without its file name, which may be the hidden temporary file."""
+    return error.strerror or str(error)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -182,7 +182,3 @@ def _cached_onnx_bytes(model: nn.Module) -> bytes:
     with _onnx_cache_lock:
         _onnx_cache[model] = (fingerprint, data)
     return data
-
-
-#: The former name of `make_backend`, kept while `superres.bench` still calls it.
-make_runner = make_backend

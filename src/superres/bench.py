@@ -1,24 +1,34 @@
 """`superres bench`: inference and training speed of the models, per backend, against the machine.
 
-For each model, scale and output size, one LR image (batch 1, LR size = output size / scale,
-rounded) is upscaled by:
+By default every registered model is timed (bicubic too, as the floor), each at the
+configuration its `ModelInfo` card names: `bench_kwargs` (empty: the constructor defaults), or
+`test_kwargs` in a `--quick` run; `BenchSettings.model_kwargs` overrides that per model. Weights are
+random: speed does not depend on them, so no shipped weights are needed. For each model, scale and
+output size, one LR image (batch 1, LR size = output size / scale, rounded, channels as the card
+says for those kwargs) is upscaled by:
 
-- `eager`: the plain model in PyTorch eager mode, NCHW, default threads, `torch.no_grad()`, the
-  allocator as the process started: the baseline;
-- `torch`: `superres.backends.make_runner(model, "torch")`, the fast CPU path of `superres.fast`;
-- `onnxruntime`: `make_runner(model, "onnxruntime")`.
+- `eager`: the model in PyTorch eager mode as one would deploy it (`superres.export.frozen_copy`:
+  eval mode, re-parameterisable branches folded, so SPAN's eager time is not that of its training
+  form), NCHW, default threads, `torch.no_grad()`, the allocator as the process started: the
+  baseline;
+- `torch`: `superres.backends.make_backend(model, "torch")`, the fast CPU path of `superres.fast`;
+- `onnxruntime`: `make_backend(model, "onnxruntime")`.
 
 Each is run `warmup` times untimed, then `repeats` times; the median wall time counts. Achieved
 GFLOP/s is counted from the layer shapes (`count_conv_flops`: 2 FLOPs per multiply-accumulate of
 every `nn.Conv2d` / `nn.ConvTranspose2d`; biases, activations and the interpolation are not
-counted) and compared with the fp32 matrix-multiply rate of the same machine, measured in the same
+counted; re-parameterisable branches are counted folded, a strided transposed conv as the
+transposed conv, whatever the fast path computes instead) and compared with the fp32
+matrix-multiply rate of the same machine, measured in the same
 run (`measure_matmul_gflops`: square sgemm, median of several) at its start and its end; the
 larger of the two is the reference, so ratios are conservative.
 
 A training step (Adam, MSE loss against the HR batch, forward + backward + update) is timed for
-the plain eager model (`eager`) and the fast path (`torch`: `superres.fast.prepare_for_training`
-with channels-last batches); its FLOPs are forward + weight gradients + input gradients of every
-conv whose input needs one.
+the plain eager model (`eager`, in its training form: branches and batch norm as they train) and
+the fast path (`torch`: `superres.fast.prepare_for_training` with channels-last batches); its
+FLOPs are forward + weight gradients + input gradients of every conv whose input needs one. The
+batch is `TRAINING_BATCH` patches, `TRAINING_PATCH` pixels a side where the network convolves:
+HR for a pre-upsampling network (`info.pre_upsample`), LR for one that upsamples at its end.
 
 Everything in `eager` is measured first, before `superres.fast.retain_freed_memory` changes the
 allocator for the rest of the process (it cannot be undone).
@@ -32,14 +42,15 @@ JSON (`run_bench(...)` returns it; `superres bench --json` prints it), schema `s
                             (1-minute load; above the core count, other work shared the CPU)}
     settings               {models, scales, backends, sizes ([height, width] outputs), repeats,
                             warmup, training, training_repeats, matmul_size, quick,
-                            model_kwargs}
+                            model_kwargs (per model: the effective constructor kwargs timed)}
     matmul                 {size, gflops (the reference), gflops_start, gflops_end}
     inference              list of {model, scale, backend ("eager" | "torch" | "onnxruntime"),
                             batch, lr_size [h, w], output_size [H, W], median_s, min_s, times_s,
                             megapixels_per_s (output), gflop (per call), gflops, matmul_ratio,
                             speedup_vs_eager}
     training               list of {model, scale, mode ("eager" | "torch"), batch,
-                            hr_size [H, W], median_s, min_s, times_s, hr_pixels_per_s,
+                            hr_size [H, W], median_s, min_s, times_s, hr_pixels_per_s
+                            (the table shows it in MP/s),
                             gflop (per step), gflops, matmul_ratio, speedup_vs_eager}
     best                   list of {model, scale, output_size, backend, matmul_ratio}: the fastest
                             backend per model, scale and size
@@ -62,8 +73,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superres.backends import make_runner
+from superres.backends import make_backend
 from superres.errors import ConfigError
+from superres.export import frozen_copy
 from superres.fast import (
     cpu_count,
     freed_memory_retained,
@@ -73,18 +85,20 @@ from superres.fast import (
     to_channels_last,
 )
 from superres.models import create_model, get_model_info, list_models
+from superres.models.reparam import fuse_reparameterizable
 
 SCHEMA = "superres.bench/1"
-DEFAULT_MODELS = ("srcnn-tutorial", "srcnn", "rednet")
+#: Every registered model, simplest first (what `superres models` lists).
+DEFAULT_MODELS = tuple(list_models())
 #: Output sizes as (height, width): 512x512 and 1280x720 (width x height, as screens are named).
 DEFAULT_SIZES = ((512, 512), (720, 1280))
 QUICK_SIZES = ((48, 64),)
-#: (batch, HR patch side) of the timed training step per model; others get `_DEFAULT_TRAINING`.
-TRAINING_SETUPS = {"srcnn-tutorial": (32, 256), "srcnn": (32, 96), "rednet": (32, 50)}
-_DEFAULT_TRAINING = (16, 64)
-_QUICK_TRAINING = (2, 24)
-#: Model arguments of `--quick` runs: every layer type of each model, fewer of them.
-QUICK_MODEL_KWARGS = {"rednet": {"num_layers": 3}}
+#: Timed training step: a batch of 16 patches of 96 HR pixels a side for a pre-upsampling network,
+#: 48 LR pixels for a post-upsampling one (EDSR's and SRResNet's LR patch; 96 HR at x2 either way).
+TRAINING_BATCH = 16
+TRAINING_PATCH = {True: 96, False: 48}  # by info.pre_upsample
+_QUICK_TRAINING_BATCH = 2
+_QUICK_TRAINING_PATCH = {True: 24, False: 12}
 #: Training-step learning rate (any small value: only the speed is measured).
 _LEARNING_RATE = 1e-4
 
@@ -105,14 +119,25 @@ class BenchSettings:
     training_repeats: int = 3
     matmul_size: int = 2048
     quick: bool = False
+    #: Per model name, constructor kwargs replacing its card's bench (or quick: test) kwargs.
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def kwargs_for(self, name: str) -> dict[str, Any]:
+        """The effective constructor kwargs model `name` is timed with."""
+        info = get_model_info(name)
+        if name in self.model_kwargs:
+            chosen = self.model_kwargs[name]
+        else:
+            chosen = info.test_kwargs if self.quick else info.bench_kwargs
+        return info.effective_kwargs(chosen)
 
     @classmethod
     def quick_run(cls, **overrides: Any) -> BenchSettings:
         """A smoke test that the whole bench works, in seconds; its timings mean little.
 
         Tiny sizes, one timed run and no warm-up (so first-call costs are included), a tiny
-        training batch, and RED-Net cut to `QUICK_MODEL_KWARGS` (3 + 3 layers).
+        training batch, and each model at its card's `test_kwargs` (every layer type, fewer and
+        narrower).
         """
         values: dict[str, Any] = {
             "sizes": QUICK_SIZES,
@@ -121,7 +146,6 @@ class BenchSettings:
             "training_repeats": 1,
             "matmul_size": 512,
             "quick": True,
-            "model_kwargs": QUICK_MODEL_KWARGS,
         }
         values.update(overrides)
         return cls(**values)
@@ -134,6 +158,7 @@ class BenchSettings:
                 raise ConfigError(f"unknown model {name!r} for bench; available: {', '.join(known)}")
             for scale in self.scales:
                 get_model_info(name).check_scale(scale)
+            self.kwargs_for(name)  # ModelError for an unknown kwarg
         for backend in self.backends:
             if backend not in ("torch", "onnxruntime"):
                 raise ConfigError(f"unknown backend {backend!r}; available: torch, onnxruntime")
@@ -168,6 +193,8 @@ def count_conv_flops(model: nn.Module, input_shape: Iterable[int], *, training: 
     """
     meta_model = copy.deepcopy(model).to("meta")
     meta_model.train(training)
+    if not training:
+        fuse_reparameterizable(meta_model)  # inference runs the folded convs
     total = 0
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -222,13 +249,13 @@ def lr_size_for(output_size: tuple[int, int], scale: int) -> tuple[int, int]:
     return tuple(max(1, round(side / scale)) for side in output_size)  # type: ignore[return-value]
 
 
-def _num_channels(name: str) -> int:
-    return 1 if get_model_info(name).channels == "Y" else 3
+def _num_channels(name: str, settings: BenchSettings) -> int:
+    return 1 if get_model_info(name).channels_for(settings.kwargs_for(name)) == "Y" else 3
 
 
 def _new_model(name: str, scale: int, settings: BenchSettings) -> nn.Module:
     torch.manual_seed(0)
-    return create_model(name, scale, **settings.model_kwargs.get(name, {}))
+    return create_model(name, scale, **settings.kwargs_for(name))
 
 
 def _rates(gflop: float, median_s: float, reference_gflops: float | None) -> dict[str, float | None]:
@@ -246,8 +273,8 @@ def _timing_fields(times: list[float]) -> dict[str, Any]:
 def _bench_eager_inference(
     name: str, scale: int, size: tuple[int, int], settings: BenchSettings
 ) -> dict[str, Any]:
-    model = _new_model(name, scale, settings).eval()
-    lr = torch.rand(1, _num_channels(name), *lr_size_for(size, scale))
+    model = frozen_copy(_new_model(name, scale, settings))
+    lr = torch.rand(1, _num_channels(name, settings), *lr_size_for(size, scale))
 
     def call() -> None:
         with torch.no_grad():
@@ -260,8 +287,8 @@ def _bench_backend_inference(
     name: str, scale: int, size: tuple[int, int], backend: str, settings: BenchSettings
 ) -> dict[str, Any]:
     model = _new_model(name, scale, settings).eval()
-    runner = make_runner(model, backend)
-    lr = torch.rand(1, _num_channels(name), *lr_size_for(size, scale))
+    runner = make_backend(model, backend)
+    lr = torch.rand(1, _num_channels(name, settings), *lr_size_for(size, scale))
     return _inference_record(name, scale, backend, model, lr, lambda: runner(lr), settings)
 
 
@@ -291,15 +318,18 @@ def _inference_record(
 
 
 def training_setup(name: str, scale: int, quick: bool) -> tuple[int, int]:
-    """(batch, HR patch side rounded to a multiple of `scale`) of the timed training step."""
-    batch, patch = _QUICK_TRAINING if quick else TRAINING_SETUPS.get(name, _DEFAULT_TRAINING)
-    return batch, max(1, round(patch / scale)) * scale
+    """(batch, HR patch side, a multiple of `scale`) of the timed training step of model `name`."""
+    pre_upsample = get_model_info(name).pre_upsample
+    batch = _QUICK_TRAINING_BATCH if quick else TRAINING_BATCH
+    patch = (_QUICK_TRAINING_PATCH if quick else TRAINING_PATCH)[pre_upsample]
+    lr_side = max(1, round(patch / scale)) if pre_upsample else patch
+    return batch, lr_side * scale
 
 
 def _bench_training(name: str, scale: int, mode: str, settings: BenchSettings) -> dict[str, Any]:
     model = _new_model(name, scale, settings).train()
     batch, hr_side = training_setup(name, scale, settings.quick)
-    channels = _num_channels(name)
+    channels = _num_channels(name, settings)
     lr = torch.rand(batch, channels, hr_side // scale, hr_side // scale)
     hr = torch.rand(batch, channels, hr_side, hr_side)
     flops = count_conv_flops(model, lr.shape, training=True)
@@ -353,7 +383,7 @@ def _machine(allocator_tuned: bool, load_average: list[float | None]) -> dict[st
         "torch": torch.__version__,
         "onnxruntime": onnxruntime_version,
         "torch_threads": torch.get_num_threads(),
-        "onnxruntime_threads": cpu_count(),  # what make_runner gives ONNX Runtime
+        "onnxruntime_threads": cpu_count(),  # what make_backend gives ONNX Runtime
         "native_bf16": has_native_bf16(),
         "allocator_tuned_before_baseline": allocator_tuned,
         "load_average": load_average,
@@ -447,6 +477,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict
     _add_rates(training, "mode", reference)
     settings_json = asdict(settings)
     settings_json["sizes"] = [list(size) for size in settings.sizes]
+    settings_json["model_kwargs"] = {name: settings.kwargs_for(name) for name in settings.models}
     return {
         "schema": SCHEMA,
         "machine": _machine(allocator_tuned, [load_at_start, _load_average()]),
@@ -474,6 +505,34 @@ def _size_text(size: list[int]) -> str:
     return f"{size[1]}x{size[0]}"
 
 
+#: Start and end matmul rates further apart than this mean the machine's speed changed mid-run.
+DRIFT_TOLERANCE = 0.2
+
+
+def _drift_warning(matmul: dict[str, Any]) -> list[str]:
+    """A warning line when the matmul rate moved during the run, else none.
+
+    Every eager number is measured before every fast-path one (the allocator change cannot be
+    undone), so other work starting or stopping mid-run skews 'vs eager' one way or the other.
+    """
+    start, end = matmul["gflops_start"], matmul["gflops_end"]
+    if abs(start - end) <= DRIFT_TOLERANCE * max(start, end):
+        return []
+    return [
+        f"warning: the matmul rate moved from {start:.0f} to {end:.0f} GFLOP/s during the run; eager "
+        "(measured first) and fast-path times met different loads, so 'vs eager' is unreliable"
+    ]
+
+
+def _by_model(records: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """`records` grouped by model, scale and size in the order measured, eager first in each.
+
+    They are measured all-eager first (see above); side by side, each speed-up reads at a glance.
+    """
+    groups = list(dict.fromkeys(_group_key(record) for record in records))
+    return sorted(records, key=lambda record: (groups.index(_group_key(record)), record[key] != "eager"))
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The human-readable report of a `run_bench` result."""
     machine, matmul = result["machine"], result["matmul"]
@@ -485,6 +544,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"fp32 matmul {matmul['size']}x{matmul['size']}: {matmul['gflops']:.0f} GFLOP/s "
         f"(start {matmul['gflops_start']:.0f}, end {matmul['gflops_end']:.0f}); "
         "'of matmul' = achieved conv GFLOP/s / this",
+        *_drift_warning(matmul),
         "",
         "Inference, batch 1 (median s over repeats; eager = plain PyTorch NCHW, the baseline)",
     ]
@@ -493,7 +553,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'GFLOP/s':>9}{'of matmul':>10}{'vs eager':>9}"
     )
     lines.append(header)
-    for record in result["inference"]:
+    for record in _by_model(result["inference"], "backend"):
         lines.append(
             f"{record['model']:<16}{'x' + str(record['scale']):>5}  "
             f"{_size_text(record['output_size']):<10}{record['backend']:<13}"
@@ -505,16 +565,20 @@ def format_table(result: dict[str, Any]) -> str:
         lines += ["", "Training step (Adam, MSE, forward + backward + update)"]
         lines.append(
             f"{'model':<16}{'scale':>5}  {'batch x HR':<12}{'mode':<8}{'median s':>9}"
-            f"{'HR px/s':>11}{'GFLOP/s':>9}{'of matmul':>10}{'vs eager':>9}"
+            f"{'HR MP/s':>9}{'GFLOP/s':>9}{'of matmul':>10}{'vs eager':>9}"
         )
-        for record in result["training"]:
+        for record in _by_model(result["training"], "mode"):
             batch_text = f"{record['batch']}x{_size_text(record['hr_size'])}"
             lines.append(
                 f"{record['model']:<16}{'x' + str(record['scale']):>5}  {batch_text:<12}"
-                f"{record['mode']:<8}{record['median_s']:>9.3f}{record['hr_pixels_per_s']:>11,.0f}"
+                f"{record['mode']:<8}{record['median_s']:>9.3f}{record['hr_pixels_per_s'] / 1e6:>9.3f}"
                 f"{_number(record['gflops'], '.0f'):>9}{_number(record['matmul_ratio'], '.0%'):>10}"
                 f"{_number(record['speedup_vs_eager'], '.2f'):>9}"
             )
+    lines += ["", "Model configurations timed (random weights)"]
+    for name, kwargs in result["settings"]["model_kwargs"].items():
+        arguments = ", ".join(f"{key}={value}" for key, value in kwargs.items()) or "-"
+        lines.append(f"{name:<16}{arguments}")
     lines += ["", "Best inference backend per model and size"]
     for entry in result["best"]:
         lines.append(

@@ -8,20 +8,29 @@ holding `json.dumps(metadata)`. `metadata` always names `model`, `scale`, `model
 The trainer also stores its resumable state here: the optimizer's tensors flattened to
 `_extra.optim.<param_index>.<key>` (its other parts in the JSON), RNG states as uint8 tensors.
 Writes are atomic (temporary file in the same folder, then `os.replace`), so a crash or a full disk
-never leaves a half-written checkpoint under the real name.
+never leaves a half-written checkpoint under the real name, and the previous one survives; a
+failed write is a one-line CheckpointError.
+
+A checkpoint is untrusted input: its metadata is checked against the model's card (registered
+name, supported scale, known kwargs of the card's types, within `MAX_KWARG_INT`) before anything is
+built, the network is then built on the "meta" device (no memory) and its tensor names and shapes
+compared with the file's, and weights that are NaN or infinite are refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import numbers
+import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from superres.atomic import atomic_write_bytes
+from superres.atomic import atomic_write_bytes, describe_os_error
 from superres.errors import CheckpointError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +40,9 @@ EXTRA_PREFIX = "_extra."
 OPTIMIZER_PREFIX = "optim."
 FORMAT_VERSION = 1
 REQUIRED_METADATA = ("model", "scale", "model_kwargs", "channels")
+#: The largest whole number a model kwarg may hold in a checkpoint (layers, features, kernel
+#: sizes): ten times what any registered network uses, far below what would exhaust memory.
+MAX_KWARG_INT = 4096
 
 
 def save_checkpoint(
@@ -51,7 +63,13 @@ def save_checkpoint(
     for name, tensor in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + name] = _storable(tensor)
     header = {METADATA_KEY: json.dumps(metadata, allow_nan=True)}
-    atomic_write_bytes(path, save(tensors, metadata=header))
+    try:
+        atomic_write_bytes(path, save(tensors, metadata=header))
+    except OSError as error:
+        kept = "; the previous checkpoint is kept" if path.is_file() else ""
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({describe_os_error(error)}){kept}"
+        ) from error
 
 
 def _storable(tensor: torch.Tensor) -> torch.Tensor:
@@ -75,6 +93,11 @@ def load_checkpoint(
     except CheckpointError:
         raise
     except Exception as error:  # safetensors raises its own error types for every kind of damage
+        if not _looks_like_safetensors(path):
+            raise CheckpointError(
+                f"{path}: not a safetensors checkpoint (a PyTorch .pth/.pt or ONNX file? superres "
+                "reads only .safetensors and never loads pickles)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({error})") from None
     if METADATA_KEY not in header:
         raise CheckpointError(f"{path}: a safetensors file, but not a superres checkpoint")
@@ -84,6 +107,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: its superres metadata is not valid JSON") from None
     if not isinstance(metadata, dict) or any(key not in metadata for key in REQUIRED_METADATA):
         raise CheckpointError(f"{path}: superres metadata lacks one of {', '.join(REQUIRED_METADATA)}")
+    validate_metadata(path, metadata)
     state_dict = {name: t for name, t in tensors.items() if not name.startswith(EXTRA_PREFIX)}
     extra = {name[len(EXTRA_PREFIX):]: t for name, t in tensors.items() if name.startswith(EXTRA_PREFIX)}
     return state_dict, metadata, extra
@@ -104,7 +128,11 @@ def load_model(
 
     state_dict, metadata, _ = load_checkpoint(path)
     check_checkpoint_matches(path, metadata, expect_model, expect_scale)
-    model = create_model(metadata["model"], int(metadata["scale"]), **metadata["model_kwargs"])
+    with torch.device("meta"):  # shapes only: a file claiming a huge network costs nothing here
+        skeleton = create_model(metadata["model"], metadata["scale"], **metadata["model_kwargs"])
+    check_state_matches(skeleton, state_dict, path)
+    check_finite(state_dict, path)
+    model = create_model(metadata["model"], metadata["scale"], **metadata["model_kwargs"])
     load_state_strictly(model, state_dict, path)
     model.to(device)
     model.eval()
@@ -125,8 +153,80 @@ def check_checkpoint_matches(
         )
 
 
-def load_state_strictly(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
-    """`model.load_state_dict(strict=True)` with a one-line ModelError instead of a long dump."""
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file opens with a little-endian u64 header length and a JSON object."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    (header_length,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + header_length <= size
+
+
+def _kind_error(value: Any, default: Any) -> str | None:
+    """Why `value` cannot stand for a kwarg whose card default is `default`, or None if it can."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, numbers.Integral):
+        integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        if not integral or not 0 <= value <= MAX_KWARG_INT:
+            return f"a whole number from 0 to {MAX_KWARG_INT}"
+        return None
+    if isinstance(default, numbers.Real):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return None if real and abs(value) <= MAX_KWARG_INT else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != len(default):
+            return f"a list of {len(default)} items"
+        reasons = [_kind_error(item, default[0]) for item in value] if default else []
+        first = next((reason for reason in reasons if reason), None)
+        return None if first is None else f"a list of {len(default)} items, each {first}"
+    return None
+
+
+def validate_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """CheckpointError unless `model`, `scale` and `model_kwargs` fit the registered card."""
+    from superres.models import get_model_info
+
+    name = metadata["model"]
+    try:
+        info = get_model_info(name)
+        info.check_scale(metadata["scale"])
+    except ModelError as error:
+        raise CheckpointError(f"{path}: bad metadata: {error}") from None
+    kwargs = metadata["model_kwargs"]
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{path}: bad metadata: model_kwargs must be an object, got {kwargs!r}")
+    for key, value in kwargs.items():
+        if key not in info.default_kwargs:
+            accepted = ", ".join(sorted(info.default_kwargs)) or "none"
+            raise CheckpointError(
+                f"{path}: bad metadata: '{name}' has no argument {key!r} (accepted: {accepted})"
+            )
+        reason = _kind_error(value, info.default_kwargs[key])
+        if reason is not None:
+            raise CheckpointError(
+                f"{path}: bad metadata: {name} {key} must be {reason}, got {value!r}"
+            )
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """CheckpointError if a floating-point weight is NaN or infinite (a diverged or damaged file)."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight '{name}' holds NaN or infinite values")
+
+
+def check_state_matches(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path
+) -> None:
+    """ModelError unless `state_dict` has exactly `model`'s tensor names and shapes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -140,6 +240,11 @@ def load_state_strictly(model: nn.Module, state_dict: dict[str, torch.Tensor], p
                 f"{path} does not match the model: '{name}' has shape "
                 f"{tuple(state_dict[name].shape)}, the model expects {tuple(tensor.shape)}"
             )
+
+
+def load_state_strictly(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """`model.load_state_dict(strict=True)` with a one-line ModelError instead of a long dump."""
+    check_state_matches(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -177,7 +177,9 @@ def load_hr_images(
         elif source.exists():
             raise ConfigError(f"not an image folder, image or .npz file: {source}")
         else:
-            raise ConfigError(f"training data not found: {source}")
+            from superres.config import missing_path_message
+
+            raise ConfigError(missing_path_message("training data", source))
     if not images:
         raise ConfigError("no training images given")
     return images, names

@@ -28,7 +28,7 @@ import torch
 
 from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
-from superres.io import list_images, read_image, write_image
+from superres.io import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
 from superres.metrics import psnr, ssim
 from superres.resize import imresize, modcrop
 
@@ -214,6 +214,7 @@ def evaluate_model(
     channels: str | None = None,
     protocol: Protocol = Protocol(),
     lr_dir: Path | None = None,
+    max_pixels: int | None = None,
     save_dir: Path | None = None,
     device: str | torch.device = "cpu",
     model_name: str | None = None,
@@ -225,7 +226,9 @@ def evaluate_model(
     `channels`: "Y" or "RGB" to override the card (`model_channels`). `backend`: a ready
     `superres.backends.Backend` for `model` (e.g. a self-ensemble); by default the torch runtime
     on `device`, which runs a folded, eval-mode copy and leaves `model` as it is.
+    `max_pixels`: the decompression-bomb limit per image (None: `superres.io.DEFAULT_MAX_PIXELS`).
     """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
         channels = model_channels(model)
     name = model_name or model.info.name
@@ -233,11 +236,11 @@ def evaluate_model(
         backend = make_backend(model, "torch", device)
     result = EvalResult(dataset=dataset_name(hr_dir), scale=scale, model=name)
     for path in list_images(hr_dir):
-        hr = read_image(path).pixels
+        hr = read_image(path, max_pixels=limit).pixels
         lr = None
         if lr_dir is not None:
             lr_path = Path(lr_dir) / path.name
-            lr = read_image(lr_path).pixels
+            lr = read_image(lr_path, max_pixels=limit).pixels
         psnr_value, ssim_value, sr = score_image(
             backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr
         )

@@ -11,11 +11,21 @@ development machine (A/B runs in one process; `superres bench` for the totals):
   0.80 s -> 0.21 s; no page faults left).
 - channels-last (NHWC) activations and weights: oneDNN's direct convolutions run on NHWC without
   reordering around every layer (1.1-2x per layer, most for the thin first and last layers).
-- `fuse_conv_activations`: conv -> ReLU and conv -> (+ skip) -> ReLU chains run as one oneDNN
-  kernel (`FusedConv2d`), found with torch.fx, so no separate memory pass for each ReLU and sum
-  (RED20 at 1280x720: 13.5 s -> 8.3 s under load; srcnn-tutorial 0.60 -> 0.49 s).
+- `fuse_conv_activations`: conv -> activation and conv -> (+ skip) [-> ReLU] chains run as one
+  oneDNN kernel (`FusedConv2d`), found with torch.fx, so no separate memory pass for each
+  activation and sum (RED20 at 1280x720: 13.5 s -> 8.3 s under load; srcnn-tutorial 0.60 ->
+  0.49 s). Besides ReLU, tanh (ESPCN: 107 -> 80 ms at 512x512 x2), SiLU (SPAN) and a
+  one-parameter PReLU as leaky ReLU (SRResNet: 265 -> 219 ms at 192x192) fuse; a single layer
+  fused ran 0.6-1.0x the time of conv + separate activation for each of them. Per-channel PReLU
+  (FSRCNN) has no oneDNN form and stays separate. A constant multiply after a conv (EDSR's
+  res_scale) is folded into its weights so that the skip sum after it fuses.
+- re-parameterisable branches folded (`superres.models.reparam`: SPAN's four convs per conv
+  become one) and eval-mode batch norm folded into the conv before it (`fold_batch_norms`,
+  SRResNet), both exact up to rounding.
 - stride-1 transposed convolutions as convolutions with flipped kernels (`FusedConv2d`,
   `ConvTransposeAsConv2d`), which is what makes RED-Net's decoder fusable.
+- strided transposed convs as an LR conv + pixel shuffle (`SubpixelConvTranspose2d`, FSRCNN's
+  9x9 deconv: 90 -> 38 ms on 56 x 256x256 channels-last, 2.3x).
 - `torch.inference_mode()` around inference; torch's default of one thread per core.
 
 For training (`prepare_for_training`): channels-last plus `retain_freed_memory`. The fused
@@ -33,6 +43,7 @@ keep activations in cache (slower); computing thin output layers as a 1x1 GEMM p
 
 from __future__ import annotations
 
+import collections
 import copy
 import ctypes
 import functools
@@ -47,6 +58,9 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from superres.models.reparam import fuse_reparameterizable
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +78,7 @@ def retain_freed_memory() -> bool:
     kernel page-faults and zeroes them again on the next one. With mmap disabled and trimming off,
     freed buffers are reused directly. The price is that the process keeps its peak heap size
     until it exits, which suits command-line runs and benchmarks; it is process-wide and cannot be
-    undone exactly, so library callers opt in (`make_runner(..., retain_memory=True)` does).
+    undone exactly, so library callers opt in (`superres.backends.make_backend(..., retain_memory=True)` does).
     A no-op returning False on systems without glibc.
     """
     global _memory_retained
@@ -167,27 +181,154 @@ def replace_transposed_convs(model: nn.Module) -> int:
 
     Parameters are shared, not copied. Returns how many modules were replaced.
     """
+    return _replace_children(model, ConvTransposeAsConv2d.can_replace, ConvTransposeAsConv2d.sharing_parameters)
+
+
+def _replace_children(
+    model: nn.Module, can_replace: Callable[[nn.Module], bool], replacement: Callable[[nn.Module], nn.Module]
+) -> int:
+    """Replace, in place, every submodule of `model` that `can_replace` accepts; returns how many."""
     replaced = 0
     for parent in model.modules():
         for child_name, child in list(parent.named_children()):
-            if ConvTransposeAsConv2d.can_replace(child):
-                setattr(parent, child_name, ConvTransposeAsConv2d.sharing_parameters(child))
+            if can_replace(child):
+                setattr(parent, child_name, replacement(child))
                 replaced += 1
     return replaced
 
 
+# --------------------------------------------------------------------------- strided transposed convs
+
+
+def _subpixel_radius(kernel: int, stride: int, padding: int) -> int:
+    """Radius R of the LR-space kernel (2R + 1 taps) that covers every phase of a strided deconv.
+
+    Phase r reads input offset u = -t through kernel tap s*t + r + padding (see the class).
+    """
+    return max(
+        abs(t)
+        for phase in range(stride)
+        for t in range(-kernel, kernel + 1)
+        if 0 <= stride * t + phase + padding < kernel
+    )
+
+
+class SubpixelConvTranspose2d(nn.Sequential):
+    """A stride-s `nn.ConvTranspose2d` whose output is exactly s times its input, as a
+    convolution to out * s * s channels followed by a pixel shuffle (FSRCNN's last layer).
+
+    Output pixel s*q + r of a transposed conv reads input pixels q - t through kernel tap
+    s*t + r + padding; for each phase r that is an ordinary correlation at LR resolution, so all
+    s*s phases together are one LR conv whose channels the shuffle interleaves. Same outputs;
+    oneDNN's dense conv ran FSRCNN's 2.3x faster than its strided deconvolution. Weights are
+    copied: this serves a frozen copy only.
+    """
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        stride, kernel, padding = deconv.stride[0], deconv.kernel_size[0], deconv.padding[0]
+        radius = _subpixel_radius(kernel, stride, padding)
+        taps = 2 * radius + 1
+        source = deconv.weight.detach()  # (in, out, k, k)
+        weight = source.new_zeros(deconv.out_channels, stride, stride, deconv.in_channels, taps, taps)
+        for phase_y in range(stride):
+            for phase_x in range(stride):
+                for u_y in range(-radius, radius + 1):
+                    for u_x in range(-radius, radius + 1):
+                        k_y, k_x = -stride * u_y + phase_y + padding, -stride * u_x + phase_x + padding
+                        if 0 <= k_y < kernel and 0 <= k_x < kernel:
+                            weight[:, phase_y, phase_x, :, u_y + radius, u_x + radius] = source[:, :, k_y, k_x].T
+        conv = nn.Conv2d(deconv.in_channels, deconv.out_channels * stride * stride, taps, padding=radius)
+        conv.weight.data.copy_(weight.reshape(conv.weight.shape))
+        bias = torch.zeros(deconv.out_channels) if deconv.bias is None else deconv.bias.detach()
+        conv.bias.data.copy_(bias.repeat_interleave(stride * stride))
+        super().__init__(conv, nn.PixelShuffle(stride))
+
+    @staticmethod
+    def can_replace(module: nn.Module) -> bool:
+        """True for a square, ungrouped, undilated strided deconv whose output is stride x input."""
+        if type(module) is not nn.ConvTranspose2d or module.padding_mode != "zeros":
+            return False
+        (s_y, s_x), (k_y, k_x), (p_y, p_x) = module.stride, module.kernel_size, module.padding
+        square = s_y == s_x > 1 and k_y == k_x and p_y == p_x and module.output_padding[0] == module.output_padding[1]
+        # Output (n - 1) s - 2p + k + output_padding equals n s exactly when this holds.
+        exact = k_y - 2 * p_y + module.output_padding[0] == s_y
+        return square and exact and module.groups == 1 and module.dilation == (1, 1)
+
+
+def replace_strided_transposed_convs(model: nn.Module) -> int:
+    """Swap every strided transposed conv `SubpixelConvTranspose2d` computes for one, in place.
+
+    Weights are copied (the frozen inference copy only). Returns how many were replaced.
+    """
+    return _replace_children(model, SubpixelConvTranspose2d.can_replace, SubpixelConvTranspose2d)
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm2d that directly follows a conv in an `nn.Sequential`.
+
+    In place: the conv becomes one with the normalisation in its weights and bias, the norm an
+    `nn.Identity` (which `fuse_conv_activations` skips over). Sequential pairs are the only
+    place where "the conv's output goes to the norm and nowhere else" holds without tracing, so
+    this works on models torch.fx cannot trace too. Returns how many norms were folded.
+    """
+    folded = 0
+    for parent in model.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        for index in range(len(parent) - 1):
+            conv, norm = parent[index], parent[index + 1]
+            if type(conv) not in (nn.Conv2d, nn.ConvTranspose2d) or not _is_frozen_batch_norm(norm):
+                continue
+            parent[index] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
+            parent[index + 1] = nn.Identity()
+            folded += 1
+    return folded
+
+
+def _is_frozen_batch_norm(module: nn.Module) -> bool:
+    return (
+        type(module) is nn.BatchNorm2d
+        and not module.training
+        and module.track_running_stats
+        and module.running_mean is not None
+    )
+
+
 # --------------------------------------------------------------------------- fused convs
+
+#: What oneDNN's fused conv applies after the convolution, per activation torch.fx sees:
+#: (oneDNN attribute, its scalars). Each kind was timed against conv + the separate activation
+#: on channels-last (2-core AVX-512 machine, under load): relu, tanh (ESPCN), swish = SiLU
+#: (SPAN) and leaky_relu = one-parameter PReLU (SRResNet) all save the activation's memory
+#: pass. A per-channel PReLU (FSRCNN) has no oneDNN attribute and stays a separate op.
+_FUNCTION_UNARY = {F.relu: "relu", torch.relu: "relu", torch.tanh: "tanh", F.silu: "swish"}
+_MODULE_UNARY = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.SiLU: "swish"}
+_METHOD_UNARY = {"relu": "relu", "tanh": "tanh"}
+#: The only activation oneDNN accepts after a fused sum ("Unary Fusion behavior undefined").
+_UNARY_AFTER_ADD = "relu"
+
+Unary = tuple[str, list[float]]
 
 
 @functools.cache
-def pointwise_convolutions_work() -> bool:
-    """True where oneDNN's fused conv kernels exist here and compute what conv2d + relu does.
+def _unary_works(attribute: str) -> bool:
+    """True where oneDNN's fused conv with `attribute` exists here and matches the eager ops.
 
-    Checked once on a tiny input, so a torch build without them, or a CPU they do not support,
-    falls back to the unfused path instead of failing.
+    Checked once per attribute on a tiny input, so a torch build without the fused kernels, or
+    a CPU they do not support, falls back to the unfused path instead of failing.
     """
     if not torch.backends.mkldnn.is_available():
         return False
+    reference = {
+        "relu": F.relu,
+        "tanh": torch.tanh,
+        "swish": F.silu,
+        "leaky_relu": functools.partial(F.leaky_relu, negative_slope=0.25),
+    }[attribute]
+    scalars = [0.25] if attribute == "leaky_relu" else []
     generator = torch.Generator().manual_seed(0)
     x = to_channels_last(torch.randn(1, 2, 5, 6, generator=generator))
     weight = to_channels_last(torch.randn(3, 2, 3, 3, generator=generator))
@@ -195,24 +336,37 @@ def pointwise_convolutions_work() -> bool:
     try:
         with torch.inference_mode():
             op = torch.ops.mkldnn._convolution_pointwise
-            fused = op(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
-            expected = F.relu(F.conv2d(x, weight, bias, padding=1))
+            fused = op(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, attribute, scalars, "")
+            expected = reference(F.conv2d(x, weight, bias, padding=1))
     except (AttributeError, RuntimeError) as error:
-        logger.debug("oneDNN fused convolutions unavailable: %s", error)
+        logger.debug("oneDNN fused convolution with %s unavailable: %s", attribute, error)
         return False
     return bool(torch.allclose(fused, expected, atol=1e-5))
 
 
+def pointwise_convolutions_work() -> bool:
+    """True where oneDNN's fused conv kernels exist here and compute what conv2d + relu does."""
+    return _unary_works("relu")
+
+
 class FusedConv2d(nn.Module):
-    """Inference-only conv (or stride-1 transposed conv) with its ReLU and/or skip sum fused in.
+    """Inference-only conv (or stride-1 transposed conv) with its activation and/or skip sum fused in.
 
     `forward(x)` computes `unary(conv(x))`; with `binary="add"`, `forward(x, other)` computes
     `unary(conv(x) + other)`, in one oneDNN kernel on channels-last tensors: no separate memory
-    pass for the ReLU or the sum, no temporary between them. Weights are copied (a stride-1
-    transposed conv's flipped into conv form), so this serves a frozen copy only.
+    pass for the activation or the sum, no temporary between them. `unary` is a oneDNN
+    attribute ("relu", "tanh", "swish", "leaky_relu") with its `scalars`. Weights are copied (a
+    stride-1 transposed conv's flipped into conv form), so this serves a frozen copy only.
     """
 
-    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, *, unary: str | None, binary: str | None) -> None:
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.ConvTranspose2d,
+        *,
+        unary: str | None,
+        binary: str | None,
+        scalars: list[float] | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(conv, nn.ConvTranspose2d):
             replacement = ConvTransposeAsConv2d.sharing_parameters(conv)
@@ -229,6 +383,7 @@ class FusedConv2d(nn.Module):
         self.dilation = list(conv.dilation)
         self.groups = conv.groups
         self.unary = unary
+        self.scalars = list(scalars or [])
         self.binary = binary
 
     def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,7 +391,7 @@ class FusedConv2d(nn.Module):
         x = to_channels_last(x)
         geometry = (self.padding, self.stride, self.dilation, self.groups)
         if self.binary is None:
-            return op(x, self.weight, self.bias, *geometry, self.unary or "none", [], "")
+            return op(x, self.weight, self.bias, *geometry, self.unary or "none", self.scalars, "")
         other = to_channels_last(other)
         return op.binary(x, other, self.weight, self.bias, *geometry, self.binary, 1.0, self.unary, [], "")
 
@@ -251,12 +406,25 @@ def _is_fusible_conv(module: nn.Module) -> bool:
     )
 
 
-def _is_relu(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
-    if node.op == "call_function" and node.target in (F.relu, torch.relu):
-        return len(node.args) == 1 and not node.kwargs.get("inplace", False)
-    if node.op == "call_module":
-        return type(graph_module.get_submodule(node.target)) is nn.ReLU and len(node.args) == 1
-    return node.op == "call_method" and node.target == "relu" and len(node.args) == 1
+def _unary_of(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> Unary | None:
+    """The oneDNN (attribute, scalars) that `node` computes on its one input, if any."""
+    if len(node.args) != 1 or node.kwargs.get("inplace", False) or set(node.kwargs) - {"inplace"}:
+        return None
+    unary: Unary | None = None
+    if node.op == "call_function" and node.target in _FUNCTION_UNARY:
+        unary = (_FUNCTION_UNARY[node.target], [])
+    elif node.op == "call_method" and node.target in _METHOD_UNARY:
+        unary = (_METHOD_UNARY[node.target], [])
+    elif node.op == "call_module":
+        module = graph_module.get_submodule(node.target)
+        if type(module) in _MODULE_UNARY:
+            unary = (_MODULE_UNARY[type(module)], [])
+        elif type(module) is nn.PReLU and module.num_parameters == 1:
+            # One shared slope: exactly a leaky ReLU, which oneDNN fuses (per-channel: no).
+            unary = ("leaky_relu", [float(module.weight.detach().reshape(()))])
+    if unary is None or not _unary_works(unary[0]):
+        return None
+    return unary
 
 
 def _is_add(node: torch.fx.Node) -> bool:
@@ -265,32 +433,83 @@ def _is_add(node: torch.fx.Node) -> bool:
     return node.op == "call_method" and node.target == "add" and len(node.args) == 2 and not node.kwargs
 
 
+def _is_scalar_multiply(node: torch.fx.Node) -> bool:
+    """`tensor * number` or `number * tensor`, as a function or a method call."""
+    is_multiply = (node.op == "call_function" and node.target in (operator.mul, torch.mul)) or (
+        node.op == "call_method" and node.target == "mul"
+    )
+    numbers = [arg for arg in node.args if isinstance(arg, (int, float)) and not isinstance(arg, bool)]
+    return is_multiply and len(node.args) == 2 and len(numbers) == 1 and not node.kwargs
+
+
 def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
 
 
+def _drop_identities(graph_module: torch.fx.GraphModule) -> int:
+    """Remove `nn.Identity` calls (left by `fold_batch_norms`), so that conv -> activation chains meet."""
+    dropped = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op == "call_module" and type(graph_module.get_submodule(node.target)) is nn.Identity:
+            node.replace_all_uses_with(node.args[0])
+            graph_module.graph.erase_node(node)
+            dropped += 1
+    return dropped
+
+
+def _fold_scalar_multiplies(graph_module: torch.fx.GraphModule, conv_nodes: list[torch.fx.Node]) -> int:
+    """conv -> (* constant) becomes a conv with scaled weights (EDSR's `res_scale`), so that the
+    conv can meet the skip sum after it. Only convs called once are changed (weights are shared
+    by every call). Returns how many were folded."""
+    calls = collections.Counter(node.target for node in graph_module.graph.nodes if node.op == "call_module")
+    folded = 0
+    for conv_node in conv_nodes:
+        multiply = _only_user(conv_node)
+        if multiply is None or not _is_scalar_multiply(multiply) or calls[conv_node.target] != 1:
+            continue
+        factor = next(arg for arg in multiply.args if not isinstance(arg, torch.fx.Node))
+        # A scaled copy under a new name: the traced model's own conv stays as it was.
+        scaled = copy.deepcopy(graph_module.get_submodule(conv_node.target))
+        with torch.no_grad():
+            scaled.weight.mul_(factor)
+            if scaled.bias is not None:
+                scaled.bias.mul_(factor)
+        name = f"scaled_conv_{folded}"
+        graph_module.add_submodule(name, scaled)
+        conv_node.target = name
+        multiply.replace_all_uses_with(conv_node)
+        graph_module.graph.erase_node(multiply)
+        folded += 1
+    return folded
+
+
 def _fuse_one(graph_module: torch.fx.GraphModule, conv_node: torch.fx.Node, index: int) -> bool:
-    """Fold the ReLU and/or sum after `conv_node` into a `FusedConv2d`; True if it did."""
+    """Fold the activation and/or sum after `conv_node` into a `FusedConv2d`; True if it did."""
     conv = graph_module.get_submodule(conv_node.target)
     follower = _only_user(conv_node)
     if follower is None or len(conv_node.args) != 1 or conv_node.kwargs:
         return False
     other = None
     last = follower
+    unary: Unary | None = None
     if _is_add(follower):
         first, second = follower.args
         other = second if first is conv_node else first
         if not isinstance(other, torch.fx.Node) or other is conv_node:
             return False
         after_add = _only_user(follower)
-        if after_add is not None and _is_relu(graph_module, after_add):
-            last = after_add
-    elif not _is_relu(graph_module, follower):
-        return False
-    unary = "relu" if _is_relu(graph_module, last) else None
+        after_unary = None if after_add is None else _unary_of(graph_module, after_add)
+        if after_unary is not None and after_unary[0] == _UNARY_AFTER_ADD:
+            last, unary = after_add, after_unary
+    else:
+        unary = _unary_of(graph_module, follower)
+        if unary is None:
+            return False
+    attribute, scalars = unary if unary is not None else (None, [])
     name = f"fused_conv_{index}"
-    graph_module.add_submodule(name, FusedConv2d(conv, unary=unary, binary=None if other is None else "add"))
+    module = FusedConv2d(conv, unary=attribute, binary=None if other is None else "add", scalars=scalars)
+    graph_module.add_submodule(name, module)
     with graph_module.graph.inserting_before(last):
         arguments = (conv_node.args[0],) if other is None else (conv_node.args[0], other)
         fused = graph_module.graph.call_module(name, arguments)
@@ -302,11 +521,13 @@ def _fuse_one(graph_module: torch.fx.GraphModule, conv_node: torch.fx.Node, inde
 
 
 def fuse_conv_activations(model: nn.Module) -> nn.Module:
-    """`model` traced with torch.fx, conv -> [+ skip] -> ReLU chains replaced by `FusedConv2d`.
+    """`model` traced with torch.fx, its conv chains rewritten into `FusedConv2d`.
 
-    Inference only (the fused kernels have no backward). Returns `model` itself, unchanged,
-    where fusion cannot apply: no working oneDNN, a forward torch.fx cannot trace, or nothing
-    to fuse.
+    Rewrites: `nn.Identity` calls dropped; conv -> (* constant) folded into the weights;
+    conv -> activation and conv -> (+ skip) [-> ReLU] replaced by one fused kernel. Inference
+    only (the fused kernels have no backward). `model` itself is never changed, and is returned
+    as it is where fusion cannot apply: no working oneDNN, a forward torch.fx cannot trace, or
+    nothing to rewrite.
     """
     if not pointwise_convolutions_work():
         return model
@@ -320,13 +541,15 @@ def fuse_conv_activations(model: nn.Module) -> nn.Module:
         logger.debug("not fusing %s: torch.fx cannot trace it (%s)", type(model).__name__, error)
         return model
     graph_module = torch.fx.GraphModule(model, graph, class_name=f"Fused{type(model).__name__}")
+    rewritten = _drop_identities(graph_module)
     conv_nodes = [
         node
         for node in graph_module.graph.nodes
         if node.op == "call_module" and _is_fusible_conv(graph_module.get_submodule(node.target))
     ]
+    rewritten += _fold_scalar_multiplies(graph_module, conv_nodes)
     fused = sum(_fuse_one(graph_module, node, index) for index, node in enumerate(conv_nodes))
-    if not fused:
+    if not fused and not rewritten:
         return model
     graph_module.graph.lint()
     graph_module.delete_all_unused_submodules()
@@ -369,17 +592,26 @@ def optimize_for_inference(
 ) -> FastInferenceModel:
     """A fast inference copy of `model` (the original is left untouched).
 
-    Eval mode, no gradients, conv + ReLU / conv + skip + ReLU fused (`fuse_conv_activations`,
-    with `fuse` and `channels_last`), other stride-1 transposed convs as convolutions, weights
-    channels-last. Same outputs as `model(lr)` up to float rounding (max abs difference ~1e-6).
+    Every model gets: a deep copy in eval mode without gradients, re-parameterisable branches
+    folded into plain convolutions (`fuse_reparameterizable`, SPAN), eval-mode batch norm folded
+    into the conv before it (`fold_batch_norms`, SRResNet), stride-1 transposed convs as
+    convolutions, weights channels-last and `torch.inference_mode()` around each call. With
+    `fuse` and `channels_last`, conv -> activation and conv -> skip sum [-> ReLU] chains also run
+    as single oneDNN kernels (`fuse_conv_activations`), where torch.fx can trace the model.
+    Same outputs as `model(lr)` up to float rounding (max abs difference ~1e-6).
     """
-    fast = copy.deepcopy(model).cpu().float().eval()
-    fast.requires_grad_(False)
+    fast = copy.deepcopy(model).cpu().float().eval()  # eval first: batch norm folds its running stats
+    fuse_reparameterizable(fast)
+    if fuse:
+        fold_batch_norms(fast)
+        replace_strided_transposed_convs(fast)
     if fuse and channels_last:
         fast = fuse_conv_activations(fast)
     replace_transposed_convs(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+    # Again at the end: the modules the rewrites added start in training mode, with gradients.
+    fast.eval().requires_grad_(False)
     return FastInferenceModel(fast, channels_last=channels_last)
 
 

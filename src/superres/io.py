@@ -6,14 +6,20 @@ numpy + zlib PNG codec covers what Pillow cannot represent: 16-bit gray+alpha an
 (Pillow has no 16-bit LA/RGB/RGBA mode and would silently drop the low byte of every sample), and
 `superres.tiff` does the same for 16-bit gray+alpha and colour TIFFs.
 
-Public API: `IMAGE_EXTENSIONS`, `list_images`, `LoadedImage`, `read_image`, `write_image`,
-`to_float`, `from_float`, `DEFAULT_MAX_PIXELS`.
+GIF is read (its first frame, palette converted) but never written: an upscaled photo does not
+fit a 256-colour palette. JPEG's decoder (libjpeg) pads a file that ends early with flat gray and
+only warns, which Pillow does not pass on; `_check_jpeg_is_complete` catches it instead.
+
+Public API: `IMAGE_EXTENSIONS`, `READ_EXTENSIONS`, `list_images`, `LoadedImage`, `read_image`,
+`write_image`, `to_float`, `from_float`, `DEFAULT_MAX_PIXELS`, `default_max_pixels`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import stat
 import struct
 import threading
@@ -29,12 +35,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from superres import tiff
-from superres.atomic import atomic_write
+from superres.atomic import atomic_write, describe_os_error
 from superres.errors import ImageReadError, ImageWriteError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: What can be read: the writable formats and GIF.
+READ_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, ".gif")
 
 # Pillow format names, by extension; reading is restricted to these formats too, so a file is
 # never handed to a plugin that shells out (EPS) or that we never tested.
@@ -47,11 +55,42 @@ _FORMAT_BY_EXTENSION: dict[str, str] = {
     ".tiff": "TIFF",
     ".webp": "WEBP",
 }
-_READABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
-_FORMATS_IN_WORDS = "PNG, JPEG, BMP, TIFF or WebP"
+_READABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
+_FORMATS_IN_WORDS = "PNG, JPEG, BMP, TIFF, WebP or GIF"
 
-# 2**28 = 268M pixels: a 16384 x 16384 image fits, a hostile 64k x 64k header does not.
-DEFAULT_MAX_PIXELS = 2**28
+#: Never more than 2**28 = 268M pixels: a 16384 x 16384 image fits, a hostile 64k x 64k header not.
+_MAX_PIXELS_CEILING = 2**28
+#: Bytes of memory one input pixel costs in the heaviest use (upscaling x4 to 16-bit RGBA with its
+#: float copies: about 130 B measured); the default limit keeps that within the machine's memory.
+_BYTES_PER_PIXEL_AT_WORST = 160
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory, or the container's cgroup limit when that is lower; None if unknown."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def default_max_pixels() -> int:
+    """The pixel limit that fits this machine: a 23 KB file claiming 16000x16000 pixels must not
+    be decoded into gigabytes the rest of the pipeline cannot hold."""
+    memory = _memory_bytes()
+    if memory is None:
+        return _MAX_PIXELS_CEILING
+    return max(1, min(_MAX_PIXELS_CEILING, memory // _BYTES_PER_PIXEL_AT_WORST))
+
+
+DEFAULT_MAX_PIXELS = default_max_pixels()
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
@@ -79,15 +118,18 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         raise ImageReadError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise ImageReadError(f"{folder}: not a folder")
-    images = sorted(
-        entry
-        for entry in folder.iterdir()
-        if entry.suffix.lower() in IMAGE_EXTENSIONS
-        and not entry.name.startswith(".")
-        and entry.is_file()
-    )
+    try:
+        images = sorted(
+            entry
+            for entry in folder.iterdir()
+            if entry.suffix.lower() in READ_EXTENSIONS
+            and not entry.name.startswith(".")
+            and entry.is_file()
+        )
+    except OSError as exc:  # an unreadable folder: one line naming it, not a traceback
+        raise ImageReadError(f"{folder}: cannot list folder ({exc.strerror or exc})") from exc
     if not images:
-        raise ImageReadError(f"{folder}: no images ({' '.join(IMAGE_EXTENSIONS)}) in folder")
+        raise ImageReadError(f"{folder}: no images ({' '.join(READ_EXTENSIONS)}) in folder")
     return images
 
 
@@ -130,7 +172,7 @@ class LoadedImage:
 def read_image(
     path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:
-    """Read a PNG, JPEG, BMP, TIFF or WebP file into a `LoadedImage`.
+    """Read a PNG, JPEG, BMP, TIFF, WebP or GIF file into a `LoadedImage`.
 
     The file's content decides the format, not its extension. `max_pixels` (None: no limit)
     guards against decompression bombs: a tiny file that declares a gigantic canvas.
@@ -161,6 +203,9 @@ def _check_is_nonempty_file(path: Path) -> None:
         raise ImageReadError(f"{path}: cannot access file ({exc.strerror or exc})") from exc
     if stat.S_ISDIR(status.st_mode):
         raise ImageReadError(f"{path}: is a directory, not an image file")
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO or a device reports size 0 and would block or never end: not "empty".
+        raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
     if status.st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
 
@@ -169,7 +214,7 @@ def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | No
     if max_pixels is not None and width * height > max_pixels:
         raise ImageReadError(
             f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of "
-            f"{max_pixels} (decompression bomb guard; pass max_pixels to raise it)"
+            f"{max_pixels} (decompression bomb guard; raise it with --max-pixels)"
         )
 
 
@@ -228,10 +273,60 @@ def _read_with_pillow(
             raise _bomb_error(path, exc) from exc
         except _DECODE_ERRORS as exc:
             raise ImageReadError(f"{path}: truncated or corrupt image data ({exc})") from exc
+        if image.format == "JPEG":
+            _check_jpeg_is_complete(fp, image, path)
+        elif getattr(image, "n_frames", 1) > 1:
+            logger.warning("%s: %d frames; only the first is upscaled", path, image.n_frames)
         icc_profile = image.info.get("icc_profile") or None
         upright = _exif_transposed(image, path)
         pixels, keep_profile = _pixels_from_pillow_image(upright, path)
     return pixels, (icc_profile if keep_profile else None)
+
+
+# A marker outside entropy-coded data: 0xFF, then neither a stuffed 0x00, a restart marker nor fill.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_END_OF_IMAGE = b"\xff\xd9"
+# Bytes a complete file's decoder never reads (they sit after the last scan, before the end marker)
+# but a truncated file's decoder takes for the missing image data; fixed, so the check is repeatable.
+_JPEG_PROBE_PADDING = np.random.default_rng(0).integers(1, 255, 256, dtype=np.uint8).tobytes()
+
+
+def _jpeg_end_marker_offset(data: bytes) -> int | None:
+    """Offset of the end-of-image marker that closes the main image, or None if there is none."""
+    position = 2  # after SOI
+    while (match := _JPEG_MARKER.search(data, position)) is not None:
+        marker = match.group()[1]
+        if marker == 0xD9:
+            return match.start()
+        if match.start() + 4 > len(data):
+            return None
+        # Every other marker here carries a 2-byte length; entropy-coded data follows SOS.
+        (length,) = struct.unpack(">H", data[match.start() + 2 : match.start() + 4])
+        position = match.start() + 2 + max(length, 2)
+    return None
+
+
+def _check_jpeg_is_complete(fp: BinaryIO, image: Image.Image, path: Path) -> None:
+    """Refuse a JPEG whose image data ends before its last pixel (a cut file with an end marker).
+
+    libjpeg fills what is missing with gray and only warns. So the file is decoded a second time
+    with bytes inserted before its end marker: a complete file never reads them and decodes the
+    same, a truncated one takes them for image data and decodes differently.
+    """
+    fp.seek(0)
+    data = fp.read()
+    end = _jpeg_end_marker_offset(data)
+    if end is None:
+        return  # no end marker: Pillow's own check already refused a cut file
+    probe_data = data[:end] + _JPEG_PROBE_PADDING + data[end:]
+    try:
+        with _pillow_limit_disabled(), Image.open(io.BytesIO(probe_data), formats=("JPEG",)) as probe:
+            probe.load()
+            same = np.array_equal(np.asarray(probe), np.asarray(image))
+    except _DECODE_ERRORS + _PILLOW_BOMB_ERRORS:
+        same = False
+    if not same:
+        raise ImageReadError(f"{path}: truncated JPEG (image data ends before the last pixel)")
 
 
 def _exif_transposed(image: Image.Image, path: Path) -> Image.Image:
@@ -725,6 +820,11 @@ def write_image(
 
 def _format_for_path(path: Path) -> str:
     image_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
+    if path.suffix.lower() == ".gif":
+        raise ImageWriteError(
+            f"{path}: GIF is read but not written (256 colours would undo the upscale); "
+            f"use one of {' '.join(IMAGE_EXTENSIONS)}"
+        )
     if image_format is None:
         raise ImageWriteError(
             f"{path}: unknown image extension {path.suffix!r} "
@@ -799,7 +899,9 @@ def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> Non
         ) from exc
     try:
         atomic_write(path, write_to)
-    except (OSError, ValueError, KeyError) as exc:
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot write image ({describe_os_error(exc)})") from exc
+    except (ValueError, KeyError) as exc:
         raise ImageWriteError(f"{path}: cannot write image ({exc})") from exc
 
 

@@ -80,6 +80,7 @@ def tiled_forward(
     tile: int | None,
     overlap: int,
     memory_format: torch.memory_format = torch.contiguous_format,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """`fn(lr)` computed tile by tile: tiles of at most `tile` LR pixels, `overlap` of context.
 
@@ -88,6 +89,7 @@ def tiled_forward(
     (`torch.channels_last` makes `output[0].permute(1, 2, 0)` an HWC view without a copy), and
     only the centre of each tile's output (the part its context makes exact) is written into it.
     Every call gets the same LR shape, min(image, largest tile + 2 * overlap) on each axis.
+    `on_tile(done, total)`, if given, is called after every tile (a progress bar's hook).
     """
     if lr.ndim != 4:
         raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(lr.shape)}")
@@ -95,7 +97,10 @@ def tiled_forward(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     _, _, height, width = lr.shape
     if tile is None or (tile >= height and tile >= width):
-        return fn(lr).contiguous(memory_format=memory_format)
+        whole = fn(lr).contiguous(memory_format=memory_format)
+        if on_tile is not None:
+            on_tile(1, 1)
+        return whole
     if tile < 1:
         raise ValueError(f"tile must be a positive number of pixels, got {tile}")
 
@@ -104,7 +109,7 @@ def tiled_forward(
     window_height = min(height, max(bottom - top for top, bottom, _, _ in spans) + 2 * overlap)
     window_width = min(width, max(right - left for _, _, left, right in spans) + 2 * overlap)
     output: torch.Tensor | None = None
-    for top, bottom, left, right in spans:
+    for done, (top, bottom, left, right) in enumerate(spans, start=1):
         context_top, context_bottom = _context_window(top, bottom, window_height, height)
         context_left, context_right = _context_window(left, right, window_width, width)
         sr_tile = fn(lr[:, :, context_top:context_bottom, context_left:context_right])
@@ -126,6 +131,8 @@ def tiled_forward(
         output[:, :, scale * top : scale * bottom, scale * left : scale * right] = sr_tile[
             :, :, row : row + scale * (bottom - top), col : col + scale * (right - left)
         ]
+        if on_tile is not None:
+            on_tile(done, len(spans))
     assert output is not None  # the image has at least one pixel, so at least one tile ran
     return output
 

@@ -31,6 +31,7 @@ file and plots in `superres.runlog`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -55,6 +56,7 @@ from superres.data import DeviceBatches, open_patch_source
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.fast import retain_freed_memory
+from superres.runlock import hold_run_lock
 from superres.runlog import HISTORY_COLUMNS, append_history, write_history, write_plots
 from superres.train_state import (
     BEST_CHECKPOINT,
@@ -127,7 +129,11 @@ def train(
             index = dist.local_rank if dist.world_size > 1 else (device.index or torch.cuda.current_device())
             device = torch.device("cuda", index)
             torch.cuda.set_device(device)
-        return _train(config, run_dir, device, dist, resume, stop_after, call_started)
+        # Rank 0 writes the folder, so rank 0 alone holds its lock. The folder is checked before
+        # (a bad --resume creates nothing) and again under the lock (a run that started meanwhile).
+        check_run_dir(run_dir, resume)
+        with hold_run_lock(run_dir) if dist.is_main else contextlib.nullcontext():
+            return _train(config, run_dir, device, dist, resume, stop_after, call_started)
     finally:
         torch.set_num_threads(threads_before)  # a library call should not leave the process changed
         if dist.started_here:
@@ -388,7 +394,9 @@ def check_val_dir(val_data: str | None) -> Path | None:
 
     val_dir = Path(val_data)
     if not val_dir.is_dir():
-        raise ConfigError(f"validation folder not found: {val_dir}")
+        from superres.config import missing_path_message
+
+        raise ConfigError(missing_path_message("validation folder", val_dir))
     if not list_images(val_dir):
         raise ConfigError(f"no images found in validation folder {val_dir}")
     return val_dir

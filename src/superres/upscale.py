@@ -18,7 +18,10 @@ colours (`fill_transparent`, a pull-push fill). Premultiplying instead would div
 output by an interpolated alpha, which amplifies the network's errors where alpha is small.
 
 `upscale_files` runs a batch of files, folders and globs with atomic writes, skips existing
-outputs, never overwrites an input, and reports unreadable files without stopping the batch.
+outputs, never overwrites an input, and reports unreadable files, unreadable folders and entries
+a glob reaches twice (through a symlink) without stopping the batch. It removes the temporary
+files a killed earlier run left beside its outputs, and shows per-tile progress with an ETA
+once an image takes more than a second.
 The network is called through a `superres.backends.Backend` (`(lr) -> sr` on one device): pass
 a runtime name ("torch", "onnxruntime") or a ready `Backend`. Tile overlap and colour handling
 come from the model's card alone (`receptive_field_for` with the model's own kwargs,
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 import glob
 import logging
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +52,8 @@ logger = logging.getLogger(__name__)
 BICUBIC_CONTEXT = 2
 #: Characters that make an input a glob pattern rather than a file name.
 _GLOB_CHARACTERS = frozenset("*?[")
+#: Seconds of work on one image before its tile progress bar appears.
+PROGRESS_DELAY_S = 1.0
 
 
 # --------------------------------------------------------------------------- alpha
@@ -96,7 +103,10 @@ def _max_value(dtype: np.dtype) -> int:
         return 255
     if dtype == np.uint16:
         return 65535
-    raise TypeError(f"expected uint8 or uint16 pixels, got {dtype}")
+    raise TypeError(
+        f"expected uint8 or uint16 pixels (HW or HWC, 1 to 4 channels), got {dtype}; "
+        "convert floats in [0, 1] with superres.io.from_float"
+    )
 
 
 def _tile_overlap(model: nn.Module) -> int:
@@ -166,7 +176,10 @@ class _TilePipeline:
 def _prepare_lr(pixels: np.ndarray, max_value: int, has_alpha: bool) -> torch.Tensor:
     """HWC integer pixels -> (1, C, H, W) float32 in [0, 1], transparent colours filled."""
     # Reorder while still integers (a quarter of the float size), then convert once.
-    planes = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+    with warnings.catch_warnings():
+        # A read-only array (a caller's, or np.broadcast_to) is only read: .float() below copies.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        planes = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
     lr = planes.float().div_(max_value)
     del planes
     if has_alpha:
@@ -204,6 +217,7 @@ def upscale_image(
     half: bool = False,
     backend: str | Backend = "torch",
     self_ensemble: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Upscale HWC (or HW) uint8/uint16 pixels by `model.scale`; same layout and type out.
 
@@ -211,6 +225,7 @@ def upscale_image(
     `backend`: a runtime name for `superres.backends.make_backend`, or a ready `Backend` (then
     `device` and `self_ensemble` are its own; `half` still sizes the auto tile).
     `self_ensemble`: 8 passes averaged (`superres.ensemble`).
+    `on_tile(done, total)` is called after each tile (progress reporting).
     """
     pixels = np.asarray(pixels)
     squeeze = pixels.ndim == 2
@@ -247,6 +262,7 @@ def upscale_image(
             tile=tile_size,
             overlap=overlap,
             memory_format=torch.channels_last,
+            on_tile=on_tile,
         )
     del lr
     result = np.ascontiguousarray(sr[0].permute(1, 2, 0).numpy(), dtype=pixels.dtype)
@@ -282,7 +298,7 @@ def expand_inputs(
     Globs are expanded here so that shells that do not expand them (Windows) work too. A
     literal name that does not exist stays in the named files: reading it reports the failure.
     """
-    from superres.io import IMAGE_EXTENSIONS, list_images
+    from superres.io import READ_EXTENSIONS, list_images
 
     named: list[Path] = []
     found: list[Path] = []
@@ -292,40 +308,77 @@ def expand_inputs(
         if path.is_dir():
             try:
                 found.extend(list_images(path))
-            except ImageReadError as error:  # an empty folder: say so, do the rest
+            except ImageReadError as error:  # an empty or unreadable folder: say so, do the rest
                 problems.append((path, str(error)))
         elif not path.exists() and _is_glob(str(item)):
             matches = sorted(Path(match) for match in glob.glob(str(item), recursive=True))
-            images = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            images = [m for m in matches if m.is_file() and m.suffix.lower() in READ_EXTENSIONS]
             if not images:
                 problems.append((path, f"no images match {item}"))
             found.extend(images)
         else:
             named.append(path)
-    return named, found, problems
+    return named, _without_aliases(named, found), problems
+
+
+def _without_aliases(named: Sequence[Path], found: Sequence[Path]) -> list[Path]:
+    """`found` without the files already reached under another name (a symlinked folder)."""
+    seen = {_resolved(path) for path in named}
+    unique = []
+    for path in found:
+        real = _resolved(path)
+        if real in seen:
+            logger.info("not upscaling %s: the same file as another input", path)
+            continue
+        seen.add(real)
+        unique.append(path)
+    return unique
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the name is all there is
+        return path.absolute()
 
 
 def output_name(input_path: Path, scale: int) -> str:
-    """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension."""
-    return f"{input_path.stem}_x{scale}{input_path.suffix}"
+    """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension (a GIF, which
+    is not written, becomes a PNG)."""
+    from superres.io import IMAGE_EXTENSIONS
+
+    suffix = input_path.suffix if input_path.suffix.lower() in IMAGE_EXTENSIONS else ".png"
+    return f"{input_path.stem}_x{scale}{suffix}"
 
 
 def _output_is_single_file(output: Path, count: int) -> bool:
-    from superres.io import IMAGE_EXTENSIONS
+    from superres.io import IMAGE_EXTENSIONS, READ_EXTENSIONS
 
     names_a_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
     if names_a_file and count > 1:
         raise ConfigError(
             f"-o {output} names a file, but {count} images are being upscaled; give a folder"
         )
+    if count == 1 and output.suffix.lower() in READ_EXTENSIONS and not names_a_file:
+        if not output.is_dir():  # e.g. out.gif: a file the user wants, not a folder to create
+            raise ConfigError(
+                f"-o {output}: cannot write {output.suffix} files; "
+                f"use one of {' '.join(IMAGE_EXTENSIONS)}"
+            )
     return names_a_file
 
 
 def plan_outputs(
-    named: Sequence[Path], found: Sequence[Path], output: Path | None, scale: int
+    named: Sequence[Path],
+    found: Sequence[Path],
+    output: Path | None,
+    scale: int,
+    conflicts: list[tuple[Path, str]] | None = None,
 ) -> list[tuple[Path, Path]]:
     """(input, output) pairs. Folder and glob finds that are another input's output (a previous
-    run's results lying beside the inputs) are dropped; writing over any input is a ConfigError."""
+    run's results lying beside the inputs) are dropped; writing over any input is a ConfigError.
+    A second input bound for an output already claimed is left out and, with `conflicts` given,
+    reported there (else a ConfigError)."""
     inputs = list(dict.fromkeys([*named, *found]))  # order kept, duplicates dropped
     single_file = output is not None and _output_is_single_file(output, len(inputs))
 
@@ -352,9 +405,33 @@ def plan_outputs(
             victim = resolved_inputs[out.resolve()]
             raise ConfigError(f"refusing to overwrite input {victim} with the output of {path}")
         if out.resolve() in claimed:
-            raise ConfigError(f"{claimed[out.resolve()]} and {path} would both be written to {out}")
+            message = f"{claimed[out.resolve()]} and {path} would both be written to {out}"
+            if conflicts is None:
+                raise ConfigError(message)
+            conflicts.append((path, message))
+            continue
         claimed[out.resolve()] = path
-    return jobs
+    return [(path, out) for path, out in jobs if claimed.get(out.resolve()) == path]
+
+
+@contextmanager
+def _tile_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """An `on_tile` callback drawing a bar with an ETA, shown only once the work takes a while."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_tile(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit="tile", delay=PROGRESS_DELAY_S, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield on_tile
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _upscale_one(
@@ -363,12 +440,16 @@ def _upscale_one(
     model: nn.Module,
     runner: Backend,
     tile: str | int | None,
+    max_pixels: int | None,
 ) -> None:
+    from superres.atomic import remove_stale_temporaries
     from superres.io import read_image, write_image
 
-    loaded = read_image(input_path)
-    sr = upscale_image(loaded.pixels, model, tile=tile, backend=runner)
+    loaded = read_image(input_path, max_pixels=max_pixels)
+    with _tile_progress(input_path.name) as on_tile:
+        sr = upscale_image(loaded.pixels, model, tile=tile, backend=runner, on_tile=on_tile)
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output_path)
     write_image(output_path, sr, icc_profile=loaded.icc_profile)
 
 
@@ -396,6 +477,7 @@ def upscale_files(
     backend: str = "torch",
     half: bool = False,
     self_ensemble: bool = False,
+    max_pixels: int | None = None,
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -404,16 +486,22 @@ def upscale_files(
     unwritable image is reported and skipped while the rest completes. User errors that concern
     the whole batch (unknown model, bad scale, an output over an input) raise SuperresError.
     `self_ensemble`: average each image over its 8 flips/rotations (8 times the work).
+    `max_pixels`: the decompression-bomb limit per input (None: `superres.io.DEFAULT_MAX_PIXELS`).
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from superres.atomic import describe_os_error
+    from superres.io import DEFAULT_MAX_PIXELS
+
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
 
     resolved_device = resolve_device(device)
     network = _resolve_batch_model(model, scale, resolved_device)
     runner = make_backend(network, backend, resolved_device, half=half, self_ensemble=self_ensemble)
     named, found, problems = expand_inputs(inputs)
     output_path = Path(output) if output is not None else None
-    jobs = plan_outputs(named, found, output_path, int(network.scale))
+    jobs = plan_outputs(named, found, output_path, int(network.scale), conflicts=problems)
 
     report = BatchReport()
     for path, reason in problems:
@@ -428,11 +516,11 @@ def upscale_files(
                 report.skipped.append((input_path, reason))
                 continue
             try:
-                _upscale_one(input_path, output_path, network, runner, tile)
+                _upscale_one(input_path, output_path, network, runner, tile, max_pixels)
             except (SuperresError, OSError) as error:
-                # SuperresError messages name the file already; OS errors may not.
+                # SuperresError messages name the file already; OS errors may name a temporary one.
                 is_ours = isinstance(error, SuperresError)
-                message = str(error) if is_ours else f"{input_path}: {error}"
+                message = str(error) if is_ours else f"{input_path}: {describe_os_error(error)}"
                 logger.warning("failed: %s", message)
                 report.failed.append((input_path, message))
                 continue

@@ -19,9 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="measure inference and training speed",
         description="Time each model on each backend at fixed output sizes (batch 1), against plain "
         "PyTorch eager and the machine's fp32 matmul rate measured in the same run; then a "
-        "training step, fast path vs eager. Models carry random weights: speed does not depend on them.",
+        "training step, fast path vs eager. Models carry random weights (speed does not depend on "
+        "them), at the configuration their card names for benchmarks.",
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names")
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names (default: all)"
+    )
     parser.add_argument("--scales", nargs="+", type=int, default=[2], help="scales (default 2)")
     parser.add_argument(
         "--backends",
@@ -36,7 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1)")
     parser.add_argument("--no-training", action="store_true", help="skip the training-step measurements")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test in seconds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one repeat, small test configurations of the models: a smoke test in seconds",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (fields: see superres.bench)")
     parser.set_defaults(run=run)
 

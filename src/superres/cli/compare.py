@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from superres.cli.upscale import add_device_arguments, choose_model
+from superres.cli.upscale import add_device_arguments, add_max_pixels_argument, choose_model
 from superres.errors import ConfigError
 
 
@@ -37,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--crop", default=None, help="zoomed region x,y,w,h in SR pixels (default: most detailed)"
     )
     add_device_arguments(p)
+    add_max_pixels_argument(p)
     p.set_defaults(run=run)
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         save_comparison_figure,
         to_uint8,
     )
-    from superres.io import read_image
+    from superres.io import DEFAULT_MAX_PIXELS, read_image
     from superres.pretrained import resolve_model
     from superres.resize import modcrop
 
@@ -62,12 +63,13 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(spec, scale, device=str(device))
     scale = int(model.scale)
 
-    image = to_uint8(read_image(args.image).pixels)
+    limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    image = to_uint8(read_image(args.image, max_pixels=limit).pixels)
     if args.from_hr:
         hr, lr = degrade(image, scale)
     else:
         lr = image
-        hr = modcrop(to_uint8(read_image(args.hr).pixels), scale) if args.hr else None
+        hr = modcrop(to_uint8(read_image(args.hr, max_pixels=limit).pixels), scale) if args.hr else None
     backend = make_backend(model, "torch", device)
     comparison = compare_images(
         lr, model, hr=hr, crop=crop, tile=args.tile, backend=backend, model_label=spec

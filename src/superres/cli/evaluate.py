@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+from superres.cli.upscale import add_max_pixels_argument
 from superres.ensemble import ENSEMBLE_LABEL
 from superres.errors import ConfigError
 from superres.evaluate import EvalResult, Protocol, dataset_name, evaluate_model
@@ -35,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     parser.add_argument("--save-dir", type=Path, help="write the SR images here")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_max_pixels_argument(parser)
     parser.add_argument("--shave", type=int, help="border pixels left out (default: the scale)")
     parser.add_argument("--rgb", action="store_true", help="score all RGB channels instead of Y")
     parser.add_argument(
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     save_dir=save_dir,
                     model_name=model_name,
                     backend=backend,
+                    max_pixels=args.max_pixels,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")

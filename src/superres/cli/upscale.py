@@ -6,22 +6,44 @@ import argparse
 
 from superres.errors import ModelError
 
-#: Scales the command accepts (those the shipped architectures are built for).
-SCALES = (2, 3, 4)
 DEFAULT_SCALE = 2
+
+
+def supported_scales() -> tuple[int, ...]:
+    """Every scale some registered model supports: what `superres models` lists (bicubic goes
+    to x8; the model chosen then says whether it supports the scale asked for)."""
+    from superres.models import get_model_info, list_models
+
+    return tuple(sorted({s for name in list_models() for s in get_model_info(name).scales}))
+
+
+def positive_int_argument(text: str, also: str = "") -> int:
+    """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected {also}a positive integer, got '{text}'")
+    return value
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels, shared by the commands that read images."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int_argument,
+        default=None,
+        help="refuse images with more pixels than this (decompression bomb guard; default: "
+        "what fits this machine's memory, at most 2**28)",
+    )
 
 
 def tile_argument(text: str) -> str | int:
     """`--tile` value: "auto" or a positive number of LR pixels."""
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got '{text}'")
-    return value
+    return positive_int_argument(text, also="'auto' or ")
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scale",
         type=int,
         default=None,
-        help="upscaling factor: 2, 3 or 4 (default: 2, or the checkpoint's)",
+        help="upscaling factor: 2, 3 or 4 with the trained models, up to 8 with bicubic "
+        "(default: 2, or the checkpoint's)",
     )
     p.add_argument(
         "--model",
@@ -69,6 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="average the model over the 8 flips/rotations of each image (8x the time)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_max_pixels_argument(p)
     p.add_argument(
         "--backend", default="torch", help="inference runtime: torch or onnxruntime (default: torch)"
     )
@@ -77,8 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def check_scale(scale: int | None) -> None:
     """An unsupported --scale is a ModelError naming it (the CLI prints it as one line)."""
-    if scale is not None and scale not in SCALES:
-        choices = ", ".join(str(supported) for supported in SCALES)
+    if scale is not None and scale not in (scales := supported_scales()):
+        choices = ", ".join(str(supported) for supported in scales)
         raise ModelError(f"scale {scale} is not supported; choose one of {choices}")
 
 
@@ -112,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         half=args.half,
         self_ensemble=args.self_ensemble,
+        max_pixels=args.max_pixels,
     )
     method = f"{spec} (x8 self-ensemble)" if args.self_ensemble else spec
     parts = [f"upscaled {len(report.written)} image(s) with {method} on {device}"]

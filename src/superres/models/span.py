@@ -10,9 +10,15 @@ blocks, a convolution after the last block, a 1x1 fusion of four feature maps (t
 convolution's, the last block's after its convolution, the first block's and the last block's
 first inner convolution), and a 3x3 convolution + pixel shuffle to the HR image.
 
+As in the paper, the centred input is multiplied by 255 (`IMAGE_RANGE`): the features are then
+large enough for the attention's sigmoid to work as a gate (near +-0.5) rather than in its linear
+range around 0, where it squares small features and starves the deep blocks of gradient (on this
+CPU, 300 steps reached an L1 loss of 0.0198 with the range against 0.0210 without). The
+upsampler's output is divided by the same factor.
+
 Differences from the paper (also in `SPAN_INFO.deviations`): Y channel by default (`channels`
-"RGB" is the paper's); the input is centred on a fixed mean but not multiplied by 255; the
-expansion 1x1 has no bias (it would only differ at the zero padding, where it would make the
+"RGB" is the paper's); the upsampler starts near zero so that an untrained network gives its
+skip (bicubic or the mean); the expansion 1x1 has no bias (it would only differ at the zero padding, where it would make the
 re-parameterisation inexact); `bicubic_skip` (on by default) adds the bicubic upscale of the input
 so that the network learns a residual, which trains faster on a CPU; `reparam_gain=0` trains plain
 3x3 convolutions without the branches (the same inference network, about a quarter of the
@@ -40,6 +46,11 @@ from superres.models.blocks import (
 from superres.models.reparam import RepConv3x3
 from superres.resize import imresize_tensor
 
+#: The paper's `img_range`: the centred input is multiplied by it, the output divided by it.
+IMAGE_RANGE = 255.0
+#: Factor on the upsampler's default initialisation: small, so training starts at the skip.
+UPSAMPLER_INIT_SCALE = 0.01
+
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     num_blocks = require_positive_int("span", "num_blocks", kwargs["num_blocks"])
     body = 1 + 3 * num_blocks + 1 + 1  # first conv, three per block, last conv, upsampler conv
@@ -59,8 +70,8 @@ SPAN_INFO = ModelInfo(
     degradation="bicubic",
     paper="Wan et al., 'Swift Parameter-free Attention Network for Efficient Super-Resolution', "
     "CVPRW 2024 (NTIRE 2024 efficient SR winner)",
-    deviations="Y channel by default (the paper: RGB); input centred on a fixed mean, not scaled "
-    "by 255; the 1x1 expansion of each re-parameterisable conv has no bias, so that folding is "
+    deviations="Y channel by default (the paper: RGB); the upsampler starts near zero (an untrained "
+    "network gives its skip); the 1x1 expansion of each re-parameterisable conv has no bias, so that folding is "
     "exact at the zero-padded border; a bicubic skip (bicubic_skip, on by default) makes the "
     "network learn a residual over bicubic; reparam_gain=0 trains plain 3x3 convs instead of the "
     "branches. Trained on the 291 images rather than DIV2K + LSDIR.",
@@ -126,9 +137,16 @@ class SPAN(nn.Module):
             nn.Conv2d(width, image_channels * self.scale * self.scale, 3, padding=1),
             nn.PixelShuffle(self.scale),
         )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """PyTorch's default init everywhere; the upsampler's conv scaled down, bias zero."""
+        self.upsample[0].weight.mul_(UPSAMPLER_INIT_SCALE)
+        self.upsample[0].bias.zero_()
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        features = self.first(lr - self.mean)  # (N, F, h, w)
+        features = self.first((lr - self.mean) * IMAGE_RANGE)  # (N, F, h, w)
         x, first_block_out, last_inner = features, None, None
         for block in self.blocks:
             x, last_inner = block(x)
@@ -136,7 +154,7 @@ class SPAN(nn.Module):
                 first_block_out = x
         x = self.last(x)
         x = self.merge(torch.cat([features, x, first_block_out, last_inner], dim=1))  # (N, F, h, w)
-        sr = self.upsample(x)  # (N, C, scale*h, scale*w)
+        sr = self.upsample(x) / IMAGE_RANGE  # (N, C, scale*h, scale*w)
         if self.bicubic_skip:
             return sr + imresize_tensor(lr, self.scale)
         return sr + self.mean

@@ -1,0 +1,495 @@
+"""The public Python facade: superres in three lines, re-exported lazily by `superres/__init__.py`.
+
+    import superres
+    sr = superres.upscale("photo.jpg")                 # writes photo_x2.jpg, returns its path
+    array = superres.upscale(pixels, model="fast", scale=3)
+
+One name grammar for models, parsed here and only here (`parse_model`); a `model` argument is:
+
+- `"default"`: the shipped model with the best Set5 PSNR at the scale (what `superres upscale`
+  uses); `"fast"`: the cheapest shipped model that still beats bicubic by 1 dB;
+- a shipped pretrained name (`"red20"`, `"srcnn"`; `list_pretrained()`);
+- a registered architecture that needs no weights (`"bicubic"`; `list_models()`);
+- a path to a `.safetensors` checkpoint written by `superres train`.
+
+The listing of shipped weights is read once per process and cached (`list_pretrained`), and so
+are the networks `upscale` runs: calling it in a loop loads a model once. `load_model` always
+returns a fresh network the caller may change (fine-tune, move) without touching that cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
+
+from superres.errors import ConfigError, ImageWriteError, ModelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import nn
+
+    from superres.backends import Backend
+    from superres.config import TrainConfig
+    from superres.evaluate import EvalResult, Protocol
+    from superres.io import LoadedImage
+    from superres.pretrained import PretrainedEntry
+    from superres.train import TrainSummary
+    from superres.upscale import BatchReport
+
+#: The aliases of the name grammar, beside shipped names, architectures and checkpoint paths.
+ALIASES = ("default", "fast")
+#: The scale a model name is resolved at when none is given (and none is stored in a checkpoint).
+DEFAULT_SCALE = 2
+#: Networks (with their runtimes) kept ready by `upscale`: enough for a default, a fast model and
+#: one more without holding every shipped model in memory.
+_RUNTIME_CACHE_SIZE = 4
+
+# --------------------------------------------------------------------------- the name grammar
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a model name resolves to, before anything is loaded.
+
+    `kind`: "pretrained" (shipped weights `name` at `scale`), "architecture" (a registered
+    weight-free network such as bicubic) or "checkpoint" (`name` is a file path; `scale` None
+    means the checkpoint's own). `alias`: "default" or "fast" when the name was one.
+    """
+
+    spec: str
+    kind: Literal["pretrained", "architecture", "checkpoint"]
+    name: str
+    scale: int | None
+    alias: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How results name the model: `red20`, or `default (red20)` for an alias."""
+        return f"{self.alias} ({self.name})" if self.alias else self.name
+
+
+@functools.lru_cache(maxsize=1)
+def _pretrained_listing() -> tuple[PretrainedEntry, ...]:
+    from superres import pretrained
+
+    return tuple(pretrained.list_pretrained())
+
+
+def list_pretrained() -> list[PretrainedEntry]:
+    """The shipped weights (name, scale, model card), read once per process and cached."""
+    return list(_pretrained_listing())
+
+
+def list_models() -> list[str]:
+    """The registered architectures, simplest first (`superres.models.list_models`)."""
+    from superres.models import list_models as registered
+
+    return registered()
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith(".safetensors") or "/" in spec or os.sep in spec
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_name(spec: str, scale: int | None) -> ModelChoice:
+    from superres import pretrained
+    from superres.models import get_model_info
+
+    if _looks_like_path(spec):
+        return ModelChoice(spec, "checkpoint", spec, scale)
+    at_scale = DEFAULT_SCALE if scale is None else scale
+    alias = spec if spec in ALIASES else None
+    name = spec
+    if alias == "default":
+        name = pretrained.default_model_for(at_scale)
+    elif alias == "fast":
+        name = pretrained.fastest_model_for(at_scale)
+    entries = _pretrained_listing()
+    shipped = sorted(entry.scale for entry in entries if entry.name == name)
+    if at_scale in shipped:
+        return ModelChoice(spec, "pretrained", name, at_scale, alias)
+    if name in list_models() and not get_model_info(name).needs_weights:
+        return ModelChoice(spec, "architecture", name, at_scale, alias)
+    if shipped:
+        listed = ", ".join(f"x{s}" for s in shipped)
+        raise ModelError(f"pretrained model '{name}' ships for {listed}, not x{at_scale}")
+    if Path(spec).is_file():  # a checkpoint named without folder or extension
+        return ModelChoice(spec, "checkpoint", spec, scale)
+    raise ModelError(
+        f"unknown model '{spec}'; choose one of: {', '.join(model_names())}, "
+        "or a .safetensors checkpoint path"
+    )
+
+
+def parse_model(spec: str, scale: int | None = None) -> ModelChoice:
+    """Resolve a model name of the grammar above at `scale` without loading anything.
+
+    Raises `ModelError` for an unknown name or a shipped model that lacks `scale`.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ModelError(f"a model is named by a non-empty string, got {spec!r}")
+    if scale is not None:
+        scale = _check_scale(scale)
+    return _parse_name(spec, scale)
+
+
+def model_names(scale: int | None = None) -> list[str]:
+    """Every name the grammar accepts without a path: the aliases, the shipped models (at
+    `scale`, if given) and the weight-free architectures. The web page offers exactly these."""
+    from superres.models import get_model_info
+
+    shipped = [e.name for e in _pretrained_listing() if scale is None or e.scale == scale]
+    weight_free = [name for name in list_models() if not get_model_info(name).needs_weights]
+    return list(dict.fromkeys([*ALIASES, *shipped, *weight_free]))
+
+
+def _check_scale(scale: Any) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ConfigError(f"scale must be a positive integer such as 2, 3 or 4, got {scale!r}")
+    return int(scale)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_model(spec: str, scale: int | None = None, device: str = "auto") -> nn.Module:
+    """A fresh network, in eval mode on `device`, for a model name of the grammar above.
+
+    `scale=None`: the checkpoint's own scale for a path, else 2. The network follows the
+    `superres.models` contract (`.scale`, `.info`, `.model_kwargs`).
+    """
+    from superres.backends import resolve_device
+    from superres.pretrained import resolve_model
+
+    choice = parse_model(spec, scale)
+    return resolve_model(choice.name, choice.scale, device=str(resolve_device(device)))
+
+
+def _checkpoint_stamp(choice: ModelChoice) -> tuple[int, int] | None:
+    """A checkpoint file's (mtime, size): a rewritten file is a new cache entry, not a stale one."""
+    if choice.kind != "checkpoint":
+        return None
+    try:
+        status = Path(choice.name).stat()
+    except OSError:
+        return None  # loading reports the missing file
+    return status.st_mtime_ns, status.st_size
+
+
+@functools.lru_cache(maxsize=_RUNTIME_CACHE_SIZE)
+def _cached_runtime(
+    choice: ModelChoice, stamp: object, device: str, runtime: str, self_ensemble: bool
+) -> tuple[nn.Module, Backend]:
+    from superres.backends import make_backend
+    from superres.pretrained import resolve_model
+
+    del stamp  # part of the cache key only
+    network = resolve_model(choice.name, choice.scale, device=device)
+    return network, make_backend(network, runtime, device, self_ensemble=self_ensemble)
+
+
+# One model runs at a time: a backend's buffers (the fast CPU path keeps them) are not shared.
+_RUN_LOCK = threading.Lock()
+
+
+def runtime_for(
+    model: str, scale: int | None, *, device: str = "auto", backend: str = "torch",
+    self_ensemble: bool = False,
+) -> tuple[nn.Module, Backend]:
+    """The cached (network, `Backend`) for a model name: loaded on first use, then reused.
+
+    `superres serve` and `upscale` share it. The network is the cache's own: do not change it.
+    """
+    from superres.backends import resolve_device
+
+    choice = parse_model(model, scale)
+    # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
+    target = "cpu" if backend == "onnxruntime" and device == "auto" else device
+    resolved = str(resolve_device(target))
+    return _cached_runtime(choice, _checkpoint_stamp(choice), resolved, backend, bool(self_ensemble))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> LoadedImage:
+    """Read an image file: `.pixels` (HWC uint8/uint16, gray/RGB with or without alpha, EXIF
+    orientation applied) and `.icc_profile`. `max_pixels` defaults to the decompression-bomb
+    guard of `superres.io`."""
+    from superres import io
+
+    limit = io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    return io.read_image(path, max_pixels=limit)
+
+
+def write_image(
+    path: str | os.PathLike[str], pixels: np.ndarray, *, icc_profile: bytes | None = None
+) -> Path:
+    """Write HW/HWC uint8/uint16 pixels, format by extension (16 bits kept in PNG and TIFF,
+    atomically); returns the path."""
+    from superres import io
+
+    io.write_image(path, pixels, icc_profile=icc_profile)
+    return Path(path)
+
+
+def _pixels_of_pil(image: Image.Image) -> tuple[np.ndarray, bytes | None]:
+    # io's own mode conversion, so a PIL image becomes exactly what reading its file would give.
+    from superres.io import _pixels_from_pillow_image
+
+    pixels, keep_profile = _pixels_from_pillow_image(image, Path("<PIL image>"))
+    profile = image.info.get("icc_profile") or None
+    return pixels, (profile if keep_profile else None)
+
+
+def _pil_of_pixels(pixels: np.ndarray, icc_profile: bytes | None) -> Image.Image:
+    from superres.io import _pillow_image_from_pixels
+
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype == np.uint16 and pixels.shape[2] != 1:
+        # Pillow has no 16-bit colour or gray+alpha mode; only a file (PNG, TIFF) keeps these.
+        raise ImageWriteError("16-bit colour cannot be held by a PIL image; pass a numpy array")
+    image = _pillow_image_from_pixels(pixels)
+    if icc_profile:
+        image.info["icc_profile"] = icc_profile
+    return image
+
+
+# --------------------------------------------------------------------------- upscaling
+
+
+#: `progress(done, total)`: tiles finished out of the image's tiles; raising in it stops the run.
+ProgressCallback = Callable[[int, int], None]
+
+
+def upscale_pixels(
+    pixels: np.ndarray,
+    model: str = "default",
+    *,
+    scale: int | None = DEFAULT_SCALE,
+    tile: str | int | None = "auto",
+    device: str = "auto",
+    backend: str = "torch",
+    self_ensemble: bool = False,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """`upscale` for HW/HWC uint8/uint16 pixels, with the cached network, reporting each tile.
+
+    `progress(done, total)` is called before and after every tile; an exception raised in it
+    (a cancellation) propagates and ends the run between two tiles.
+    """
+    from superres.upscale import _resolve_tile, upscale_image
+
+    network, runner = runtime_for(
+        model, scale, device=device, backend=backend, self_ensemble=self_ensemble
+    )
+    if scale is not None and int(network.scale) != int(scale):
+        raise ModelError(f"model '{model}' is for x{network.scale}, not x{scale}")
+    if progress is not None:
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        # The tile size upscale_image would pick, resolved here so that the tile count is known.
+        tile = _resolve_tile(tile, network, channels, runner.device, False)
+        runner = _reporting(runner, progress, _tile_count(pixels.shape[:2], tile))
+    with _RUN_LOCK:
+        return upscale_image(pixels, network, tile=tile, backend=runner)
+
+
+def _tile_count(size: tuple[int, int], tile: int | None) -> int:
+    from superres.tiling import tile_spans
+
+    height, width = size
+    if tile is None or (tile >= height and tile >= width):
+        return 1
+    return len(tile_spans(height, width, tile))
+
+
+def _reporting(runner: Backend, progress: ProgressCallback, total: int) -> Backend:
+    from superres.backends import Backend
+
+    done = 0
+
+    def forward(lr: Any) -> Any:
+        nonlocal done
+        progress(done, total)
+        sr = runner.forward(lr)
+        done += 1
+        progress(done, total)
+        return sr
+
+    return Backend(forward=forward, device=runner.device, name=runner.name)
+
+
+@overload
+def upscale(image: np.ndarray, model: str = ..., **options: Any) -> np.ndarray: ...
+@overload
+def upscale(image: Image.Image, model: str = ..., **options: Any) -> Image.Image: ...
+@overload
+def upscale(image: str | os.PathLike[str], model: str = ..., **options: Any) -> Path: ...
+
+
+def upscale(
+    image: Any,
+    model: str = "default",
+    *,
+    scale: int = DEFAULT_SCALE,
+    tile: str | int | None = "auto",
+    device: str = "auto",
+    backend: str = "torch",
+    self_ensemble: bool = False,
+    output: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Upscale one image by `scale` with `model`; the result is the same kind as the input.
+
+    - numpy array (HW or HWC, uint8 or uint16; gray, gray+alpha, RGB, RGBA) -> numpy array of the
+      same dtype and layout;
+    - PIL image -> PIL image (its ICC profile carried over);
+    - a file path -> the file is read, the result written to `output` or beside the input as
+      `<stem>_x<scale><ext>` (replacing an earlier result, never the input) keeping 16 bits,
+      alpha, gray and the ICC profile as `superres upscale` does, and the output `Path` returned.
+
+    `tile`: "auto", LR pixels per tile, or None for one pass; the result is the same.
+    `scale=None` with a checkpoint path uses the checkpoint's scale.
+    """
+    from PIL import Image as PILImage
+
+    options = dict(
+        model=model, scale=scale, tile=tile, device=device, backend=backend,
+        self_ensemble=self_ensemble,
+    )
+    if isinstance(image, np.ndarray):
+        return upscale_pixels(image, **options)
+    if isinstance(image, PILImage.Image):
+        pixels, icc_profile = _pixels_of_pil(image)
+        sr = upscale_pixels(pixels, **options)
+        return _pil_of_pixels(sr, icc_profile)
+    if isinstance(image, (str, os.PathLike)):
+        return _upscale_file(Path(image), output, options)
+    raise TypeError(
+        f"upscale takes a numpy array, a PIL image or a path, not {type(image).__name__}"
+    )
+
+
+def _upscale_file(path: Path, output: str | os.PathLike[str] | None, options: dict) -> Path:
+    from superres.upscale import output_name
+
+    loaded = read_image(path)
+    sr = upscale_pixels(loaded.pixels, **options)
+    scale = sr.shape[0] // loaded.pixels.shape[0]
+    target = Path(output) if output is not None else path.with_name(output_name(path, scale))
+    if target.resolve() == path.resolve():
+        raise ConfigError(f"refusing to overwrite input {path} with its upscaled result")
+    return write_image(target, sr, icc_profile=loaded.icc_profile)
+
+
+def upscale_files(
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    model: str = "default",
+    scale: int | None = DEFAULT_SCALE,
+    overwrite: bool = False,
+    tile: str | int | None = "auto",
+    device: str = "auto",
+    backend: str = "torch",
+    self_ensemble: bool = False,
+) -> BatchReport:
+    """`superres upscale` as a function: files, folders and globs, outputs into `output` (a
+    folder, or a file for one input) or beside each input; existing outputs skipped unless
+    `overwrite`; a bad file is reported in the returned `BatchReport` (`.written`, `.skipped`,
+    `.failed`) while the rest completes."""
+    # Not `from superres import upscale`: on the package that name is the facade function.
+    from superres.upscale import upscale_files as upscale_batch
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    return upscale_batch(
+        inputs, output, scale=scale, model=load_model(model, scale, device), overwrite=overwrite, tile=tile,
+        device=device, backend=backend, self_ensemble=self_ensemble,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate, train
+
+
+def evaluate(
+    model: str | nn.Module,
+    hr_folder: str | os.PathLike[str],
+    scale: int,
+    protocol: Protocol | None = None,
+    *,
+    device: str = "auto",
+    self_ensemble: bool = False,
+) -> EvalResult:
+    """Mean and per-image PSNR/SSIM of `model` (a name of the grammar above, or a network) on
+    the HR images in `hr_folder` at `scale`, by the papers' protocol (`superres.evaluate.Protocol`;
+    `result.psnr`, `result.ssim`, `result.per_image`)."""
+    from superres.backends import make_backend, resolve_device
+    from superres.evaluate import Protocol, evaluate_model
+
+    scale = _check_scale(scale)
+    target = resolve_device(device)
+    if isinstance(model, str):
+        choice = parse_model(model, scale)
+        network, name = load_model(model, scale, str(target)), choice.label
+    else:
+        network, name = model, model.info.name
+    runner = make_backend(network, "torch", target, self_ensemble=self_ensemble)
+    return evaluate_model(
+        network, Path(hr_folder), scale, protocol=protocol or Protocol(), device=target,
+        model_name=name + ("+x8" if self_ensemble else ""), backend=runner,
+    )
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any] | str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+) -> TrainSummary:
+    """Train a model: `config` is a `TrainConfig`, a dict of its fields, a preset name
+    (`superres train --list-presets`) or a JSON config file. The run folder (`run_dir`, by
+    default `runs/<model>_x<scale>_<time>`) receives the checkpoints, history and plots."""
+    import time
+
+    from superres.config import TrainConfig, build_config, config_from_dict, list_presets
+    from superres.train import train as run_training
+
+    if isinstance(config, Mapping):
+        config = config_from_dict(dict(config))
+    elif isinstance(config, str) and config in list_presets():
+        config = build_config(preset=config)
+    elif isinstance(config, (str, os.PathLike)):
+        config = build_config(config_file=config)
+    elif not isinstance(config, TrainConfig):
+        raise ConfigError(f"train takes a TrainConfig, a dict, a preset or a file, not {config!r}")
+    if run_dir is None:
+        run_dir = Path("runs") / f"{config.model}_x{config.scale}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return run_training(config, Path(run_dir), resume=resume)
+
+
+__all__ = [
+    "ALIASES",
+    "ModelChoice",
+    "evaluate",
+    "list_models",
+    "list_pretrained",
+    "load_model",
+    "model_names",
+    "parse_model",
+    "read_image",
+    "runtime_for",
+    "train",
+    "upscale",
+    "upscale_pixels",
+    "upscale_files",
+    "write_image",
+]

@@ -1,0 +1,55 @@
+"""`superres serve`: a local web page for upscaling (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from superres.errors import ConfigError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web page for upscaling images",
+        description="Start a web page on this machine: drop images, pick a model and scale, "
+        "compare before and after, download. Listens on 127.0.0.1 unless --host says otherwise; "
+        "the page loads nothing from anywhere else.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument(
+        "--max-upload-mb", type=int, default=64, help="largest file accepted, in MiB (default: 64)"
+    )
+    p.add_argument(
+        "--max-megapixels", type=float, default=16.7,
+        help="largest image accepted, in millions of pixels (default: 16.7)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"superres serve needs {' and '.join(missing)}: pip install 'superres[serve]'"
+        )
+    if args.max_upload_mb < 1 or args.max_megapixels <= 0:
+        raise ConfigError("--max-upload-mb and --max-megapixels must be positive")
+    from superres.serve.app import Limits, serve_forever
+
+    pixels = int(args.max_megapixels * 1e6)
+    limits = Limits(
+        max_upload_bytes=args.max_upload_mb * 1024**2,
+        max_pixels=pixels,
+        max_output_pixels=max(Limits().max_output_pixels, pixels * 4),
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: other machines can reach this page")
+
+    def ready(url: str) -> None:
+        print(f"superres serve: open {url} (Ctrl-C stops)", flush=True)
+
+    serve_forever(args.host, args.port, on_ready=ready, limits=limits, device=args.device)
+    return 0

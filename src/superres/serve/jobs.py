@@ -1,0 +1,218 @@
+"""The job queue behind `superres serve`: one worker thread upscales uploaded images in turn.
+
+One worker, not a pool: the machine's cores already go to one network at a time, and the
+network (loaded once by `superres.api.runtime_for` and reused) keeps buffers that two runs
+must not share. Every job owns a folder inside the server's temporary folder; its files have
+names chosen here, never from a request. Finished jobs beyond `keep` are deleted, oldest first.
+A running job is cancelled between two tiles (`superres.api.upscale_pixels`' progress hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from superres.errors import SuperresError
+
+logger = logging.getLogger(__name__)
+
+#: Formats the browser shows in an <img>; others (TIFF) get a PNG preview.
+BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP"})
+#: Finished states: a job in one of these never changes again.
+FINAL_STATES = frozenset({"done", "error", "cancelled"})
+
+
+class JobCancelled(Exception):
+    """Raised inside the progress hook to stop a run between two tiles."""
+
+
+def describe_pixels(shape: tuple[int, ...], bits: int) -> str:
+    """'RGB, 8-bit' / 'gray+alpha, 16-bit': what a person checks a download by."""
+    channels = 1 if len(shape) == 2 else shape[2]
+    layout = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}[channels]
+    return f"{layout}, {bits}-bit"
+
+
+@dataclass
+class Job:
+    """One uploaded image and what became of it. `folder` holds `upload<ext>` and the results."""
+
+    name: str  # the uploaded file's name, cleaned; for display and the download name only
+    image_format: str  # PNG, JPEG, BMP, TIFF or WEBP, from the file's content
+    extension: str
+    folder: Path
+    model: str
+    scale: int
+    self_ensemble: bool
+    tile: str | int | None
+    input_info: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: str = "queued"  # queued | running | done | error | cancelled
+    progress: float = 0.0
+    error: str | None = None
+    model_label: str | None = None
+    output_info: dict[str, Any] | None = None
+    seconds: float | None = None
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def upload_path(self) -> Path:
+        return self.folder / f"upload{self.extension}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.folder / f"result{self.extension}"
+
+    def preview_path(self, which: str) -> Path:
+        """The file an <img> shows for "before" or "after"."""
+        if self.image_format in BROWSER_FORMATS:
+            return self.upload_path if which == "before" else self.result_path
+        return self.folder / f"{which}.png"
+
+    @property
+    def download_name(self) -> str:
+        return f"{Path(self.name).stem}_x{self.scale}{self.extension}"
+
+
+class JobQueue:
+    """Jobs by id, a FIFO of waiting ones and the worker thread that runs them."""
+
+    def __init__(self, device: str, *, keep: int = 50, max_waiting: int = 64) -> None:
+        self.device = device
+        self.keep = keep
+        self.max_waiting = max_waiting
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._waiting: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        #: Output megapixels per second of the last run, by (model name, scale, self-ensemble).
+        self.speeds: dict[tuple[str, int, bool], float] = {}
+        self._worker = threading.Thread(target=self._work, name="superres-serve-worker", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------- requests
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            waiting = sum(1 for other in self._jobs.values() if other.state == "queued")
+            if waiting >= self.max_waiting:
+                raise SuperresError(f"{waiting} images are already waiting; try again later")
+            self._jobs[job.id] = job
+            self._forget_old()
+        self._waiting.put(job)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def cancel(self, job: Job) -> None:
+        with self._lock:
+            job.cancel_requested.set()
+            if job.state == "queued":
+                job.state = "cancelled"  # the worker skips it
+
+    def snapshot(self, job: Job) -> dict[str, Any]:
+        """The job as the page sees it (JSON-ready)."""
+        with self._lock:
+            position = None
+            if job.state == "queued":
+                queued = [other.id for other in self._jobs.values() if other.state == "queued"]
+                position = queued.index(job.id) + 1
+            return {
+                "id": job.id,
+                "name": job.name,
+                "state": job.state,
+                "progress": round(job.progress, 4),
+                "queue_position": position,
+                "error": job.error,
+                "model": job.model_label or job.model,
+                "scale": job.scale,
+                "self_ensemble": job.self_ensemble,
+                "input": job.input_info,
+                "output": job.output_info,
+                "seconds": job.seconds,
+            }
+
+    def close(self) -> None:
+        """Stop the worker after the running job; waiting jobs are dropped."""
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel_requested.set()
+        self._waiting.put(None)
+        self._worker.join(timeout=30)
+
+    def _forget_old(self) -> None:
+        finished = [job for job in self._jobs.values() if job.state in FINAL_STATES]
+        for job in finished[: max(0, len(finished) - self.keep)]:
+            del self._jobs[job.id]
+            shutil.rmtree(job.folder, ignore_errors=True)
+
+    # ----------------------------------------------------------------- the worker
+
+    def _work(self) -> None:
+        while (job := self._waiting.get()) is not None:
+            with self._lock:
+                if job.state != "queued":  # cancelled while waiting
+                    continue
+                job.state = "running"
+            try:
+                self._run(job)
+            except JobCancelled:
+                self._finish(job, "cancelled")
+            except SuperresError as error:
+                self._finish(job, "error", self._clean_message(job, error))
+            except Exception as error:  # a bug: keep serving, say so on the page and in the log
+                logger.exception("job %s failed", job.id)
+                self._finish(job, "error", f"internal error: {type(error).__name__}: {error}")
+
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+        with self._lock:
+            job.state, job.error = state, error
+
+    @staticmethod
+    def _clean_message(job: Job, error: Exception) -> str:
+        # Messages name the server's temporary file; the person knows the file by its own name.
+        return str(error).replace(str(job.upload_path), job.name)
+
+    def _run(self, job: Job) -> None:
+        from superres.api import parse_model, read_image, runtime_for, upscale_pixels, write_image
+
+        def progress(done: int, total: int) -> None:
+            if job.cancel_requested.is_set():
+                raise JobCancelled
+            job.progress = done / total
+
+        loaded = read_image(job.upload_path)
+        if job.image_format not in BROWSER_FORMATS:
+            write_image(job.preview_path("before"), loaded.pixels)
+        job.model_label = parse_model(job.model, job.scale).label
+        # Loaded (once per model) before the clock starts: the card's speed is the network's.
+        runtime_for(job.model, job.scale, device=self.device, self_ensemble=job.self_ensemble)
+        started = time.perf_counter()
+        sr = upscale_pixels(
+            loaded.pixels, job.model, scale=job.scale, tile=job.tile, device=self.device,
+            self_ensemble=job.self_ensemble, progress=progress,
+        )
+        job.seconds = round(time.perf_counter() - started, 3)
+        write_image(job.result_path, sr, icc_profile=loaded.icc_profile)
+        if job.image_format not in BROWSER_FORMATS:
+            write_image(job.preview_path("after"), sr)
+        key = (parse_model(job.model, job.scale).name, job.scale, job.self_ensemble)
+        self.speeds[key] = sr.shape[0] * sr.shape[1] / 1e6 / max(job.seconds, 1e-6)
+        job.output_info = {
+            "width": int(sr.shape[1]),
+            "height": int(sr.shape[0]),
+            "mode": describe_pixels(sr.shape, 16 if sr.dtype.name == "uint16" else 8),
+            "bytes": job.result_path.stat().st_size,
+            "download_name": job.download_name,
+        }
+        with self._lock:
+            job.progress = 1.0
+            job.state = "done"
