@@ -35,7 +35,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
 
 
 def architecture_rows() -> list[list[str]]:
-    """name, channels, scales, parameters (default kwargs), receptive field (LR pixels)."""
+    """name, channels, where it works, scales, parameters and MACs per output pixel (default
+    kwargs, smallest scale), receptive field (LR pixels)."""
+    from superres.complexity import conv_macs_per_output_pixel
     from superres.models import create_model, get_model_info, list_models
 
     rows = []
@@ -47,8 +49,10 @@ def architecture_rows() -> list[list[str]]:
             [
                 name,
                 info.channels_for(),
+                "pre-upsampled" if info.pre_upsample else "LR",
                 ",".join(str(scale) for scale in info.scales),
                 f"{parameters:,}",
+                f"{conv_macs_per_output_pixel(model) / 1000:,.1f}k",
                 str(info.receptive_field),
             ]
         )
@@ -105,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from superres.pretrained import PROTOCOL, list_pretrained
 
     print(
-        "Architectures (parameters at default settings; receptive field: LR pixels each side, "
-        "at the smallest scale):"
+        "Architectures (parameters and MACs per output pixel at default settings and the smallest "
+        "scale; receptive field: LR pixels each side, the most any scale needs):"
     )
-    headers = ["name", "channels", "scales", "parameters", "receptive field"]
+    headers = ["name", "channels", "works on", "scales", "parameters", "MACs/px", "receptive field"]
     for line in format_table(headers, architecture_rows()):
         print("  " + line)
     print()
