@@ -85,7 +85,12 @@ def _points() -> list[FrontierPoint]:
 def test_frontier_table_is_markdown_fastest_first() -> None:
     table = frontier_markdown(_points()).splitlines()
     assert table[0].startswith("| scale | model | Set5 PSNR")
-    assert [line.split("|")[2].strip() for line in table[2:]] == ["bicubic", "fast", "opencv-dnn FSRCNN", "best"]
+    assert [line.split("|")[2].strip() for line in table[2:]] == [
+        "bicubic",
+        "fast",
+        "opencv-dnn FSRCNN",
+        "best",
+    ]
     assert "| - |" in table[4]  # a speed-only reference has no PSNR
 
 
@@ -95,8 +100,20 @@ def test_frontier_plot_is_a_png(tmp_path: Path) -> None:
 
 
 def test_frontier_command_writes_plot_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["frontier", "--quick", "--scales", "4", "-o", str(tmp_path / "f.png"), "--table", str(tmp_path / "f.md"),
-                 "--set5", str(tmp_path / "no-set5")])
+    code = main(
+        [
+            "frontier",
+            "--quick",
+            "--scales",
+            "4",
+            "-o",
+            str(tmp_path / "f.png"),
+            "--table",
+            str(tmp_path / "f.md"),
+            "--set5",
+            str(tmp_path / "no-set5"),
+        ]
+    )
     assert code == 0
     assert (tmp_path / "f.png").is_file() and (tmp_path / "f.md").read_text().startswith("| scale |")
     assert "| x4 | bicubic |" in capsys.readouterr().out
@@ -106,8 +123,16 @@ def _fake_run(folder: Path, model: str, psnrs: list[float]) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(f'{{"model": "{model}", "scale": 2}}')
     rows = [
-        {"step": 100 * (i + 1), "epoch": 0.1, "loss": 0.01, "learning_rate": 1e-3, "val_psnr": psnr,
-         "val_ssim": 0.9, "elapsed_s": 1800.0 * (i + 1), "hr_pixels_per_s": 1e5}
+        {
+            "step": 100 * (i + 1),
+            "epoch": 0.1,
+            "loss": 0.01,
+            "learning_rate": 1e-3,
+            "val_psnr": psnr,
+            "val_ssim": 0.9,
+            "elapsed_s": 1800.0 * (i + 1),
+            "hr_pixels_per_s": 1e5,
+        }
         for i, psnr in enumerate(psnrs)
     ]
     write_history(folder, rows)
@@ -120,8 +145,20 @@ def test_learning_curves_plot_runs_with_scores(tmp_path: Path) -> None:
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_curves_command_refuses_a_folder_without_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_curves_command_refuses_a_folder_without_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _fake_run(tmp_path / "a", "span", [35.0])
     assert main(["curves", str(run), "-o", str(tmp_path / "c.png")]) == 0
     assert main(["curves", str(tmp_path), "-o", str(tmp_path / "c.png")]) != 0
     assert "no history.csv" in capsys.readouterr().err
+
+
+def test_relative_speed_times_model_and_bicubic_alike() -> None:
+    from superres.frontier import relative_speed
+
+    speed = relative_speed(create_model("espcn", 2, **get_model_info("espcn").test_kwargs), 2, TINY_TIMING)
+    assert speed["output_mp_per_s"] > 0 and speed["bicubic_output_mp_per_s"] > 0
+    assert speed["relative_to_bicubic"] == pytest.approx(
+        speed["output_mp_per_s"] / speed["bicubic_output_mp_per_s"], rel=1e-2
+    )

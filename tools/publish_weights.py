@@ -10,8 +10,9 @@ BICUBIC.json that of `superres evaluate ... --model bicubic --scale 2 3 4 --form
 folders: the card records both, so that `--model fast` can ask which models beat bicubic by 1 dB.
 Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts)
 and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
-MACs per output pixel (`superres.complexity`). `--refresh` adds the bicubic scores and the MAC count
-to every shipped card that lacks them.
+MACs per output pixel (`superres.complexity`) and its CPU speed relative to bicubic, timed in one
+run on this machine (`superres.frontier.relative_speed`). `--refresh` adds the bicubic scores, the
+MAC count and the speed to every shipped card that lacks them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from superres.atomic import atomic_write_bytes
 from superres.checkpoint import load_model, save_checkpoint
 from superres.complexity import conv_macs_per_output_pixel
+from superres.frontier import relative_speed
 from superres.pretrained import list_pretrained, load_pretrained, write_model_card
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
@@ -49,8 +51,11 @@ def refresh_cards(bicubic_report: dict[str, Any]) -> None:
     for entry in list_pretrained():
         card = dict(entry.card)
         card.setdefault("bicubic", mean_scores(bicubic_report, entry.scale))
+        model = load_pretrained(entry.name, entry.scale)
         if "macs_per_output_pixel" not in card:
-            card["macs_per_output_pixel"] = round(conv_macs_per_output_pixel(load_pretrained(entry.name, entry.scale)))
+            card["macs_per_output_pixel"] = round(conv_macs_per_output_pixel(model))
+        if "speed" not in card:
+            card["speed"] = relative_speed(model, entry.scale)
         write_card(WEIGHTS / f"{entry.name}_x{entry.scale}.json", card)
         print(f"refreshed {entry.name} x{entry.scale}")
 
@@ -85,6 +90,7 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
             "protocol": report["protocol"],
             "bicubic": mean_scores(bicubic_report, scale),
             "macs_per_output_pixel": round(conv_macs_per_output_pixel(model)),
+            "speed": relative_speed(model, scale),
         }
     )
     write_card(card_path, card)
@@ -108,7 +114,9 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir", type=Path, nargs="?")
     parser.add_argument("name", nargs="?")
     parser.add_argument("--eval", type=Path)

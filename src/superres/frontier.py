@@ -123,6 +123,30 @@ def opencv_fsrcnn_rate(scale: int, timing: Timing = Timing()) -> float | None:
     return time_output_rate(run, _timing_input(model, timing.lr_size), scale, timing)
 
 
+#: Rounds of `relative_speed`: model and bicubic alternate, so a load change hits both alike.
+RELATIVE_SPEED_ROUNDS = 3
+
+
+def relative_speed(model: nn.Module, scale: int, timing: Timing = Timing()) -> dict[str, float]:
+    """What a model card records of its speed: output MP/s of `model` and of bicubic on this CPU,
+    each the best of `RELATIVE_SPEED_ROUNDS` alternating timings, and their ratio."""
+    from superres.models import create_model
+
+    bicubic = create_model("bicubic", scale)
+    rates: dict[str, list[float]] = {"model": [], "bicubic": []}
+    for _ in range(RELATIVE_SPEED_ROUNDS):
+        rates["model"].append(_measure(model, scale, timing)[0])
+        rates["bicubic"].append(_measure(bicubic, scale, timing)[0])
+    best_model, best_bicubic = max(rates["model"]), max(rates["bicubic"])
+    return {
+        "output_mp_per_s": round(best_model, 3),
+        "bicubic_output_mp_per_s": round(best_bicubic, 3),
+        "relative_to_bicubic": round(best_model / best_bicubic, 4),
+        "lr_size": list(timing.lr_size),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
     """Bicubic's Set5 PSNR by the paper protocol, or None without a Set5 folder."""
     if set5_dir is None or not Path(set5_dir).is_dir():
