@@ -1,6 +1,7 @@
 # Set-up and everyday commands. Each target creates or reuses the local virtual environment .venv.
 #   make demo   upscale the built-in sample with the default model, report PSNR/SSIM, write a figure
-#   make test   install the test dependencies and run the test suite
+#   make test   install the test dependencies, lint (ruff) and run the whole test suite (CI)
+#   make test-fast  the same without the tests marked slow (@pytest.mark.slow), for development
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,11 +10,11 @@ BIN := $(VENV)/bin
 WHEELS ?= /opt/wheels
 PIP_FLAGS := -c constraints.txt $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve]"
+	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve,video,dask]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -21,8 +22,14 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/superres demo -o demo-output
 
-test: install
+lint: install
+	$(BIN)/ruff check src tests tools
+
+test: lint
 	$(BIN)/python -m pytest -q
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/superres bench

@@ -15,7 +15,7 @@ from PIL import Image, ImageCms
 import superres
 from superres import api
 from superres.errors import ConfigError, ModelError
-from superres.io import read_image, write_image
+from superres.images import read_image, write_image
 from superres.pretrained import resolve_model
 from superres.upscale import upscale_image
 

@@ -7,6 +7,7 @@ import inspect
 import json
 
 import pytest
+
 from superres import backends, bench
 from superres.bench import (
     BenchSettings,
@@ -63,7 +64,12 @@ def test_flop_counting_leaves_the_model_on_its_device() -> None:
 
 @pytest.mark.parametrize(
     "output, scale, expected",
-    [((512, 512), 2, (256, 256)), ((512, 512), 3, (171, 171)), ((720, 1280), 4, (180, 320)), ((2, 2), 4, (1, 1))],
+    [
+        ((512, 512), 2, (256, 256)),
+        ((512, 512), 3, (171, 171)),
+        ((720, 1280), 4, (180, 320)),
+        ((2, 2), 4, (1, 1)),
+    ],
 )
 def test_lr_size_is_output_over_scale_rounded(output, scale, expected) -> None:
     assert lr_size_for(output, scale) == expected
@@ -134,22 +140,48 @@ def test_matmul_rate_is_positive() -> None:
 
 
 INFERENCE_FIELDS = {
-    "model", "scale", "backend", "batch", "lr_size", "output_size", "median_s", "min_s", "times_s",
-    "megapixels_per_s", "gflop", "gflops", "matmul_ratio", "speedup_vs_eager",
+    "model",
+    "scale",
+    "backend",
+    "batch",
+    "lr_size",
+    "output_size",
+    "median_s",
+    "min_s",
+    "times_s",
+    "megapixels_per_s",
+    "gflop",
+    "gflops",
+    "matmul_ratio",
+    "speedup_vs_eager",
 }
 TRAINING_FIELDS = {
-    "model", "scale", "mode", "batch", "hr_size", "median_s", "min_s", "times_s", "hr_pixels_per_s",
-    "gflop", "gflops", "matmul_ratio", "speedup_vs_eager",
+    "model",
+    "scale",
+    "mode",
+    "batch",
+    "hr_size",
+    "median_s",
+    "min_s",
+    "times_s",
+    "hr_pixels_per_s",
+    "gflop",
+    "gflops",
+    "matmul_ratio",
+    "speedup_vs_eager",
 }
 
 
+@pytest.mark.slow  # seconds: left out by `make test-fast`
 def test_quick_json_run_has_the_documented_fields(capsys) -> None:
     assert main(["bench", "--quick", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # progress went to stderr, stdout is pure JSON
     assert "bench:" in captured.err
     assert result["schema"] == bench.SCHEMA
-    assert {"cpu", "cores", "torch", "onnxruntime", "torch_threads", "native_bf16", "load_average"} <= set(result["machine"])
+    assert {"cpu", "cores", "torch", "onnxruntime", "torch_threads", "native_bf16", "load_average"} <= set(
+        result["machine"]
+    )
     assert set(result["matmul"]) == {"size", "gflops", "gflops_start", "gflops_end"}
     assert result["settings"]["quick"] is True
     models = set(list_models())

@@ -132,7 +132,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint(
 
     # The disk fills up while the new file is written, after its temporary file exists.
     monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(CheckpointError, match=r"\(No space left on device\); the previous checkpoint is kept"):
+    expected = r"\(No space left on device\); the previous checkpoint is kept"
+    with pytest.raises(CheckpointError, match=expected):
         save_checkpoint(path, tiny_model(seed=1), metadata_for(model))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]

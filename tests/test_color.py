@@ -20,7 +20,9 @@ def test_known_values():
     # rgb2ycbcr([1 0 0]) = [81.481 90.203 240]/255.
     np.testing.assert_allclose(rgb_to_ycbcr(np.array([0.0, 0.0, 0.0])) * 255, [16, 128, 128], atol=1e-9)
     np.testing.assert_allclose(rgb_to_ycbcr(np.array([1.0, 1.0, 1.0])) * 255, [235, 128, 128], atol=1e-9)
-    np.testing.assert_allclose(rgb_to_ycbcr(np.array([1.0, 0.0, 0.0])) * 255, [81.481, 90.203, 240.0], atol=1e-9)
+    np.testing.assert_allclose(
+        rgb_to_ycbcr(np.array([1.0, 0.0, 0.0])) * 255, [81.481, 90.203, 240.0], atol=1e-9
+    )
 
 
 def test_round_trip_and_y():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from superres.data import (
     to_training_channels,
 )
 from superres.errors import ConfigError
-from superres.io import write_image
+from superres.images import write_image
 from superres.resize import imresize, modcrop
 
 
@@ -154,15 +153,17 @@ def test_all_images_too_small_is_a_config_error(hr_images: list[np.ndarray]) -> 
         PairedPatchSampler(hr_images, 4, 20)
 
 
-def test_sampling_a_batch_of_64_is_fast() -> None:
+def test_a_batch_of_64_depends_only_on_its_random_stream() -> None:
+    # What exact resumption rests on: step k's batch is a function of rng([seed, rank, k]) alone.
+    # (Its speed is `superres bench`'s business: timings never decide a test here.)
     images = [synthetic_image(200, 300, 1, seed=i) for i in range(4)]
     sampler = PairedPatchSampler(images, 2, 24)
-    sampler.sample(64, np.random.default_rng(0))
-    started = time.perf_counter()
-    for step in range(20):
-        sampler.sample(64, np.random.default_rng([0, 0, step]))
-    per_batch_ms = (time.perf_counter() - started) / 20 * 1e3
-    assert per_batch_ms < 15.0  # about 0.5 ms here; generous for slow CI machines
+    sampler.sample(64, np.random.default_rng(0))  # an earlier draw must not matter
+    for step in range(3):
+        first = sampler.sample(64, np.random.default_rng([0, 0, step]))
+        again = PairedPatchSampler(images, 2, 24).sample(64, np.random.default_rng([0, 0, step]))
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_to_batch_gives_float_nchw_in_unit_range() -> None:

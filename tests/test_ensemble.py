@@ -12,7 +12,7 @@ from torch import nn
 
 from superres.cli import main
 from superres.ensemble import DIHEDRAL_TRANSFORMS, SelfEnsemble, self_ensemble
-from superres.io import write_image
+from superres.images import write_image
 from superres.models import create_model
 from superres.upscale import upscale_image
 

@@ -30,6 +30,7 @@ def _evaluate_json(capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # seconds: left out by `make test-fast`
 def test_bicubic_reproduces_the_published_figures(shared_data, capsys):
     folders = [str(shared_data / "benchmark" / name / "HR") for name in ("Set5", "Set14")]
     report = _evaluate_json(capsys, [*folders, "--model", "bicubic", "--scale", "2", "3", "4"])

@@ -20,7 +20,7 @@ from superres.figure import (
     render_comparison,
     to_uint8,
 )
-from superres.io import write_image
+from superres.images import write_image
 from superres.models import create_model
 
 

@@ -99,6 +99,7 @@ def test_frontier_plot_is_a_png(tmp_path: Path) -> None:
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # seconds: left out by `make test-fast`
 def test_frontier_command_writes_plot_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [

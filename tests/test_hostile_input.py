@@ -25,13 +25,17 @@ import torch
 from PIL import Image
 from safetensors.torch import save
 
-import superres.io as sio
 from superres.atomic import atomic_write
 from superres.checkpoint import load_model, save_checkpoint
 from superres.cli import main
 from superres.config import build_config, config_from_dict, resolve_config
-from superres.errors import CheckpointError, ConfigError, ImageReadError, ImageWriteError
-from superres.io import read_image, write_image
+from superres.errors import (
+    CheckpointError,
+    ConfigError,
+    ImageReadError,
+    ImageWriteError,
+)
+from superres.images import limits, read_image, write_image
 from superres.models import create_model
 from superres.runlock import hold_run_lock
 from superres.upscale import upscale_files, upscale_image
@@ -84,13 +88,15 @@ def test_truncated_jpeg_with_an_end_marker_is_refused(tmp_path: Path, options: d
 
 def test_the_default_pixel_limit_fits_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     # A 23 KB JPEG claiming 16000 x 16000 decoded to 2.5 GB under a fixed 2**28 limit.
-    monkeypatch.setattr(sio, "_memory_bytes", lambda: 8 * 2**30)
-    assert sio.default_max_pixels() < 16000 * 16000
-    monkeypatch.setattr(sio, "_memory_bytes", lambda: None)
-    assert sio.default_max_pixels() == 2**28
+    monkeypatch.setattr(limits, "_memory_bytes", lambda: 8 * 2**30)
+    assert limits.default_max_pixels() < 16000 * 16000
+    monkeypatch.setattr(limits, "_memory_bytes", lambda: None)
+    assert limits.default_max_pixels() == 2**28
 
 
-def test_a_huge_jpeg_header_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_huge_jpeg_header_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = bytearray(jpeg_bytes(photo(16, 16)))
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = (16000).to_bytes(2, "big") + (16000).to_bytes(2, "big")
@@ -236,13 +242,13 @@ def test_a_full_disk_during_a_training_checkpoint(
 
 _SLOW_WRITE = """
 import sys, time
-import superres.io as sio
-real = sio.atomic_write
+import superres.images as images
+real = images.atomic_write
 def slow(path, write_to):
     def stalled(stream):
         stream.write(b"x" * 4096); stream.flush(); print("WRITING", flush=True); time.sleep(60)
     real(path, stalled)
-sio.atomic_write = slow
+images.atomic_write = slow
 from superres.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -253,7 +259,9 @@ def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path: Path) -> None
     write_image(source, photo(8, 8))
     process = subprocess.Popen(
         [sys.executable, "-c", _SLOW_WRITE, "upscale", str(source), "--model", "bicubic"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout.readline().strip() == "WRITING"
@@ -372,7 +380,9 @@ def test_nan_or_infinite_weights_are_refused(
 
 
 def test_a_one_pixel_patch_is_refused() -> None:
-    config = config_from_dict({"model": "srcnn", "scale": 2, "train_data": ["x"], "iterations": 1, "patch_size": 1})
+    config = config_from_dict(
+        {"model": "srcnn", "scale": 2, "train_data": ["x"], "iterations": 1, "patch_size": 1}
+    )
     with pytest.raises(ConfigError, match="patch_size must be at least 8"):
         resolve_config(config)
 

@@ -239,6 +239,7 @@ def test_models_command_without_weights(
     assert "none ship" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # seconds: left out by `make test-fast`
 @pytest.mark.parametrize(("name", "scale"), [(entry.name, entry.scale) for entry in list_pretrained()])
 def test_shipped_weights_reproduce_their_model_card(shared_data: Path, name: str, scale: int) -> None:
     """The Set5 score on each card is what `superres evaluate` measures with the shipped weights."""

@@ -17,7 +17,9 @@ def test_matches_matlab_lr_files(shared_data, scale):
         hr_dir = shared_data / "benchmark" / set_name / "HR"
         for path in sorted(hr_dir.glob("*.png")):
             hr = np.array(Image.open(path))
-            reference = np.array(Image.open(shared_data / "benchmark" / set_name / "LR_bicubic" / f"X{scale}" / path.name))
+            reference = np.array(
+                Image.open(shared_data / "benchmark" / set_name / "LR_bicubic" / f"X{scale}" / path.name)
+            )
             lr = imresize(modcrop(hr, scale), 1 / scale)
             assert lr.dtype == np.uint8 and lr.shape == reference.shape, path.name
             difference = np.abs(lr.astype(int) - reference.astype(int))

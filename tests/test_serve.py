@@ -26,7 +26,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed: pip i
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install '.[serve]'")
 
 from superres.api import upscale_pixels  # noqa: E402
-from superres.io import read_image, write_image  # noqa: E402
+from superres.images import read_image, write_image  # noqa: E402
 from superres.serve.app import Limits, start_in_thread  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "superres" / "serve" / "static"
@@ -41,7 +41,9 @@ def smooth_image(height: int, width: int, channels: int, dtype: type = np.uint8)
 
 def request(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
     """(status, headers, body) of one request to the local server; errors are answers too."""
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    req = urllib.request.Request(
+        url, data=data, headers=headers or {}, method="POST" if data is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:
             return response.status, dict(response.headers), response.read()
@@ -66,7 +68,10 @@ def wait_for(base: str, job_id: str, timeout: float = 60) -> dict:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    running = start_in_thread(device="cpu", limits=Limits(max_upload_bytes=2_000_000, max_pixels=200_000, max_output_pixels=1_000_000))
+    running = start_in_thread(
+        device="cpu",
+        limits=Limits(max_upload_bytes=2_000_000, max_pixels=200_000, max_output_pixels=1_000_000),
+    )
     yield running.url
     running.stop()
 
@@ -82,7 +87,9 @@ def png_bytes(tmp_path: Path, pixels: np.ndarray, name: str = "x.png", **options
 def test_round_trip_keeps_16_bit_alpha_and_icc(server: str, tmp_path: Path) -> None:
     pixels = smooth_image(18, 22, 4, np.uint16)
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    status, job = submit(server, png_bytes(tmp_path, pixels, icc_profile=profile), model="fast", scale=2, name="a/b/deep.png")
+    status, job = submit(
+        server, png_bytes(tmp_path, pixels, icc_profile=profile), model="fast", scale=2, name="a/b/deep.png"
+    )
     assert status == 201 and job["name"] == "deep.png" and job["input"]["mode"] == "RGBA, 16-bit"
     job = wait_for(server, job["id"])
     assert job["state"] == "done", job
@@ -107,10 +114,17 @@ def test_round_trip_keeps_16_bit_alpha_and_icc(server: str, tmp_path: Path) -> N
 
 def bomb_png(width: int, height: int) -> bytes:
     """A valid PNG header declaring a huge canvas, with (too little) data: a decompression bomb."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,17 +210,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
-        "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
         # Chromium's own background traffic (updates, sync) is not the page's, but stays off too.
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-default-apps",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-default-apps",
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # An explicit driver path: selenium never looks for (or downloads) one itself.
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     driver = webdriver.Chrome(options=options, service=service)
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     try:
         yield driver, downloads
     finally:
@@ -229,9 +251,13 @@ def upload(driver, path: Path, expected_rows: int):
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, "files").send_keys(str(path))
-    wait_until(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#jobs .job")) == expected_rows, what="its row")
+    wait_until(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "#jobs .job")) == expected_rows, what="its row"
+    )
     row = driver.find_elements(By.CSS_SELECTOR, "#jobs .job")[-1]
-    wait_until(lambda: row.get_attribute("class").split()[-1] in ("done", "error"), what=f"{path.name} to finish")
+    wait_until(
+        lambda: row.get_attribute("class").split()[-1] in ("done", "error"), what=f"{path.name} to finish"
+    )
     return row
 
 
@@ -258,16 +284,23 @@ def test_page_in_a_real_browser(browser, server: str, tmp_path: Path) -> None:
     clip = driver.find_element(By.ID, "after-clip")
     before = clip.value_of_css_property("clip-path")
     slider.send_keys(Keys.HOME)
-    assert clip.value_of_css_property("clip-path") != before and "0%" in clip.value_of_css_property("clip-path")
+    assert clip.value_of_css_property("clip-path") != before and "0%" in clip.value_of_css_property(
+        "clip-path"
+    )
     Select(driver.find_element(By.ID, "zoom")).select_by_value("4")
     stage = driver.find_element(By.ID, "stage")
     assert stage.size["width"] == 320
     assert driver.find_element(By.ID, "after").value_of_css_property("image-rendering") == "pixelated"
-    wait_until(lambda: driver.execute_script("return document.getElementById('after').naturalWidth") == 80, what="after image")
+    wait_until(
+        lambda: driver.execute_script("return document.getElementById('after').naturalWidth") == 80,
+        what="after image",
+    )
 
     row.find_element(By.CLASS_NAME, "download").click()
     saved = wait_until(lambda: [p for p in downloads.glob("leaf_x2.png")], what="the download")[0]
-    wait_until(lambda: saved.stat().st_size > 0 and not list(downloads.glob("*.crdownload")), what="download end")
+    wait_until(
+        lambda: saved.stat().st_size > 0 and not list(downloads.glob("*.crdownload")), what="download end"
+    )
     with Image.open(saved) as image:
         assert image.size == (80, 60) and image.mode == "LA"
 
@@ -292,10 +325,14 @@ def test_no_request_leaves_the_machine(browser, server: str, tmp_path: Path) -> 
     driver.get_log("performance")  # start from an empty log
     driver.get(server)
     write_image(tmp_path / "p.png", smooth_image(16, 16, 3))
-    wait_until(lambda: driver.execute_script("return document.getElementById('model').options.length"), what="models")
+    wait_until(
+        lambda: driver.execute_script("return document.getElementById('model').options.length"), what="models"
+    )
     row = upload(driver, tmp_path / "p.png", 1)
     assert "done" in row.get_attribute("class")
-    wait_until(lambda: driver.execute_script("return document.getElementById('after').complete"), what="after image")
+    wait_until(
+        lambda: driver.execute_script("return document.getElementById('after').complete"), what="after image"
+    )
     urls = []
     for entry in driver.get_log("performance"):
         message = json.loads(entry["message"])["message"]
@@ -303,5 +340,7 @@ def test_no_request_leaves_the_machine(browser, server: str, tmp_path: Path) -> 
             urls.append(message["params"].get("request", message["params"]).get("url"))
     local = urlsplit(server).netloc
     assert len(urls) >= 5  # the page, its script and style, the API calls, the images
-    outside = [url for url in urls if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).netloc != local]
+    outside = [
+        url for url in urls if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).netloc != local
+    ]
     assert outside == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import shutil
 import socket
@@ -28,9 +29,10 @@ from superres.config import (
 from superres.data import DeviceBatches
 from superres.ema import EMA_PREFIX
 from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
-from superres.io import write_image
+from superres.images import write_image
 from superres.models import create_model
-from superres.train import HISTORY_COLUMNS, learning_rate_at, train
+from superres.runlog import HISTORY_COLUMNS
+from superres.train import learning_rate_at, train
 from superres.train_state import FRESH_LAYER_SCALE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -214,21 +216,23 @@ def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root
     )
     torch.set_num_threads(1)
     config = config_from_dict(config_values)
-    import superres.models
+    # The module, not the `superres.train` facade function that `import ... as` would give.
+    trainer = importlib.import_module("superres.train")
 
     model_holder = {}
-    original = superres.models.create_model
+    original = trainer.create_model
 
     def keep_model(*args: object, **kwargs: object) -> torch.nn.Module:
         model_holder["model"] = original(*args, **kwargs)
         return model_holder["model"]
 
-    superres.models.create_model = keep_model
+    trainer.create_model = keep_model  # the name the trainer calls
     train(config, Path(root) / "run")
     state = {name: t.detach().clone().contiguous() for name, t in model_holder["model"].state_dict().items()}
     save_file(state, str(Path(root) / f"rank{rank}.safetensors"))
 
 
+@pytest.mark.slow  # seconds: left out by `make test-fast`
 def test_two_processes_with_ddp_end_with_identical_weights(
     data_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -240,12 +244,13 @@ def test_two_processes_with_ddp_end_with_identical_weights(
     # bug fails every attempt, a lost port race only one, so a second attempt gets a fresh port.
     for attempt in range(2):
         try:
-            mp.spawn(_ddp_worker, args=(2, _free_port(), config.to_dict(), str(tmp_path)), nprocs=2, join=True)
+            worker_args = (2, _free_port(), config.to_dict(), str(tmp_path))
+            mp.spawn(_ddp_worker, args=worker_args, nprocs=2, join=True)
             break
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
             if attempt == 1:
                 raise
-            warnings.warn(f"DDP attempt failed, retrying on a fresh port: {error}")
+            warnings.warn(f"DDP attempt failed, retrying on a fresh port: {error}", stacklevel=1)
             shutil.rmtree(tmp_path / "run", ignore_errors=True)
     rank0 = load_file(str(tmp_path / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "rank1.safetensors"))
@@ -365,8 +370,13 @@ def test_command_line_errors_are_one_line(
 
 def test_resume_rejects_a_checkpoint_of_another_model(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
     train(tiny_config(data_dirs, iterations=2, checkpoint_every=2), tmp_path / "a")
-    other = tiny_config(data_dirs, iterations=2, checkpoint_every=2, model="rednet",
-                        model_kwargs={"num_layers": 2, "num_features": 8})
+    other = tiny_config(
+        data_dirs,
+        iterations=2,
+        checkpoint_every=2,
+        model="rednet",
+        model_kwargs={"num_layers": 2, "num_features": 8},
+    )
     with pytest.raises(CheckpointError, match="holds a 'srcnn' x2 model"):
         train(other, tmp_path / "a", resume=True)
 
@@ -377,16 +387,23 @@ def test_init_weights_starts_a_new_run_from_trained_weights(
     first = train(tiny_config(data_dirs, iterations=8), tmp_path / "first")
     source = str(tmp_path / "first" / "best.safetensors")
     # A learning rate of ~0 keeps the weights: the new run validates exactly where the source stood.
-    tuned = train(tiny_config(data_dirs, iterations=4, learning_rate=1e-30, init_weights=source),
-                  tmp_path / "tuned")
+    tuned = train(
+        tiny_config(data_dirs, iterations=4, learning_rate=1e-30, init_weights=source), tmp_path / "tuned"
+    )
     assert tuned.best_psnr == pytest.approx(first.best_psnr, abs=1e-9)
     assert int(read_history(tmp_path / "tuned")[0]["step"]) == 2  # step count and schedule start fresh
     for name, tensor in weights_of(tmp_path / "first" / "best.safetensors").items():
         torch.testing.assert_close(weights_of(tmp_path / "tuned" / "last.safetensors")[name], tensor)
 
     with pytest.raises(ModelError):  # another depth: a clear error, not a partial load
-        train(tiny_config(data_dirs, model_kwargs={"kernel_sizes": [3, 3, 3], "num_features": [8, 4]},
-                          init_weights=source), tmp_path / "deeper")
+        train(
+            tiny_config(
+                data_dirs,
+                model_kwargs={"kernel_sizes": [3, 3, 3], "num_features": [8, 4]},
+                init_weights=source,
+            ),
+            tmp_path / "deeper",
+        )
     assert not (tmp_path / "deeper").exists()  # nothing written for a run that could not start
 
 
@@ -401,8 +418,9 @@ def test_init_weights_from_another_scale_takes_the_body_and_starts_the_upsampler
     source_path = str(tmp_path / "x2" / "best.safetensors")
     source = weights_of(tmp_path / "x2" / "best.safetensors")
     # A learning rate of ~0 keeps the starting weights; x4 LR patches of 8 px fit the 36 px images.
-    config = tiny_config(data_dirs, **span, scale=4, iterations=2, learning_rate=1e-30,
-                         val_every=2, init_weights=source_path)
+    config = tiny_config(
+        data_dirs, **span, scale=4, iterations=2, learning_rate=1e-30, val_every=2, init_weights=source_path
+    )
     train(config, tmp_path / "x4")
     started = weights_of(tmp_path / "x4" / "last.safetensors")
     torch.manual_seed(config.seed)  # what the x4 run drew for its fresh layers
@@ -413,14 +431,16 @@ def test_init_weights_from_another_scale_takes_the_body_and_starts_the_upsampler
         torch.testing.assert_close(started[name], source[name], rtol=0, atol=1e-20)
     # Fresh layers start quiet: their default initialisation scaled down, biases zero.
     torch.testing.assert_close(started["upsample.0.weight"], FRESH_LAYER_SCALE * default["upsample.0.weight"])
-    torch.testing.assert_close(started["upsample.0.bias"], torch.zeros_like(default["upsample.0.bias"]),
-                               rtol=0, atol=1e-20)
+    torch.testing.assert_close(
+        started["upsample.0.bias"], torch.zeros_like(default["upsample.0.bias"]), rtol=0, atol=1e-20
+    )
 
     # Another architecture cannot lend its tensors: a one-line error, and nothing is written.
     srcnn_x2 = tmp_path / "srcnn"
     train(tiny_config(data_dirs, iterations=2, val_every=2), srcnn_x2)
-    args = _train_args(data_dirs, tmp_path / "other", "--model", "span", "--model-kwargs", json.dumps(TINY_SPAN),
-                       "--scale", "4", "--init-weights", str(srcnn_x2 / "best.safetensors"))
+    weights = str(srcnn_x2 / "best.safetensors")
+    args = _train_args(data_dirs, tmp_path / "other", "--model", "span", "--model-kwargs",
+                       json.dumps(TINY_SPAN), "--scale", "4", "--init-weights", weights)
     assert "holds a 'srcnn' model; a 'span' run cannot start from it" in _error_of(args, capsys)
     assert not (tmp_path / "other").exists()
 
@@ -430,8 +450,14 @@ def test_init_weights_from_another_scale_refuses_other_kwargs(
 ) -> None:
     span = {"model": "span", "model_kwargs": TINY_SPAN}
     train(tiny_config(data_dirs, **span, iterations=2, val_every=2), tmp_path / "x2")
-    deeper = tiny_config(data_dirs, model="span", model_kwargs={**TINY_SPAN, "num_blocks": 2}, scale=4,
-                         iterations=2, init_weights=str(tmp_path / "x2" / "best.safetensors"))
+    deeper = tiny_config(
+        data_dirs,
+        model="span",
+        model_kwargs={**TINY_SPAN, "num_blocks": 2},
+        scale=4,
+        iterations=2,
+        init_weights=str(tmp_path / "x2" / "best.safetensors"),
+    )
     with pytest.raises((ModelError, CheckpointError)):
         train(deeper, tmp_path / "x4")
     assert not (tmp_path / "x4").exists()
@@ -441,7 +467,7 @@ def test_init_weights_from_another_scale_refuses_other_kwargs(
 
 
 def _averages(extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
+    return {name[len(EMA_PREFIX) :]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
 
 
 def test_ema_is_what_validation_scores_and_best_holds(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -505,3 +531,38 @@ def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameter
     moments = optimizer.state[conv.weight]
     assert moments["exp_avg"].stride() == conv.weight.stride()
     assert moments["exp_avg_sq"].stride() == conv.weight.stride()
+
+
+def test_the_optimizer_named_by_the_config_is_the_one_that_trains(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # AdamW decays the weights apart from the gradient: with the same settings it ends elsewhere.
+    runs = {}
+    for name in ("adam", "adamw"):
+        config = tiny_config(data_dirs, iterations=3, val_data=None, optimizer=name, weight_decay=0.5)
+        train(config, tmp_path / name)
+        _, metadata, _ = load_checkpoint(tmp_path / name / "last.safetensors")
+        assert metadata["config"]["optimizer"] == name
+        runs[name] = weights_of(tmp_path / name / "last.safetensors")
+    assert any(not torch.equal(runs["adam"][key], runs["adamw"][key]) for key in runs["adam"])
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw, got 'sgd'"):
+        resolve_config(tiny_config(data_dirs, optimizer="sgd"))
+
+
+def test_every_flagged_config_field_is_a_train_flag(
+    data_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The flags come from the fields' metadata: one place to add a training option.
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    flagged = [f.name for f in dataclasses.fields(TrainConfig) if "flag" in f.metadata]
+    assert len(flagged) >= 30
+    for name in flagged:
+        expected = "--no-augment" if name == "augment" else "--" + name.replace("_", "-")
+        assert expected in help_text, name
+    run_dir = tmp_path / "run"
+    argv = _train_args(data_dirs, run_dir, "--optimizer", "adamw", "--channels-last", "false")
+    assert main(argv) == 0
+    config = load_run_config(run_dir)
+    assert config.optimizer == "adamw" and config.channels_last is False

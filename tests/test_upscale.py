@@ -17,7 +17,7 @@ from superres.backends import Backend
 from superres.checkpoint import save_checkpoint
 from superres.cli import main
 from superres.errors import ConfigError
-from superres.io import read_image, write_image
+from superres.images import read_image, write_image
 from superres.models import create_model, get_model_info, list_models
 from superres.resize import imresize
 from superres.upscale import fill_transparent, upscale_files, upscale_image
@@ -264,7 +264,7 @@ def test_existing_output_skipped_unless_overwrite(
     source = write_png(tmp_path / "a.png", random_image(6, 6, 3))
     target = write_png(tmp_path / "a_x2.png", np.zeros((3, 3, 3), dtype=np.uint8))
     assert main(["upscale", str(source)]) == 0
-    assert "skipped 1 existing" in capsys.readouterr().out
+    assert "0 done, 1 skipped, 0 failed" in capsys.readouterr().out
     assert read_image(target).pixels.shape == (3, 3, 3)
     assert main(["upscale", str(source), "--overwrite"]) == 0
     assert read_image(target).pixels.shape == (12, 12, 3)
@@ -283,7 +283,7 @@ def test_unreadable_file_is_reported_and_the_rest_done(
     assert (tmp_path / "a_x2.png").is_file() and (tmp_path / "c_x2.png").is_file()
     failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(failures) == 2 and "b.png" in failures[0] and "missing.png" in failures[1]
-    assert "failed 2" in capsys.readouterr().out
+    assert "2 done, 0 skipped, 2 failed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

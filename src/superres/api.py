@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from superres.backends import Backend
     from superres.config import TrainConfig
     from superres.evaluate import EvalResult, Protocol
-    from superres.io import LoadedImage
+    from superres.images import LoadedImage
     from superres.pretrained import PretrainedEntry
     from superres.train import TrainSummary
     from superres.upscale import BatchReport
@@ -223,11 +223,11 @@ def runtime_for(
 def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> LoadedImage:
     """Read an image file: `.pixels` (HWC uint8/uint16, gray/RGB with or without alpha, EXIF
     orientation applied) and `.icc_profile`. `max_pixels` defaults to the decompression-bomb
-    guard of `superres.io`."""
-    from superres import io
+    guard of `superres.images`."""
+    from superres import images
 
-    limit = io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    return io.read_image(path, max_pixels=limit)
+    limit = images.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    return images.read_image(path, max_pixels=limit)
 
 
 def write_image(
@@ -235,30 +235,30 @@ def write_image(
 ) -> Path:
     """Write HW/HWC uint8/uint16 pixels, format by extension (16 bits kept in PNG and TIFF,
     atomically); returns the path."""
-    from superres import io
+    from superres import images
 
-    io.write_image(path, pixels, icc_profile=icc_profile)
+    images.write_image(path, pixels, icc_profile=icc_profile)
     return Path(path)
 
 
 def _pixels_of_pil(image: Image.Image) -> tuple[np.ndarray, bytes | None]:
-    # io's own mode conversion, so a PIL image becomes exactly what reading its file would give.
-    from superres.io import _pixels_from_pillow_image
+    # The reader's own mode conversion, so a PIL image becomes exactly what reading its file would give.
+    from superres.images.pillow import pixels_from_pillow_image
 
-    pixels, keep_profile = _pixels_from_pillow_image(image, Path("<PIL image>"))
+    pixels, keep_profile = pixels_from_pillow_image(image, Path("<PIL image>"))
     profile = image.info.get("icc_profile") or None
     return pixels, (profile if keep_profile else None)
 
 
 def _pil_of_pixels(pixels: np.ndarray, icc_profile: bytes | None) -> Image.Image:
-    from superres.io import _pillow_image_from_pixels
+    from superres.images.pillow import pillow_image_from_pixels
 
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.dtype == np.uint16 and pixels.shape[2] != 1:
         # Pillow has no 16-bit colour or gray+alpha mode; only a file (PNG, TIFF) keeps these.
         raise ImageWriteError("16-bit colour cannot be held by a PIL image; pass a numpy array")
-    image = _pillow_image_from_pixels(pixels)
+    image = pillow_image_from_pixels(pixels)
     if icc_profile:
         image.info["icc_profile"] = icc_profile
     return image

@@ -70,11 +70,12 @@ def _process_is_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: str | os.PathLike[str]) -> int:
+def remove_stale_temporaries(path: str | os.PathLike[str], *, including_own: bool = False) -> int:
     """Delete the temporary files a killed writer of `path` left beside it; returns how many.
 
     Only files named by `atomic_write` for this very `path` are considered, and only those whose
     writing process no longer runs (or, for names without a process id, that are an hour old).
+    `including_own`: this process's too (it is stopping while another thread writes `path`).
     """
     import time
 
@@ -91,7 +92,10 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> int:
             continue
         try:
             if match["pid"] is not None:
-                stale = int(match["pid"]) != os.getpid() and not _process_is_alive(int(match["pid"]))
+                pid = int(match["pid"])
+                stale = (including_own and pid == os.getpid()) or (
+                    pid != os.getpid() and not _process_is_alive(pid)
+                )
             else:
                 stale = time.time() - entry.stat().st_mtime > 3600
             if stale:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from superres import export
+from superres.ensemble import self_ensemble as ensembled
 from superres.errors import ConfigError
 from superres.fast import optimize_for_inference, retain_freed_memory
 
@@ -107,8 +108,6 @@ def make_backend(
     else:
         forward = _torch_device_forward(model, target, torch.float16 if half else torch.float32)
     if self_ensemble:
-        from superres.ensemble import self_ensemble as ensembled
-
         forward = ensembled(forward)
     return Backend(forward=forward, device=target, name=runtime)
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from superres.atomic import atomic_write_bytes, describe_os_error
 from superres.errors import CheckpointError, ModelError
+from superres.models import create_model, get_model_info
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def load_model(
     `expect_model` / `expect_scale` turn "this is a checkpoint of something else" into a clear
     CheckpointError instead of a shape mismatch deep inside PyTorch.
     """
-    from superres.models import create_model
-
     state_dict, metadata, _ = load_checkpoint(path)
     check_checkpoint_matches(path, metadata, expect_model, expect_scale)
     with torch.device("meta"):  # shapes only: a file claiming a huge network costs nothing here
@@ -192,8 +191,6 @@ def _kind_error(value: Any, default: Any) -> str | None:
 
 def validate_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
     """CheckpointError unless `model`, `scale` and `model_kwargs` fit the registered card."""
-    from superres.models import get_model_info
-
     name = metadata["model"]
     try:
         info = get_model_info(name)

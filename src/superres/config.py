@@ -15,9 +15,11 @@ reported with the absolute path that was tried (`missing_path_message`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,14 +31,53 @@ from superres.errors import ConfigError, ModelError
 PRESET_PACKAGE = "superres.configs"
 CONFIG_FILENAME = "config.json"
 
-LOSSES = ("mse", "l1")
+#: The losses a config may name -> the `torch.nn.functional` function that computes it. Names, not
+#: the functions: this module stays free of torch so that the command line starts fast. Validation
+#: reads the keys, the trainer the values; adding a loss is one line here.
+LOSSES = {"mse": "mse_loss", "l1": "l1_loss"}
+#: The optimizers a config may name -> the `torch.optim` class; each takes lr, betas, weight_decay
+#: and fused. AdamW decouples the weight decay from the gradient (Loshchilov & Hutter 2019).
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}
 SCHEDULES = ("constant", "step", "cosine")
-OPTIMIZERS = ("adam",)
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 CHANNELS = ("Y", "RGB")
 DEGRADATIONS = ("bicubic", "bilinear")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A command-line JSON object (`--model-kwargs`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as {\"num_layers\": 15}")
+    return value
+
+
+def _auto_or_bool(text: str) -> str | bool:
+    """`--channels-last` value: auto, true or false."""
+    choices: dict[str, str | bool] = {"auto": "auto", "true": True, "false": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got '{text}'")
+    return choices[text]
+
+
+def flag(group: str, help: str | None = None, **argparse_options: Any) -> dict[str, Any]:
+    """Field metadata that makes a `TrainConfig` field a `superres train` flag.
+
+    `group` is the --help section; the other options go to `add_argument` as they are (the flag's
+    name is the field's, dashed, unless `flags` names it). Adding a training option is adding
+    the field, with this, and reading it where it matters.
+    """
+    return {"flag": {"group": group, "help": help, **argparse_options}}
+
+
+_DATA = "model and data"
+_OPTIM = "optimisation"
+_RUN = "running"
 
 
 @dataclass(frozen=True)
@@ -59,41 +100,90 @@ class TrainConfig:
     validation scores and best.safetensors holds; None trains without one.
     """
 
-    model: str
-    scale: int
-    train_data: tuple[str, ...]
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init_weights: str | None = None
-    val_data: str | None = None
-    patch_size: int = 24
-    batch_size: int = 16
-    iterations: int | None = None
-    epochs: float | None = None
-    optimizer: str = "adam"
-    learning_rate: float = 1e-4
+    # Field order is config.json's key order and --help's; `flag(...)` makes a field a flag.
+    model: str = field(metadata=flag(_DATA, "registered model name (see `superres models`)"))
+    scale: int = field(metadata=flag(_DATA, type=int))
+    train_data: tuple[str, ...] = field(
+        metadata=flag(_DATA, "HR folders, packed or prepared .npz", nargs="+", metavar="PATH")
+    )
+    model_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=flag(_DATA, 'JSON object, e.g. \'{"num_layers": 15}\'', type=_json_object),
+    )
+    init_weights: str | None = field(
+        default=None,
+        metadata=flag(
+            _DATA,
+            "fine-tune: start from this .safetensors checkpoint or shipped model (e.g. red20); "
+            "from another scale only the body is taken",
+            metavar="WEIGHTS",
+        ),
+    )
+    val_data: str | None = field(
+        default=None, metadata=flag(_DATA, "HR folder for validation, or 'none'", metavar="DIR")
+    )
+    patch_size: int = field(default=24, metadata=flag(_DATA, "LR patch size in pixels", type=int))
+    batch_size: int = field(
+        default=16, metadata=flag(_OPTIM, "pairs per step (per process under torchrun)", type=int)
+    )
+    iterations: int | None = field(default=None, metadata=flag(_OPTIM, type=int))
+    epochs: float | None = field(default=None, metadata=flag(_OPTIM, type=float))
+    optimizer: str = field(default="adam", metadata=flag(_OPTIM, choices=tuple(OPTIMIZERS)))
+    learning_rate: float = field(default=1e-4, metadata=flag(_OPTIM, type=float))
     betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    loss: str = "mse"
-    schedule: str = "constant"
-    step_size: int | None = None
-    gamma: float = 0.1
-    warmup_steps: int = 0
-    min_learning_rate: float = 0.0
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    augment: bool = True
-    val_every: int = 1000
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    seed: int = 0
-    degradation: str | None = None
-    channels: str | None = None
-    amp: str = "auto"
-    channels_last: str | bool = "auto"
-    compile: str = "off"
-    max_minutes: float | None = None
-    device: str = "auto"
-    num_threads: int | None = None
+    weight_decay: float = field(default=0.0, metadata=flag(_OPTIM, type=float))
+    loss: str = field(default="mse", metadata=flag(_OPTIM, choices=tuple(LOSSES)))
+    schedule: str = field(default="constant", metadata=flag(_OPTIM, choices=SCHEDULES))
+    step_size: int | None = field(
+        default=None, metadata=flag(_OPTIM, "steps between decays (schedule step)", type=int)
+    )
+    gamma: float = field(default=0.1, metadata=flag(_OPTIM, "decay factor (schedule step)", type=float))
+    warmup_steps: int = field(default=0, metadata=flag(_OPTIM, type=int))
+    min_learning_rate: float = field(
+        default=0.0, metadata=flag(_OPTIM, "floor of the cosine schedule", type=float)
+    )
+    grad_clip: float | None = field(
+        default=None, metadata=flag(_OPTIM, "clip the gradient norm to this", type=float)
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata=flag(
+            _OPTIM,
+            "keep a moving average of the weights (e.g. 0.999); it is validated and saved as best",
+            type=float,
+        ),
+    )
+    augment: bool = field(
+        default=True,
+        metadata=flag(
+            _DATA, "no random flips and turns", flags=("--no-augment",), action="store_const", const=False
+        ),
+    )
+    val_every: int = field(default=1000, metadata=flag(_RUN, type=int))
+    checkpoint_every: int = field(default=1000, metadata=flag(_RUN, type=int))
+    log_every: int = field(default=100, metadata=flag(_RUN, type=int))
+    seed: int = field(default=0, metadata=flag(_OPTIM, type=int))
+    degradation: str | None = field(default=None, metadata=flag(_DATA, choices=DEGRADATIONS))
+    channels: str | None = field(default=None, metadata=flag(_DATA, choices=CHANNELS))
+    amp: str = field(default="auto", metadata=flag(_RUN, choices=AMP_MODES))
+    channels_last: str | bool = field(
+        default="auto", metadata=flag(_RUN, type=_auto_or_bool, metavar="{auto,true,false}")
+    )
+    compile: str = field(
+        default="off",
+        metadata=flag(
+            _RUN,
+            "torch.compile the training network (costs start-up time; default off)",
+            choices=COMPILE_MODES,
+        ),
+    )
+    max_minutes: float | None = field(
+        default=None, metadata=flag(_RUN, "stop cleanly (with a checkpoint) after this", type=float)
+    )
+    device: str = field(default="auto", metadata=flag(_RUN, choices=DEVICES))
+    num_threads: int | None = field(
+        default=None, metadata=flag(_RUN, "CPU threads for PyTorch", type=int)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged."""
@@ -236,6 +326,8 @@ def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill `channels` and `degradation` from the model's ModelInfo, then validate everything."""
+    # Here, not at the top: the registry loads torch, and `superres train --help` builds its flags
+    # from this module.
     from superres.models import get_model_info, list_models
 
     if config.model not in list_models():
@@ -301,7 +393,7 @@ def validate_config(config: TrainConfig) -> None:
         _check_positive_int("num_threads", config.num_threads)
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: Any, choices: Collection[str]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 

@@ -2,7 +2,7 @@
 
 Three kinds of source feed the trainer:
 
-* folders of HR images (searched recursively; anything `superres.io.read_image` reads);
+* folders of HR images (searched recursively; anything `superres.images.read_image` reads);
 * a packed `.npz` made by `superres pack` (`pack_images`): the same HR images, already converted
   to the training colour (Y or RGB) as uint8, in one compressed file that loads in a second;
 * a prepared `.npz` of fixed patch pairs made by `superres prepare` (`prepare_patches`), read by
@@ -38,7 +38,11 @@ import numpy as np
 import torch
 
 from superres.atomic import atomic_write
+from superres.color import rgb_to_y
+from superres.config import missing_path_message
 from superres.errors import ConfigError
+from superres.images import IMAGE_EXTENSIONS, read_image
+from superres.resize import imresize, modcrop
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +98,6 @@ def _read_npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
 
 
 def _image_suffixes() -> set[str]:
-    from superres.io import IMAGE_EXTENSIONS
-
     return {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in IMAGE_EXTENSIONS}
 
 
@@ -116,8 +118,6 @@ def to_training_channels(pixels: np.ndarray, channels: str) -> np.ndarray:
     Y: `round(255 * rgb_to_y(rgb / 255))` from RGB; a single-channel gray image is used as Y
     directly (as the evaluation protocol does). RGB: kept; gray is repeated. Alpha is dropped.
     """
-    from superres.color import rgb_to_y
-
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[2] in (2, 4):
@@ -155,8 +155,6 @@ def load_hr_images(
     sources: Sequence[str | Path], channels: str
 ) -> tuple[list[np.ndarray], list[str]]:
     """HR images (uint8 HWC in `channels`) and their names from folders, image files or packs."""
-    from superres.io import read_image
-
     images: list[np.ndarray] = []
     names: list[str] = []
     for source in map(Path, sources):
@@ -177,8 +175,6 @@ def load_hr_images(
         elif source.exists():
             raise ConfigError(f"not an image folder, image or .npz file: {source}")
         else:
-            from superres.config import missing_path_message
-
             raise ConfigError(missing_path_message("training data", source))
     if not images:
         raise ConfigError("no training images given")
@@ -250,8 +246,6 @@ class PairedPatchSampler:
         augment: bool = True,
         names: Sequence[str] | None = None,
     ) -> None:
-        from superres.resize import imresize, modcrop
-
         self.scale = int(scale)
         self.lr_patch_size = int(patch_size)
         self.hr_patch_size = self.scale * self.lr_patch_size

@@ -28,7 +28,7 @@ import torch
 
 from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
-from superres.io import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
+from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
 from superres.metrics import psnr, ssim
 from superres.resize import imresize, modcrop
 
@@ -226,7 +226,7 @@ def evaluate_model(
     `channels`: "Y" or "RGB" to override the card (`model_channels`). `backend`: a ready
     `superres.backends.Backend` for `model` (e.g. a self-ensemble); by default the torch runtime
     on `device`, which runs a folded, eval-mode copy and leaves `model` as it is.
-    `max_pixels`: the decompression-bomb limit per image (None: `superres.io.DEFAULT_MAX_PIXELS`).
+    `max_pixels`: the decompression-bomb limit per image (None: `superres.images.DEFAULT_MAX_PIXELS`).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
@@ -247,5 +247,6 @@ def evaluate_model(
         result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
         logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
         if save_dir is not None:
-            write_image(Path(save_dir) / f"{path.stem}_x{scale}_{name}.png", sr.squeeze() if sr.shape[2] == 1 else sr)
+            sr_path = Path(save_dir) / f"{path.stem}_x{scale}_{name}.png"
+            write_image(sr_path, sr.squeeze() if sr.shape[2] == 1 else sr)
     return result

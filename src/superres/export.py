@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from superres import __version__ as superres_version
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError, require_optional
 from superres.fast import cpu_count, replace_transposed_convs
@@ -94,8 +95,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 
 def _metadata(model: nn.Module, release_name: str | None) -> dict[str, str]:
-    from superres import __version__ as superres_version
-
     architecture, scale, channels = _model_card(model)
     model_kwargs = getattr(model, "model_kwargs", {}) or {}
     try:

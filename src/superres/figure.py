@@ -23,6 +23,10 @@ from torch import nn
 
 from superres.backends import Backend
 from superres.errors import ConfigError
+from superres.images import write_image
+from superres.metrics import score_pair
+from superres.resize import imresize, modcrop
+from superres.upscale import upscale_image
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +87,6 @@ def to_display_rgb(pixels: np.ndarray) -> np.ndarray:
 
 def degrade(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(HR cropped to a multiple of `scale`, its LR by MATLAB bicubic `imresize(hr, 1/scale)`)."""
-    from superres.resize import imresize, modcrop
-
     hr = modcrop(hr, scale)
     if hr.shape[0] < scale or hr.shape[1] < scale:
         raise ConfigError(f"image of {hr.shape[1]}x{hr.shape[0]} pixels is too small for x{scale}")
@@ -150,10 +152,6 @@ def compare_images(
 
     `backend`: a runtime name (run on `device`) or a ready `superres.backends.Backend`.
     """
-    from superres.metrics import score_pair
-    from superres.resize import imresize
-    from superres.upscale import upscale_image
-
     scale = int(model.scale)
     lr = to_uint8(lr)
     if hr is not None:
@@ -231,8 +229,6 @@ def render_comparison(comparison: Comparison) -> np.ndarray:
 
 def save_comparison_figure(comparison: Comparison, path: str | Path) -> Path:
     """Draw `comparison` and write it (atomically) to `path`; returns the path."""
-    from superres.io import write_image
-
     path = Path(path)
     write_image(path, render_comparison(comparison))
     logger.debug("wrote comparison figure %s", path)

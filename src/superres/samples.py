@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from superres.images import read_image
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_NAME = "grace_hopper.jpg"
@@ -63,8 +65,6 @@ def sample_image() -> np.ndarray:
     if path is None:
         logger.info("matplotlib's sample photo is not installed; using the synthetic chart")
         return resolution_chart()
-    from superres.io import read_image
-
     return read_image(path).pixels
 
 

@@ -25,8 +25,13 @@ rank with DistributedDataParallel; each rank draws its own `batch_size` pairs fr
 stream (global batch = batch_size * world_size), only rank 0 validates, writes files and logs.
 Stop decisions (time limit, Ctrl-C, NaN) are agreed at sync points with one all-reduce.
 
-What a checkpoint carries and how it is restored lives in `superres.train_state`; the history
-file and plots in `superres.runlog`.
+The loop in `_train` reads top to bottom: `_set_up` builds everything a run needs (`_Run`),
+`_step` is one optimizer step, `_sync_point` is where the host waits for the device, checks,
+validates, logs and saves, and `_summary` says what the call did. What a checkpoint carries and
+how it is restored lives in `superres.train_state`; the history file and plots in
+`superres.runlog`; the progress bar, log lines and stop requests in `superres.train_progress`;
+the process group in `superres.distributed`. Losses and optimizers are named by the tables
+`superres.config.LOSSES` and `OPTIMIZERS`.
 """
 
 from __future__ import annotations
@@ -34,14 +39,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.checkpoint import save_checkpoint
-from superres.config import TrainConfig, resolve_config, save_config
+from superres.config import LOSSES, OPTIMIZERS, TrainConfig, missing_path_message, resolve_config, save_config
 from superres.data import DeviceBatches, open_patch_source
+from superres.distributed import Distributed, all_reduce_totals, setup_distributed
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
+from superres.evaluate import Protocol, evaluate_model
 from superres.fast import retain_freed_memory
+from superres.images import list_images
+from superres.models import create_model
 from superres.runlock import hold_run_lock
-from superres.runlog import HISTORY_COLUMNS, append_history, write_history, write_plots
+from superres.runlog import append_history, write_history, write_plots
+from superres.train_progress import (
+    log_progress,
+    log_training_start,
+    make_progress_bar,
+    progress_logging,
+    stop_requests,
+)
 from superres.train_state import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -87,18 +97,6 @@ class TrainSummary:
     hr_pixels_per_s: float
     last_checkpoint: Path | None
     best_checkpoint: Path | None
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    started_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 # --- the trainer ------------------------------------------------------------------------------
@@ -149,8 +147,99 @@ def _train(
     stop_after: int | None,
     call_started: float,
 ) -> TrainSummary:
-    from superres.models import create_model
+    run = _set_up(config, run_dir, device, dist, resume)
+    clock = _Clock()
+    stop_reason = "completed"
+    progress = make_progress_bar(run.total_steps, run.state.step, dist)
+    with stop_requests(config.max_minutes, call_started) as stop_requested, progress_logging(progress):
+        run.model.train()
+        for step in range(run.state.step + 1, run.total_steps + 1):
+            learning_rate = _step(run, step)
+            clock.steps_this_call, clock.window_steps = clock.steps_this_call + 1, clock.window_steps + 1
+            progress.update(1)
 
+            is_last = step == run.total_steps
+            due_validation = run.val_dir is not None and (step % config.val_every == 0 or is_last)
+            due_checkpoint = step % config.checkpoint_every == 0 or is_last
+            due_log = step % config.log_every == 0 or is_last
+            local_stop = stop_requested()
+            stop_everywhere = False
+            # One process decides alone; several agree at scheduled sync points only.
+            if due_log or due_validation or due_checkpoint or (local_stop and dist.world_size == 1):
+                stop_everywhere = _sync_point(
+                    run, step, learning_rate, clock, local_stop, due_validation, due_checkpoint, progress
+                )
+                if stop_everywhere:
+                    stop_reason = stop_requested.reason or "time_limit"
+            if stop_after == step:
+                stop_reason = "stop_after"
+                break
+            if stop_everywhere:
+                break
+        progress.close()
+    return _summary(run, clock, stop_reason, call_started)
+
+
+# --- the pieces of the loop -------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Everything `_set_up` builds for one call of `train`, and what the loop changes (`state`)."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    dist: Distributed
+    batches: DeviceBatches
+    val_dir: Path | None
+    steps_per_epoch: int
+    total_steps: int
+    hr_pixels_per_step: int
+    model: nn.Module  # the plain module: what checkpoints hold
+    net: nn.Module  # what the step runs: the model, wrapped by DDP and/or torch.compile
+    released: nn.Module  # what validation scores and best.safetensors holds
+    average: WeightAverage | None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_function: Any
+    autocast: torch.autocast
+    state: RunState
+    pending_losses: list[torch.Tensor] = field(default_factory=list)  # since the last sync point
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / LAST_CHECKPOINT
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / BEST_CHECKPOINT
+
+
+@dataclass
+class _Clock:
+    """Steps and seconds of this call: the window since the last sync point, and the totals."""
+
+    loop_started: float = field(default_factory=time.monotonic)
+    window_started: float = field(default_factory=time.monotonic)
+    window_steps: int = 0
+    steps_this_call: int = 0
+    train_s: float = 0.0  # time in training steps, validation and checkpoints left out
+
+    def close_window(self) -> float:
+        """Seconds of the window, added to `train_s` (measured after the host waited)."""
+        window_s = time.monotonic() - self.window_started
+        self.train_s += window_s
+        return window_s
+
+    def open_window(self) -> None:
+        self.window_started, self.window_steps = time.monotonic(), 0
+
+
+def _set_up(
+    config: TrainConfig, run_dir: Path, device: torch.device, dist: Distributed, resume: bool
+) -> _Run:
+    """Data, model, optimizer and state (restored when resuming); the run folder's config and history."""
     check_run_dir(run_dir, resume)
     source = open_patch_source(
         config.train_data,
@@ -164,7 +253,6 @@ def _train(
     global_batch = config.batch_size * dist.world_size
     steps_per_epoch = source.steps_per_epoch(global_batch)
     total_steps = config.iterations or math.ceil(config.epochs * steps_per_epoch)
-    hr_pixels_per_step = global_batch * (config.scale * config.patch_size) ** 2
 
     torch.manual_seed(config.seed)  # the one place torch is seeded: it decides the initial weights
     if device.type == "cpu":
@@ -177,7 +265,8 @@ def _train(
     batches = DeviceBatches(source, device, channels_last=channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off at once
-    optimizer = torch.optim.Adam(
+    optimizer_class = getattr(torch.optim, OPTIMIZERS[config.optimizer])
+    optimizer = optimizer_class(
         model.parameters(),
         lr=config.learning_rate,
         betas=config.betas,
@@ -192,8 +281,6 @@ def _train(
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     if resume:
         state = restore_training_state(run_dir, config, model, optimizer, scaler, device, average)
-    # What validation scores and best.safetensors holds: the weight average when there is one.
-    released = average.average if average is not None else model
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
@@ -207,124 +294,141 @@ def _train(
         # Fewer, fused kernels for the training forward/backward; validation and checkpoints use
         # the plain module, whose weights the compiled one shares.
         net = torch.compile(net, mode=None if config.compile == "default" else config.compile)
-    loss_function = F.mse_loss if config.loss == "mse" else F.l1_loss
     autocast = torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
     log_training_start(config, dist, device, amp_dtype, channels_last, source, total_steps, state.step)
-
-    last_path = run_dir / LAST_CHECKPOINT
-    best_path = run_dir / BEST_CHECKPOINT
-    pending_losses: list[torch.Tensor] = []
-    window_started, window_steps = time.monotonic(), 0
-    loop_started, train_s = time.monotonic(), 0.0
-    steps_this_call = 0
-    stop_reason = "completed"
-    if state.step >= total_steps and dist.is_main:
-        logger.info("nothing to do: the run already reached step %d of %d", state.step, total_steps)
-    progress = make_progress_bar(total_steps, state.step, dist)
-    with stop_requests(config.max_minutes, call_started) as stop_requested, progress_logging(progress):
-        model.train()
-        for step in range(state.step + 1, total_steps + 1):
-            learning_rate = learning_rate_at(config, step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            rng = np.random.default_rng([config.seed, dist.rank, step])
-            lr, hr = batches.sample(config.batch_size, rng)
-            with autocast:
-                sr = net(lr)
-            loss = loss_function(sr.float(), hr)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if average is not None:
-                average.update(model, step)
-            pending_losses.append(loss.detach())
-            state.step, steps_this_call, window_steps = step, steps_this_call + 1, window_steps + 1
-            progress.update(1)
-
-            is_last = step == total_steps
-            due_validation = val_dir is not None and (step % config.val_every == 0 or is_last)
-            due_checkpoint = step % config.checkpoint_every == 0 or is_last
-            due_log = step % config.log_every == 0 or is_last
-            local_stop = stop_requested()
-            # One process decides alone; several agree at scheduled sync points only.
-            if not (due_log or due_validation or due_checkpoint or (local_stop and dist.world_size == 1)):
-                if stop_after == step:
-                    stop_reason = "stop_after"
-                    break
-                continue
-
-            # --- sync point: the host waits for the device here, and only here ---
-            mean_loss, first_bad, stop_everywhere = agree_at_sync_point(
-                pending_losses, step, model, local_stop, dist, scaler.is_enabled()
-            )
-            pending_losses.clear()
-            window_s = time.monotonic() - window_started  # measured after the wait: device time counts
-            train_s += window_s
-            if first_bad is not None:
-                good = last_path if last_path.is_file() else "none"
-                raise TrainingDiverged(f"loss became nan at step {first_bad}; last good checkpoint: {good}")
-            if stop_everywhere:
-                due_validation, due_checkpoint = val_dir is not None, True
-                stop_reason = stop_requested.reason or "time_limit"
-            row = {
-                "step": step,
-                "epoch": round(step / steps_per_epoch, 4),
-                "loss": mean_loss,
-                "learning_rate": learning_rate,
-                "val_psnr": None,
-                "val_ssim": None,
-                "elapsed_s": round(state.elapsed_before_s + time.monotonic() - loop_started, 2),
-                "hr_pixels_per_s": round(window_steps * hr_pixels_per_step / max(window_s, 1e-9), 1),
-            }
-            if due_validation and dist.is_main:
-                validate_into(row, state, released, val_dir, config, device)
-            if dist.is_main:
-                append_history(run_dir, row)
-                state.history.append(row)
-                if due_validation:
-                    if state.best_step == step:
-                        save_checkpoint(best_path, released, checkpoint_metadata(config, model, state, step))
-                    write_plots(run_dir, state.history)
-                if due_checkpoint:
-                    save_training_checkpoint(last_path, config, model, optimizer, scaler, state, step, row, average)
-                seconds = time.monotonic() - loop_started
-                log_progress(row, total_steps, state, progress, steps_this_call, seconds)
-            window_started, window_steps = time.monotonic(), 0
-            if stop_after == step:
-                stop_reason = "stop_after"
-                break
-            if stop_everywhere:
-                break
-        progress.close()
-    if dist.is_main and stop_reason != "stop_after" and steps_this_call > 0:
-        write_plots(run_dir, state.history)
-    if stop_reason == "stop_after":
-        train_s += time.monotonic() - window_started
-    summary = TrainSummary(
+    return _Run(
+        config=config,
         run_dir=run_dir,
-        steps=state.step,
+        device=device,
+        dist=dist,
+        batches=batches,
+        val_dir=val_dir,
+        steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        hr_pixels_per_step=global_batch * (config.scale * config.patch_size) ** 2,
+        model=model,
+        net=net,
+        # The weight average when there is one.
+        released=average.average if average is not None else model,
+        average=average,
+        optimizer=optimizer,
+        scaler=scaler,
+        loss_function=getattr(F, LOSSES[config.loss]),
+        autocast=autocast,
+        state=state,
+    )
+
+
+def _step(run: _Run, step: int) -> float:
+    """One optimizer step (1-based `step`); its loss is kept on the device until the sync point.
+
+    The batch depends on (seed, rank, step) alone, so a resumed run draws what the killed one would.
+    """
+    config, optimizer, scaler = run.config, run.optimizer, run.scaler
+    learning_rate = learning_rate_at(config, step, run.total_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    rng = np.random.default_rng([config.seed, run.dist.rank, step])
+    lr, hr = run.batches.sample(config.batch_size, rng)
+    with run.autocast:
+        sr = run.net(lr)
+    loss = run.loss_function(sr.float(), hr)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if config.grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    if run.average is not None:
+        run.average.update(run.model, step)
+    run.pending_losses.append(loss.detach())
+    run.state.step = step
+    return learning_rate
+
+
+def _sync_point(
+    run: _Run,
+    step: int,
+    learning_rate: float,
+    clock: _Clock,
+    local_stop: bool,
+    due_validation: bool,
+    due_checkpoint: bool,
+    progress: Any,
+) -> bool:
+    """The host waits for the device here, and only here: check the losses, then (rank 0) log,
+    validate and save. Returns whether every process stops now (a stop also validates and saves).
+    """
+    config, state, dist = run.config, run.state, run.dist
+    mean_loss, first_bad, stop_everywhere = agree_at_sync_point(
+        run.pending_losses, step, run.model, local_stop, dist, run.scaler.is_enabled()
+    )
+    run.pending_losses.clear()
+    window_s = clock.close_window()
+    if first_bad is not None:
+        good = run.last_path if run.last_path.is_file() else "none"
+        raise TrainingDiverged(f"loss became nan at step {first_bad}; last good checkpoint: {good}")
+    if stop_everywhere:
+        due_validation, due_checkpoint = run.val_dir is not None, True
+    row = {
+        "step": step,
+        "epoch": round(step / run.steps_per_epoch, 4),
+        "loss": mean_loss,
+        "learning_rate": learning_rate,
+        "val_psnr": None,
+        "val_ssim": None,
+        "elapsed_s": round(state.elapsed_before_s + time.monotonic() - clock.loop_started, 2),
+        "hr_pixels_per_s": round(clock.window_steps * run.hr_pixels_per_step / max(window_s, 1e-9), 1),
+    }
+    if dist.is_main:
+        if due_validation:
+            validate_into(row, state, run.released, run.val_dir, config, run.device)
+        append_history(run.run_dir, row)
+        state.history.append(row)
+        if due_validation:
+            if state.best_step == step:
+                metadata = checkpoint_metadata(config, run.model, state, step)
+                save_checkpoint(run.best_path, run.released, metadata)
+            write_plots(run.run_dir, state.history)
+        if due_checkpoint:
+            save_training_checkpoint(
+                run.last_path, config, run.model, run.optimizer, run.scaler, state, step, row, run.average
+            )
+        seconds = time.monotonic() - clock.loop_started
+        log_progress(row, run.total_steps, state, progress, clock.steps_this_call, seconds)
+    clock.open_window()
+    return stop_everywhere
+
+
+def _summary(run: _Run, clock: _Clock, stop_reason: str, call_started: float) -> TrainSummary:
+    """Final plots (unless stopped as if killed) and what the call did, logged by rank 0."""
+    if run.dist.is_main and stop_reason != "stop_after" and clock.steps_this_call > 0:
+        write_plots(run.run_dir, run.state.history)
+    if stop_reason == "stop_after":
+        clock.close_window()
+    train_s = clock.train_s
+    summary = TrainSummary(
+        run_dir=run.run_dir,
+        steps=run.state.step,
+        total_steps=run.total_steps,
         stop_reason=stop_reason,
-        best_psnr=state.best_psnr,
-        best_ssim=state.best_ssim,
-        best_step=state.best_step,
+        best_psnr=run.state.best_psnr,
+        best_ssim=run.state.best_ssim,
+        best_step=run.state.best_step,
         elapsed_s=time.monotonic() - call_started,
         train_s=train_s,
-        hr_pixels_per_s=steps_this_call * hr_pixels_per_step / train_s if train_s > 0 else 0.0,
-        last_checkpoint=last_path if last_path.is_file() else None,
-        best_checkpoint=best_path if best_path.is_file() else None,
+        hr_pixels_per_s=clock.steps_this_call * run.hr_pixels_per_step / train_s if train_s > 0 else 0.0,
+        last_checkpoint=run.last_path if run.last_path.is_file() else None,
+        best_checkpoint=run.best_path if run.best_path.is_file() else None,
     )
-    if dist.is_main:
+    if run.dist.is_main:
         best = "-"
         if summary.best_psnr is not None:
             best = f"{summary.best_psnr:.3f} dB (step {summary.best_step})"
         logger.info(
             "%s at step %d/%d: best PSNR %s, %.0f HR px/s, %.1f s",
-            stop_reason, summary.steps, total_steps, best, summary.hr_pixels_per_s, summary.elapsed_s,
+            stop_reason, summary.steps, run.total_steps, best, summary.hr_pixels_per_s, summary.elapsed_s,
         )
     return summary
 
@@ -357,23 +461,6 @@ def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
     return True if config.channels_last == "auto" else bool(config.channels_last)
 
 
-def setup_distributed(device: torch.device) -> Distributed:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); else a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    import torch.distributed as torch_dist
-
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    started_here = False
-    if not torch_dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch_dist.init_process_group(backend, rank=rank, world_size=world_size)
-        started_here = True
-    return Distributed(rank, world_size, local_rank, started_here)
-
-
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to start over an existing run (its checkpoints would be overwritten)."""
     if resume:
@@ -390,12 +477,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 def check_val_dir(val_data: str | None) -> Path | None:
     if val_data is None:
         return None
-    from superres.io import list_images
-
     val_dir = Path(val_data)
     if not val_dir.is_dir():
-        from superres.config import missing_path_message
-
         raise ConfigError(missing_path_message("validation folder", val_dir))
     if not list_images(val_dir):
         raise ConfigError(f"no images found in validation folder {val_dir}")
@@ -443,18 +526,11 @@ def agree_at_sync_point(
         bad_step = first_step + int(np.argmin(finite))
     elif not weights_finite:
         bad_step = step
-    totals = np.array(
-        [losses[finite].sum(), finite.sum(), -1 if bad_step is None else bad_step, float(local_stop)],
-        dtype=np.float64,
+    totals = all_reduce_totals(
+        np.array([losses[finite].sum(), finite.sum()], dtype=np.float64),
+        np.array([-1 if bad_step is None else bad_step, float(local_stop)], dtype=np.float64),
+        dist,
     )
-    if dist.world_size > 1:
-        import torch.distributed as torch_dist
-
-        summed = torch.tensor(totals[:2], dtype=torch.float64)
-        flags = torch.tensor(totals[2:], dtype=torch.float64)
-        torch_dist.all_reduce(summed, op=torch_dist.ReduceOp.SUM)
-        torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
-        totals = np.concatenate([summed.numpy(), flags.numpy()])
     mean_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
     first_bad = int(totals[2]) if totals[2] >= 0 else None
     return mean_loss, first_bad, bool(totals[3] > 0)
@@ -469,8 +545,6 @@ def validate_into(
     device: torch.device,
 ) -> None:
     """Score the model on `val_dir` by the paper protocol; update the row and the best so far."""
-    from superres.evaluate import Protocol, evaluate_model
-
     protocol = Protocol(degradation=config.degradation)
     was_training = model.training
     with torch.no_grad():
@@ -482,135 +556,3 @@ def validate_into(
     state.last_psnr = result.psnr
     if state.best_psnr is None or result.psnr > state.best_psnr:
         state.best_psnr, state.best_ssim, state.best_step = result.psnr, result.ssim, row["step"]
-
-
-# --- progress, logging and stopping ---------------------------------------------------------
-
-
-class _NoProgress:
-    def update(self, count: int) -> None:
-        pass
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def make_progress_bar(total_steps: int, start_step: int, dist: Distributed) -> Any:
-    """A tqdm bar on an interactive terminal (rank 0 only); the log lines are enough elsewhere."""
-    if not (dist.is_main and sys.stderr.isatty()):
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.05)
-
-
-@contextmanager
-def progress_logging(progress: Any) -> Iterator[None]:
-    """Route log records through tqdm while a bar is shown, so lines do not tear the bar."""
-    if isinstance(progress, _NoProgress):
-        yield
-        return
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm():
-        yield
-
-
-def log_training_start(
-    config: TrainConfig,
-    dist: Distributed,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    channels_last: bool,
-    source: Any,
-    total_steps: int,
-    start_step: int,
-) -> None:
-    if not dist.is_main:
-        return
-    logger.info(
-        "training %s x%d on %s (%s%s%s): %d pairs of %d px LR patches per step%s, steps %d..%d",
-        config.model, config.scale, device,
-        "amp " + str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
-        ", channels-last" if channels_last else "",
-        f", {dist.world_size} processes" if dist.world_size > 1 else "",
-        config.batch_size * dist.world_size, config.patch_size,
-        f" from {type(source).__name__}", start_step + 1, total_steps,
-    )
-
-
-def log_progress(
-    row: dict[str, Any],
-    total_steps: int,
-    state: RunState,
-    progress: Any,
-    steps_this_call: int,
-    seconds_this_call: float,
-) -> None:
-    remaining = total_steps - row["step"]
-    eta_s = remaining * seconds_this_call / max(steps_this_call, 1)
-    psnr = ""
-    if row["val_psnr"] is not None:
-        psnr = f" | val PSNR {state.last_psnr:.3f} dB (best {state.best_psnr:.3f})"
-    text = (
-        f"step {row['step']}/{total_steps} (epoch {row['epoch']:.2f}) loss {row['loss']:.6g} "
-        f"lr {row['learning_rate']:.3g}{psnr} | {row['hr_pixels_per_s'] / 1e6:.2f} M HR px/s "
-        f"| ETA {_format_duration(eta_s)}"
-    )
-    logger.info("%s", text)
-    last_psnr = f" psnr={state.last_psnr:.2f}" if state.last_psnr is not None else ""
-    speed = row["hr_pixels_per_s"] / 1e6
-    progress.set_postfix_str(f"loss={row['loss']:.4g}{last_psnr} {speed:.1f}Mpx/s", refresh=False)
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
-class _StopRequests:
-    """Callable: has the time limit passed or Ctrl-C been pressed? `.reason` says which."""
-
-    def __init__(self, max_minutes: float | None, started: float) -> None:
-        self.deadline = None if max_minutes is None else started + 60.0 * max_minutes
-        self.interrupted = False
-        self.reason: str | None = None
-
-    def __call__(self) -> bool:
-        if self.interrupted:
-            self.reason = "interrupted"
-            return True
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.reason = "time_limit"
-            return True
-        return False
-
-
-@contextmanager
-def stop_requests(max_minutes: float | None, started: float) -> Iterator[_StopRequests]:
-    """A stop flag set by the time limit or by the first Ctrl-C (a second one stops at once).
-
-    The first Ctrl-C lets the current step finish, then the run validates, saves last.safetensors
-    and returns; raising KeyboardInterrupt in the middle of an optimizer step could not do that.
-    """
-    requests = _StopRequests(max_minutes, started)
-    if threading.current_thread() is not threading.main_thread():
-        yield requests
-        return
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        if requests.interrupted:
-            raise KeyboardInterrupt
-        requests.interrupted = True
-        logger.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield requests
-    finally:
-        signal.signal(signal.SIGINT, previous)

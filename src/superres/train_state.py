@@ -26,6 +26,7 @@ from superres.checkpoint import (
 from superres.config import TrainConfig
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError
+from superres.pretrained import list_pretrained, resolve_model
 from superres.runlog import read_history
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,6 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     Same scale: every tensor, strictly. Another scale of the same architecture (a x2 run starting
     a x4 one): the tensors whose names and shapes match (the body); the upsampler stays fresh.
     """
-    from superres.pretrained import resolve_model
-
     source = resolve_model(config.init_weights, None)  # a checkpoint's own scale; x2 for a name
     if int(source.scale) != config.scale and config.scale in _shipped_scales(config.init_weights):
         source = resolve_model(config.init_weights, config.scale)
@@ -138,8 +137,6 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
 
 
 def _shipped_scales(spec: str) -> set[int]:
-    from superres.pretrained import list_pretrained
-
     return {entry.scale for entry in list_pretrained() if entry.name == spec}
 
 

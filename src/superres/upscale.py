@@ -21,7 +21,11 @@ output by an interpolated alpha, which amplifies the network's errors where alph
 outputs, never overwrites an input, and reports unreadable files, unreadable folders and entries
 a glob reaches twice (through a symlink) without stopping the batch. It removes the temporary
 files a killed earlier run left beside its outputs, and shows per-tile progress with an ETA
-once an image takes more than a second.
+once an image takes more than a second. `plan_batch` pairs inputs with outputs, keeps one
+`--shard` and sets aside what a journal (`superres.batch`) says an earlier run finished; the
+`ImageBatchWorker` reads, upscales (several small images of one size per network call:
+`upscale_images`) and writes, with decoding and encoding overlapped on their own threads
+locally (`run_locally`) or as Dask tasks on a cluster (`superres.cluster`).
 The network is called through a `superres.backends.Backend` (`(lr) -> sr` on one device): pass
 a runtime name ("torch", "onnxruntime") or a ready `Backend`. Tile overlap and colour handling
 come from the model's card alone (`receptive_field_for` with the model's own kwargs,
@@ -43,7 +47,7 @@ import torch
 from torch import nn
 
 from superres.backends import Backend, TensorFunction, make_backend, resolve_device
-from superres.errors import ConfigError, ImageReadError, ModelError, SuperresError
+from superres.errors import ConfigError, ImageReadError, ModelError
 from superres.tiling import auto_tile, tiled_forward
 
 logger = logging.getLogger(__name__)
@@ -105,7 +109,7 @@ def _max_value(dtype: np.dtype) -> int:
         return 65535
     raise TypeError(
         f"expected uint8 or uint16 pixels (HW or HWC, 1 to 4 channels), got {dtype}; "
-        "convert floats in [0, 1] with superres.io.from_float"
+        "convert floats in [0, 1] with superres.images.from_float"
     )
 
 
@@ -227,14 +231,38 @@ def upscale_image(
     `self_ensemble`: 8 passes averaged (`superres.ensemble`).
     `on_tile(done, total)` is called after each tile (progress reporting).
     """
-    pixels = np.asarray(pixels)
-    squeeze = pixels.ndim == 2
+    (result,) = upscale_images(
+        [pixels], model, tile=tile, device=device, half=half, backend=backend,
+        self_ensemble=self_ensemble, on_tile=on_tile,
+    )
+    return result
+
+
+def upscale_images(
+    images: Sequence[np.ndarray],
+    model: nn.Module,
+    *,
+    tile: str | int | None = "auto",
+    device: str | torch.device = "cpu",
+    half: bool = False,
+    backend: str | Backend = "torch",
+    self_ensemble: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """`upscale_image` on several images of one shape and type, run as one batch (N > 1 in the
+    network's calls); the same results as one by one. `tile` applies to the batch as a whole."""
+    arrays = [np.asarray(pixels) for pixels in images]
+    first = arrays[0]
+    if any(array.shape != first.shape or array.dtype != first.dtype for array in arrays):
+        raise ValueError("a batch of images must share one shape and dtype")
+    squeeze = first.ndim == 2
     if squeeze:
-        pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected HWC pixels with 1 to 4 channels, got shape {pixels.shape}")
-    max_value = _max_value(pixels.dtype)
-    channels = pixels.shape[2]
+        arrays = [array[:, :, None] for array in arrays]
+    shape = arrays[0].shape
+    if len(shape) != 3 or shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected HWC pixels with 1 to 4 channels, got shape {first.shape}")
+    max_value = _max_value(first.dtype)
+    channels = shape[2]
     has_alpha = channels in (2, 4)
     if isinstance(backend, Backend):
         runner = backend
@@ -252,7 +280,7 @@ def upscale_image(
     )
     tile_size = _resolve_tile(tile, model, channels, runner.device, half)
     overlap = _tile_overlap(model)
-    lr = _prepare_lr(pixels, max_value, has_alpha)
+    lr = torch.cat([_prepare_lr(array, max_value, has_alpha) for array in arrays])
     with torch.inference_mode():
         # Channels-last output: its HWC view below is the numpy result without another copy.
         sr = tiled_forward(
@@ -265,8 +293,8 @@ def upscale_image(
             on_tile=on_tile,
         )
     del lr
-    result = np.ascontiguousarray(sr[0].permute(1, 2, 0).numpy(), dtype=pixels.dtype)
-    return result[:, :, 0] if squeeze else result
+    results = [np.ascontiguousarray(one.permute(1, 2, 0).numpy(), dtype=first.dtype) for one in sr]
+    return [result[:, :, 0] for result in results] if squeeze else results
 
 
 # --------------------------------------------------------------------------- batches of files
@@ -285,6 +313,16 @@ class BatchReport:
         """0 when every image was upscaled or deliberately skipped, 1 if any failed."""
         return 1 if self.failed else 0
 
+    def extend(self, other: BatchReport) -> None:
+        """Add `other`'s outcomes to these (images and videos of one command)."""
+        self.written.extend(other.written)
+        self.skipped.extend(other.skipped)
+        self.failed.extend(other.failed)
+
+    def summary(self) -> str:
+        """`3 done, 1 skipped, 0 failed`: the batch's last line."""
+        return f"{len(self.written)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+
 
 def _is_glob(text: str) -> bool:
     return any(character in _GLOB_CHARACTERS for character in text)
@@ -298,7 +336,7 @@ def expand_inputs(
     Globs are expanded here so that shells that do not expand them (Windows) work too. A
     literal name that does not exist stays in the named files: reading it reports the failure.
     """
-    from superres.io import READ_EXTENSIONS, list_images
+    from superres.images import READ_EXTENSIONS, list_images
 
     named: list[Path] = []
     found: list[Path] = []
@@ -345,14 +383,14 @@ def _resolved(path: Path) -> Path:
 def output_name(input_path: Path, scale: int) -> str:
     """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension (a GIF, which
     is not written, becomes a PNG)."""
-    from superres.io import IMAGE_EXTENSIONS
+    from superres.images import IMAGE_EXTENSIONS
 
     suffix = input_path.suffix if input_path.suffix.lower() in IMAGE_EXTENSIONS else ".png"
     return f"{input_path.stem}_x{scale}{suffix}"
 
 
 def _output_is_single_file(output: Path, count: int) -> bool:
-    from superres.io import IMAGE_EXTENSIONS, READ_EXTENSIONS
+    from superres.images import IMAGE_EXTENSIONS, READ_EXTENSIONS
 
     names_a_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
     if names_a_file and count > 1:
@@ -434,25 +472,6 @@ def _tile_progress(label: str) -> Iterator[Callable[[int, int], None]]:
             bar.close()
 
 
-def _upscale_one(
-    input_path: Path,
-    output_path: Path,
-    model: nn.Module,
-    runner: Backend,
-    tile: str | int | None,
-    max_pixels: int | None,
-) -> None:
-    from superres.atomic import remove_stale_temporaries
-    from superres.io import read_image, write_image
-
-    loaded = read_image(input_path, max_pixels=max_pixels)
-    with _tile_progress(input_path.name) as on_tile:
-        sr = upscale_image(loaded.pixels, model, tile=tile, backend=runner, on_tile=on_tile)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(output_path)
-    write_image(output_path, sr, icc_profile=loaded.icc_profile)
-
-
 def _resolve_batch_model(
     model: str | nn.Module, scale: int | None, device: torch.device
 ) -> nn.Module:
@@ -463,6 +482,197 @@ def _resolve_batch_model(
     from superres.pretrained import resolve_model
 
     return resolve_model(model, scale, device=str(device))
+
+
+#: Most images one network call takes at once (small images of one shape and type, see below).
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How every image of a batch is upscaled: what the local and the cluster runners share."""
+
+    model: str | nn.Module  # a name of `superres.parse_model`'s grammar, or a network
+    scale: int | None
+    tile: str | int | None = "auto"
+    device: str = "cpu"
+    backend: str = "torch"
+    half: bool = False
+    self_ensemble: bool = False
+    max_pixels: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def journal_key(self, network: nn.Module) -> dict:
+        """What decides the output pixels: a journal written with another key is not resumed."""
+        name = self.model if isinstance(self.model, str) else network.info.name
+        return {
+            "model": name,
+            "model_kwargs": getattr(network, "model_kwargs", {}),
+            "scale": self.scale,
+            "self_ensemble": self.self_ensemble,
+            "half": self.half,
+        }
+
+
+class ImageBatchWorker:
+    """Reads, upscales and writes the images of a batch with one network and one runner.
+
+    The local runner calls its parts from its reader, compute and writer threads; a cluster
+    worker keeps one per process (`superres.cluster`), so the model is loaded once per worker.
+    """
+
+    def __init__(self, settings: BatchSettings, network: nn.Module | None = None) -> None:
+        from superres.images import DEFAULT_MAX_PIXELS
+
+        self.settings = settings
+        device = resolve_device(settings.device)
+        if network is None:
+            network = _resolve_batch_model(settings.model, settings.scale, device)
+        self.network = network
+        self.runner = make_backend(
+            self.network, settings.backend, device, half=settings.half, self_ensemble=settings.self_ensemble
+        )
+        self.max_pixels = DEFAULT_MAX_PIXELS if settings.max_pixels is None else settings.max_pixels
+
+    def read(self, path: Path):  # -> superres.images.LoadedImage
+        from superres.images import read_image
+
+        return read_image(path, max_pixels=self.max_pixels)
+
+    def can_join(self, first, image, count: int) -> bool:
+        """Whether `image` may join a batch that holds `count` images like `first`: same shape and
+        type, and the whole batch within one tile's pixels, so batching costs no extra memory."""
+        pixels = first.pixels
+        if count >= self.settings.batch_size or image.pixels.shape != pixels.shape:
+            return False
+        if image.pixels.dtype != pixels.dtype:
+            return False
+        settings = self.settings
+        tile = _resolve_tile(settings.tile, self.network, pixels.shape[2], self.runner.device, settings.half)
+        return tile is None or (count + 1) * pixels.shape[0] * pixels.shape[1] <= tile * tile
+
+    def compute(self, images: Sequence) -> list[np.ndarray]:
+        """The upscaled pixels of `images` (LoadedImage), as one batch when there are several."""
+        if len(images) > 1:
+            stacked = [image.pixels for image in images]
+            return upscale_images(stacked, self.network, tile=None, backend=self.runner)
+        with _tile_progress(images[0].path.name) as on_tile:
+            sr = upscale_image(
+                images[0].pixels, self.network, tile=self.settings.tile, half=self.settings.half,
+                backend=self.runner, on_tile=on_tile,
+            )
+        return [sr]
+
+    @staticmethod
+    def write(output_path: Path, sr: np.ndarray, image) -> None:
+        """`sr` to `output_path` atomically, with `image`'s colour profile; a killed earlier
+        writer's temporary files beside it are removed first."""
+        from superres.atomic import remove_stale_temporaries
+        from superres.images import write_image
+
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(output_path)
+        write_image(output_path, sr, icc_profile=image.icc_profile)
+
+    def upscale_file(self, input_path: Path, output_path: Path) -> None:
+        """One file from end to end (what a cluster task does)."""
+        image = self.read(input_path)
+        (sr,) = self.compute([image])
+        self.write(output_path, sr, image)
+
+
+@dataclass
+class BatchPlan:
+    """A batch after planning: the jobs left to run, the report so far, and the journal."""
+
+    jobs: list[tuple[Path, Path]]
+    report: BatchReport
+    journal: object  # superres.batch.Journal
+
+    def done(self, input_path: Path, output_path: Path, *, journaled: bool = False) -> None:
+        """`output_path` was written; `journaled`: its journal line is written already."""
+        logger.debug("wrote %s", output_path)
+        self.report.written.append(output_path)
+        if not journaled:
+            self.journal.record(input_path, output_path)
+
+    def failed(self, input_path: Path, reason: str) -> None:
+        logger.warning("failed: %s", reason)
+        self.report.failed.append((input_path, reason))
+
+
+def plan_batch(
+    inputs: Iterable[str | Path],
+    output: str | Path | None,
+    network: nn.Module,
+    settings: BatchSettings,
+    *,
+    overwrite: bool = False,
+    shard: object = None,
+) -> BatchPlan:
+    """Expand `inputs`, pair them with outputs, keep this shard's, and set aside what is done:
+    outputs the journal records (even with `overwrite`) and, without it, existing outputs."""
+    from superres.batch import Journal, Shard
+
+    shard = Shard.parse(shard) if isinstance(shard, str) else (shard or Shard())
+    named, found, problems = expand_inputs(inputs)
+    output_path = Path(output) if output is not None else None
+    jobs = shard.select(plan_outputs(named, found, output_path, int(network.scale), conflicts=problems))
+    journal = Journal.beside([out for _, out in jobs], settings.journal_key(network), shard)
+
+    report = BatchReport()
+    for path, reason in problems:
+        logger.warning("%s", reason)
+        report.failed.append((path, reason))
+    remaining = []
+    for input_path, output_path in jobs:
+        if journal.is_done(input_path, output_path):
+            reason = f"{output_path} was finished by an earlier run of this batch"
+        elif output_path.exists() and not overwrite:
+            reason = f"{output_path} exists (use --overwrite to replace it)"
+        else:
+            remaining.append((input_path, output_path))
+            continue
+        logger.info("skipping %s: %s", input_path, reason)
+        report.skipped.append((input_path, reason))
+    return BatchPlan(remaining, report, journal)
+
+
+def run_locally(plan: BatchPlan, worker: ImageBatchWorker) -> None:
+    """The plan's jobs on this process, decoding and encoding overlapped with the network."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from superres.batch import run_overlapped
+
+    # Messages go through tqdm.write while the bar is drawn, so they do not tear it.
+    with logging_redirect_tqdm(), tqdm(
+        total=len(plan.jobs), unit="image", disable=len(plan.jobs) < 2, leave=False
+    ) as bar:
+
+        def write(item, sr: np.ndarray) -> None:
+            # The journal line right after the file, on the writer thread: a kill between the
+            # two costs at most this one image's redo.
+            worker.write(item.output_path, sr, item.image)
+            plan.journal.record(item.input_path, item.output_path)
+
+        def on_done(item) -> None:
+            plan.done(item.input_path, item.output_path, journaled=True)
+            bar.update()
+
+        def on_failed(item, reason: str) -> None:
+            plan.failed(item.input_path, reason)
+            bar.update()
+
+        run_overlapped(
+            plan.jobs,
+            read=worker.read,
+            compute=worker.compute,
+            write=write,
+            can_join=worker.can_join,
+            on_done=on_done,
+            on_failed=on_failed,
+        )
 
 
 def upscale_files(
@@ -478,6 +688,10 @@ def upscale_files(
     half: bool = False,
     self_ensemble: bool = False,
     max_pixels: int | None = None,
+    shard: str | object | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    cluster: str | None = None,
+    workers: int | None = None,
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -486,57 +700,43 @@ def upscale_files(
     unwritable image is reported and skipped while the rest completes. User errors that concern
     the whole batch (unknown model, bad scale, an output over an input) raise SuperresError.
     `self_ensemble`: average each image over its 8 flips/rotations (8 times the work).
-    `max_pixels`: the decompression-bomb limit per input (None: `superres.io.DEFAULT_MAX_PIXELS`).
+    `max_pixels`: the decompression-bomb limit per input (None: `superres.images.DEFAULT_MAX_PIXELS`).
+    Resumable: a journal beside the outputs (`superres.batch`) lets the same call after a kill
+    skip what was finished. `shard`: "i/N" or a `superres.batch.Shard`, this process's part.
+    `batch_size`: most small images of one shape per network call. `cluster`: run on Dask
+    (`superres.cluster`): "local" for a local cluster of `workers` processes, or a scheduler
+    address.
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from superres.atomic import describe_os_error
-    from superres.io import DEFAULT_MAX_PIXELS
-
-    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     resolved_device = resolve_device(device)
     network = _resolve_batch_model(model, scale, resolved_device)
-    runner = make_backend(network, backend, resolved_device, half=half, self_ensemble=self_ensemble)
-    named, found, problems = expand_inputs(inputs)
-    output_path = Path(output) if output is not None else None
-    jobs = plan_outputs(named, found, output_path, int(network.scale), conflicts=problems)
+    settings = BatchSettings(
+        model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
+        half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
+    )
+    plan = plan_batch(inputs, output, network, settings, overwrite=overwrite, shard=shard)
+    if cluster is None:
+        run_locally(plan, ImageBatchWorker(settings, network))
+    else:
+        from superres.cluster import run_on_dask
 
-    report = BatchReport()
-    for path, reason in problems:
-        logger.warning("%s", reason)
-        report.failed.append((path, reason))
-    # Messages go through tqdm.write while the bar is drawn, so they do not tear it.
-    with logging_redirect_tqdm():
-        for input_path, output_path in tqdm(jobs, unit="image", disable=len(jobs) < 2, leave=False):
-            if output_path.exists() and not overwrite:
-                reason = f"{output_path} exists (use --overwrite to replace it)"
-                logger.info("skipping %s: %s", input_path, reason)
-                report.skipped.append((input_path, reason))
-                continue
-            try:
-                _upscale_one(input_path, output_path, network, runner, tile, max_pixels)
-            except (SuperresError, OSError) as error:
-                # SuperresError messages name the file already; OS errors may name a temporary one.
-                is_ours = isinstance(error, SuperresError)
-                message = str(error) if is_ours else f"{input_path}: {describe_os_error(error)}"
-                logger.warning("failed: %s", message)
-                report.failed.append((input_path, message))
-                continue
-            logger.debug("wrote %s", output_path)
-            report.written.append(output_path)
-    return report
+        run_on_dask(plan, settings, cluster, workers=workers)
+    plan.journal.finish(failed=bool(plan.report.failed))
+    return plan.report
 
 
 __all__ = [
     "Backend",  # re-exported: what `upscale_image(backend=...)` accepts ready-made
     "BatchReport",
+    "BatchSettings",
+    "ImageBatchWorker",
     "expand_inputs",
     "fill_transparent",
     "output_name",
     "plan_outputs",
     "upscale_files",
     "upscale_image",
+    "upscale_images",
 ]
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from superres.bench import DEFAULT_MODELS, BenchSettings, format_table, parse_size, run_bench
+if TYPE_CHECKING:
+    from superres.bench import BenchSettings
+
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "them), at the configuration their card names for benchmarks.",
     )
     parser.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), help="registered model names (default: all)"
+        "--models", nargs="+", default=None, help="registered model names (default: all)"
     )
     parser.add_argument("--scales", nargs="+", type=int, default=[2], help="scales (default 2)")
     parser.add_argument(
@@ -45,13 +48,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="tiny sizes, one repeat, small test configurations of the models: a smoke test in seconds",
     )
     parser.add_argument("--json", action="store_true", help="print JSON (fields: see superres.bench)")
+    parser.add_argument(
+        "--folder-throughput",
+        metavar="FOLDER",
+        default=None,
+        help="instead: images/s upscaling FOLDER with the default model at the first --scales, "
+        "the overlapped batch runner against a plain read-upscale-write loop",
+    )
     parser.set_defaults(run=run)
 
 
 def settings_from(args: argparse.Namespace) -> BenchSettings:
     """The `BenchSettings` the command line asks for."""
+    # Imported here, not at the top: superres.bench loads torch, which `--help` must not wait for.
+    from superres.bench import DEFAULT_MODELS, BenchSettings, parse_size
+
     overrides: dict = {
-        "models": tuple(args.models),
+        "models": tuple(args.models) if args.models else DEFAULT_MODELS,
         "scales": tuple(args.scales),
         "backends": tuple(dict.fromkeys(args.backends)),
         "training": not args.no_training,
@@ -67,6 +80,14 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.folder_throughput is not None:
+        from superres.bench_batch import format_throughput, measure_folder_throughput
+
+        result = measure_folder_throughput(args.folder_throughput, scale=args.scales[0], device="cpu")
+        print(json.dumps(result, indent=2) if args.json else format_throughput(result))
+        return 0
+    from superres.bench import format_table, run_bench
+
     settings = settings_from(args)
 
     def progress(message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from superres.cli.upscale import add_device_arguments, add_max_pixels_argument, choose_model
+from superres.cli.options import add_device_arguments, add_max_pixels_argument
 from superres.errors import ConfigError
 
 
@@ -43,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from superres.backends import make_backend, resolve_device
+
+    # The model choice `superres upscale` makes (the best shipped model for the scale).
+    from superres.cli.upscale import choose_model
     from superres.figure import (
         PROTOCOL_NOTE,
         compare_images,
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         save_comparison_figure,
         to_uint8,
     )
-    from superres.io import DEFAULT_MAX_PIXELS, read_image
+    from superres.images import DEFAULT_MAX_PIXELS, read_image
     from superres.pretrained import resolve_model
     from superres.resize import modcrop
 

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from superres.cli.options import add_device_argument
+
 DEMO_SCALE = 2
 
 
@@ -20,14 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", default="demo-output", help="folder to write into (default: demo-output)"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from superres.backends import make_backend, resolve_device
     from superres.figure import PROTOCOL_NOTE, compare_images, degrade, save_comparison_figure
-    from superres.io import write_image
+    from superres.images import write_image
     from superres.pretrained import FALLBACK_MODEL, default_model_for, resolve_model
     from superres.samples import sample_credit, sample_image
 

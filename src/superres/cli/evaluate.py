@@ -7,11 +7,13 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from superres.cli.upscale import add_max_pixels_argument
-from superres.ensemble import ENSEMBLE_LABEL
+from superres.cli.options import add_device_argument, add_max_pixels_argument
 from superres.errors import ConfigError
-from superres.evaluate import EvalResult, Protocol, dataset_name, evaluate_model
+
+if TYPE_CHECKING:
+    from superres.evaluate import EvalResult, Protocol
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-image", action="store_true", help="also print every image's score")
     parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     parser.add_argument("--save-dir", type=Path, help="write the SR images here")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_argument(parser)
     add_max_pixels_argument(parser)
     parser.add_argument("--shave", type=int, help="border pixels left out (default: the scale)")
     parser.add_argument("--rgb", action="store_true", help="score all RGB channels instead of Y")
@@ -64,7 +66,10 @@ def _lr_dir_for(lr_dir: Path | None, scale: int) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: they load torch, which `superres --help` must not wait for.
     from superres.backends import make_backend, resolve_device
+    from superres.ensemble import ENSEMBLE_LABEL
+    from superres.evaluate import Protocol, dataset_name, evaluate_model
     from superres.pretrained import resolve_model
 
     protocol = Protocol(
@@ -131,7 +136,10 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
         writer.writerows(rows)
         return buffer.getvalue()
     header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
-    lines = [[r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"] for r in rows]
+    lines = [
+        [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
+        for r in rows
+    ]
     if not per_image:
         header.remove("image")
         lines = [line[:3] + line[4:] for line in lines]
@@ -140,5 +148,7 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
         out += ["| " + " | ".join(line) + " |" for line in lines]
     else:
         widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines)]
-        out = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *lines]]
+        out = [
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *lines]
+        ]
     return "\n".join(out) + f"\n\nProtocol: {protocol.describe()}.\n"

@@ -11,8 +11,6 @@ from superres.errors import ModelError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from superres.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-
     parser = subparsers.add_parser(
         "export",
         help="export a model to ONNX",
@@ -30,7 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=int, default=None, help="scale (default: the checkpoint's, or 2)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
+        "--opset",
+        type=int,
+        default=None,
+        # No numbers here: they live in superres.export, whose torch import `--help` must not wait for.
+        help="ONNX opset (default: the newest the exporter writes)",
     )
     parser.add_argument(
         "--untrained",
@@ -67,7 +69,9 @@ def _model(args: argparse.Namespace):
     if args.untrained:
         from superres.models import create_model
 
-        return create_model(args.model, 2 if args.scale is None else args.scale, **parse_model_args(args.model_arg))
+        return create_model(
+            args.model, 2 if args.scale is None else args.scale, **parse_model_args(args.model_arg)
+        )
     if args.model_arg:
         raise ModelError("--model-arg only applies with --untrained (trained models carry their own)")
     from superres.pretrained import resolve_model
@@ -76,18 +80,18 @@ def _model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.export import export_onnx
+    from superres.export import DEFAULT_OPSET, export_onnx
 
     if args.output.suffix.lower() != ".onnx":
         raise ModelError(f"output file {args.output} should end in .onnx")
     model = _model(args)
     # The name the user gave (release name or checkpoint file), so the file says where it came from.
     name = Path(args.model).name if args.model.endswith(".safetensors") else args.model
-    path = export_onnx(model, args.output, opset=args.opset, verify=not args.no_verify, name=name)
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    path = export_onnx(model, args.output, opset=opset, verify=not args.no_verify, name=name)
     size_kib = path.stat().st_size / 1024
     channels = model.info.channels_for(model.model_kwargs)
     print(
-        f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on "
-        f"{channels}, opset {args.opset}"
+        f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on {channels}, opset {opset}"
     )
     return 0

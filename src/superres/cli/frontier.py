@@ -1,4 +1,4 @@
-"""`superres frontier`: Set5 PSNR against measured CPU speed for every shipped model, as a plot and a table."""
+"""`superres frontier`: Set5 PSNR against measured CPU speed for every shipped model, plotted and tabled."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--table", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     parser.add_argument(
-        "--set5", type=Path, default=DEFAULT_SET5,
+        "--set5",
+        type=Path,
+        default=DEFAULT_SET5,
         help=f"Set5 HR folder, to score bicubic on the spot (default {DEFAULT_SET5}; skipped if absent)",
     )
     parser.add_argument("--machine", default="this CPU", help="how the plot names the machine")

@@ -74,7 +74,11 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
     rows = []
     for entry in list_pretrained():
         roles = [
-            role for role, chosen in (("default", default_model_for(entry.scale)), ("fast", fastest_model_for(entry.scale)))
+            role
+            for role, chosen in (
+                ("default", default_model_for(entry.scale)),
+                ("fast", fastest_model_for(entry.scale)),
+            )
             if chosen == entry.name
         ]
         macs = entry.macs_per_pixel
@@ -131,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
         print("  " + line)
     if bicubic:
         rates = ", ".join(f"x{scale} {rate:.1f}" for scale, rate in sorted(bicubic.items()))
-        print(f"  Speed: 1 thread set of this machine, fast CPU path, 160x120 LR input; bicubic in the same run: {rates} MP/s.")
+        print(
+            "  Speed: 1 thread set of this machine, fast CPU path, 160x120 LR input; "
+            f"bicubic in the same run: {rates} MP/s."
+        )
     # The cards state the protocol their scores follow; they all come from `superres evaluate`.
     cards = [entry.card for entry in list_pretrained()]
     protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
+from superres.cli.options import add_device_argument
 from superres.errors import ConfigError
 
 
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_argument(p)
     p.add_argument(
         "--max-upload-mb", type=int, default=64, help="largest file accepted, in MiB (default: 64)"
     )

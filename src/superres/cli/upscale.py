@@ -1,9 +1,16 @@
-"""`superres upscale`: upscale image files, folders or globs with a pretrained model."""
+"""`superres upscale`: upscale image files, folders, globs and videos with a pretrained model.
+
+Batches resume after a kill (`superres.batch`'s journal), split into `--shard i/N`, and run on a
+Dask cluster with `--dask` / `--scheduler` (`superres.cluster`); videos go through
+`superres.video`. The last line is the summary (done, skipped, failed); the exit code is 1 when
+anything failed.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from superres.cli.options import add_device_arguments, add_max_pixels_argument, positive_int_argument
 from superres.errors import ModelError
 
 DEFAULT_SCALE = 2
@@ -15,48 +22,6 @@ def supported_scales() -> tuple[int, ...]:
     from superres.models import get_model_info, list_models
 
     return tuple(sorted({s for name in list_models() for s in get_model_info(name).scales}))
-
-
-def positive_int_argument(text: str, also: str = "") -> int:
-    """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected {also}a positive integer, got '{text}'")
-    return value
-
-
-def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
-    """--max-pixels, shared by the commands that read images."""
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int_argument,
-        default=None,
-        help="refuse images with more pixels than this (decompression bomb guard; default: "
-        "what fits this machine's memory, at most 2**28)",
-    )
-
-
-def tile_argument(text: str) -> str | int:
-    """`--tile` value: "auto" or a positive number of LR pixels."""
-    if text == "auto":
-        return text
-    return positive_int_argument(text, also="'auto' or ")
-
-
-def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device and --tile, shared by the commands that run a model on images."""
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)"
-    )
-    parser.add_argument(
-        "--tile",
-        type=tile_argument,
-        default="auto",
-        help="tile size in LR pixels, or 'auto' to fit a memory budget (default: auto)",
-    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +61,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend", default="torch", help="inference runtime: torch or onnxruntime (default: torch)"
     )
+    scale_out = p.add_argument_group("batches, clusters and video")
+    scale_out.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="upscale only the I-th of N parts of the batch (0 <= I < N), e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT: every file falls in exactly one part",
+    )
+    scale_out.add_argument(
+        "--batch-size",
+        type=positive_int_argument,
+        default=None,
+        help="most small images of one size per network call (default: 8)",
+    )
+    scale_out.add_argument(
+        "--dask", action="store_true", help="run the batch on a local Dask cluster (the dask extra)"
+    )
+    scale_out.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS", help="run the batch on this Dask scheduler"
+    )
+    scale_out.add_argument(
+        "--workers",
+        type=positive_int_argument,
+        default=None,
+        help="worker processes of the local Dask cluster (default: 2)",
+    )
+    scale_out.add_argument(
+        "--segment-frames",
+        type=positive_int_argument,
+        default=None,
+        help="video frames per resumable segment (default: 120)",
+    )
     p.set_defaults(run=run)
 
 
@@ -118,33 +115,66 @@ def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from superres.backends import resolve_device
-    from superres.upscale import upscale_files
+    from superres.upscale import DEFAULT_BATCH_SIZE, BatchReport, upscale_files
+    from superres.video import is_video
 
     spec, scale = choose_model(args.model, args.scale)
     # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
     cpu_only = args.backend == "onnxruntime" and args.device == "auto"
     device = resolve_device("cpu" if cpu_only else args.device)
-    report = upscale_files(
-        args.inputs,
-        args.output,
-        scale=scale,
-        model=spec,
-        overwrite=args.overwrite,
-        tile=args.tile,
-        device=device,
-        backend=args.backend,
-        half=args.half,
-        self_ensemble=args.self_ensemble,
-        max_pixels=args.max_pixels,
-    )
+    cluster = args.scheduler or ("local" if args.dask else None)
+    videos = [Path(item) for item in args.inputs if is_video(item)]
+    images = [item for item in args.inputs if not is_video(item)]
+    report = BatchReport()
+    if images:
+        report = upscale_files(
+            images,
+            args.output,
+            scale=scale,
+            model=spec,
+            overwrite=args.overwrite,
+            tile=args.tile,
+            device=device,
+            backend=args.backend,
+            half=args.half,
+            self_ensemble=args.self_ensemble,
+            max_pixels=args.max_pixels,
+            shard=args.shard,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+            cluster=cluster,
+            workers=args.workers,
+        )
+    if videos:
+        report.extend(_upscale_videos(videos, args, spec, scale, device))
     method = f"{spec} (x8 self-ensemble)" if args.self_ensemble else spec
-    parts = [f"upscaled {len(report.written)} image(s) with {method} on {device}"]
-    if report.skipped:
-        parts.append(f"skipped {len(report.skipped)} existing")
-    if report.failed:
-        parts.append(f"failed {len(report.failed)}")
-    print(", ".join(parts))
+    print(f"upscaled with {method} on {device}: {report.summary()}")
     if len(report.written) == 1:
         print(f"wrote {report.written[0]}")
     return report.exit_code
+
+
+def _upscale_videos(
+    videos: list, args: argparse.Namespace, spec: str, scale: int | None, device: object
+) -> object:
+    """The videos among the inputs, with a model loaded for them (`superres.video`)."""
+    from pathlib import Path
+
+    from superres.upscale import DEFAULT_BATCH_SIZE, BatchSettings, ImageBatchWorker
+    from superres.video import DEFAULT_SEGMENT_FRAMES, upscale_videos
+
+    worker = ImageBatchWorker(
+        BatchSettings(
+            model=spec, scale=scale, tile=args.tile, device=str(device), backend=args.backend,
+            half=args.half, self_ensemble=args.self_ensemble, max_pixels=args.max_pixels,
+            batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        )
+    )
+    output = Path(args.output) if args.output else None
+    return upscale_videos(
+        videos, output, worker, overwrite=args.overwrite,
+        segment_frames=args.segment_frames or DEFAULT_SEGMENT_FRAMES,
+    )
+

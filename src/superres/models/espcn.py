@@ -21,8 +21,8 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
-    require_bool,
     post_upsampled_receptive_field,
+    require_bool,
     require_int_sequence,
 )
 from superres.resize import imresize_tensor

@@ -26,9 +26,9 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
-    require_bool,
     he_normal_,
     post_upsampled_receptive_field,
+    require_bool,
     require_positive_int,
     small_normal_,
 )

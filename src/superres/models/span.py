@@ -37,10 +37,10 @@ from torch import nn
 from superres.errors import ModelError
 from superres.models.blocks import (
     ModelInfo,
-    require_bool,
     check_channels,
     mean_buffer,
     post_upsampled_receptive_field,
+    require_bool,
     require_positive_int,
 )
 from superres.models.reparam import RepConv3x3

@@ -23,10 +23,10 @@ from torch import nn
 
 from superres.models.blocks import (
     ModelInfo,
-    require_bool,
     PixelShuffleUpsampler,
     check_channels,
     mean_buffer,
+    require_bool,
     require_positive_int,
 )
 

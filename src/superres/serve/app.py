@@ -11,7 +11,7 @@ Routes:
 - `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel`, `GET /api/jobs/{id}/{before,after,result}`.
 
 Safe by default: bound to 127.0.0.1 with a Host check (a DNS-rebinding page cannot reach it),
-upload bytes and pixels limited (the decompression-bomb guard of `superres.io`), only PNG, JPEG,
+upload bytes and pixels limited (the decompression-bomb guard of `superres.images`), only PNG, JPEG,
 BMP, TIFF and WebP content accepted, files named by the server, models from the list only. A bad
 request gets a 4xx with `{"error": "one line"}`; the server keeps serving.
 """

@@ -2,18 +2,22 @@
 
 Pillow has no 16-bit RGB, RGBA or gray+alpha mode: it decodes such TIFFs to 8 bits per sample and
 cannot write them at all. This module reads and writes exactly those files with tifffile (pure
-Python on numpy, no compiled code of its own); `superres.io` calls it only for them and leaves every
-other image file, 16-bit gray TIFF included, to Pillow.
+Python on numpy, no compiled code of its own); `superres.images` calls it only for them and leaves
+every other image file, 16-bit gray TIFF included, to Pillow.
 
 Without the optional imagecodecs package, tifffile decodes uncompressed, Deflate (zlib) and LZMA
 data, with or without the horizontal predictor; LZW, PackBits and JPEG need imagecodecs, which
 superres does not depend on. `probe_sixteen_bit_colour` says whether a file is decodable here;
-`superres.io` gives the others to Pillow, which reads them at 8 bits (with a warning). We write
+`superres.images` gives the others to Pillow, which reads them at 8 bits (with a warning). We write
 Deflate with the horizontal predictor: lossless, decodable without imagecodecs, and read by every
 libtiff-based program.
 
-Public API: `SixteenBitColourTiff`, `DecodedTiff`, `probe_sixteen_bit_colour`,
-`read_sixteen_bit_colour`, `holds_sixteen_bit_colour`, `encode_sixteen_bit_colour`.
+Reading is two steps, as for every decoder here: `probe_sixteen_bit_colour` parses the header
+(the size is then known), `TiffDecoder.decode` decodes the pixels; orientation is returned, not
+applied (see `superres.images.decoded`).
+
+Public API: `SixteenBitColourTiff`, `TiffDecoder`, `probe_sixteen_bit_colour`,
+`holds_sixteen_bit_colour`, `encode_sixteen_bit_colour`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import tifffile
 from tifffile import TIFF
 
 from superres.errors import ImageReadError
+from superres.images.decoded import Decoded, valid_orientation
 
 # Classic TIFF and BigTIFF, little- and big-endian.
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -83,15 +88,6 @@ class SixteenBitColourTiff:
     decodable: bool  # False: the compression (or predictor) needs imagecodecs
 
 
-@dataclass(frozen=True, eq=False)
-class DecodedTiff:
-    """HWC native-endian uint16 pixels as stored (orientation not yet applied), and their tags."""
-
-    pixels: np.ndarray
-    icc_profile: bytes | None
-    orientation: int  # the TIFF Orientation tag, 1..8, with the same meaning as EXIF's
-
-
 def probe_sixteen_bit_colour(fp: BinaryIO) -> SixteenBitColourTiff | None:
     """The first image's layout if `fp` is a 16-bit unsigned gray+alpha, RGB or RGBA TIFF.
 
@@ -138,11 +134,28 @@ def _enum_name(value: object) -> str:
     return getattr(value, "name", str(value))
 
 
-def read_sixteen_bit_colour(fp: BinaryIO, path: Path) -> DecodedTiff:
-    """Decode the first image of a file `probe_sixteen_bit_colour` accepted as decodable.
+@dataclass(frozen=True)
+class TiffDecoder:
+    """A 16-bit colour TIFF that `probe_sixteen_bit_colour` accepted as decodable (a `Decoder`)."""
 
-    Raises `ImageReadError` naming `path` for truncated or corrupt files.
-    """
+    fp: BinaryIO
+    path: Path
+    layout: SixteenBitColourTiff
+
+    @property
+    def width(self) -> int:
+        return self.layout.width
+
+    @property
+    def height(self) -> int:
+        return self.layout.height
+
+    def decode(self) -> Decoded:
+        """HWC native-endian uint16 pixels; `ImageReadError` naming the path if damaged."""
+        return _read_sixteen_bit_colour(self.fp, self.path)
+
+
+def _read_sixteen_bit_colour(fp: BinaryIO, path: Path) -> Decoded:
     file_size = fp.seek(0, 2)
     fp.seek(0)
     try:
@@ -155,7 +168,7 @@ def read_sixteen_bit_colour(fp: BinaryIO, path: Path) -> DecodedTiff:
             orientation = _orientation(page)
     except _DECODE_ERRORS as exc:
         raise ImageReadError(f"{path}: truncated or corrupt TIFF image data ({exc})") from exc
-    return DecodedTiff(pixels=pixels, icc_profile=icc_profile, orientation=orientation)
+    return Decoded(pixels=pixels, icc_profile=icc_profile, orientation=orientation)
 
 
 def _check_image_data_is_complete(page: tifffile.TiffPage, file_size: int, path: Path) -> None:
@@ -220,8 +233,7 @@ def _icc_profile(page: tifffile.TiffPage) -> bytes | None:
 
 def _orientation(page: tifffile.TiffPage) -> int:
     tag = page.tags.get(_ORIENTATION_TAG)
-    orientation = tag.value if tag is not None else 1
-    return int(orientation) if orientation in range(1, 9) else 1
+    return valid_orientation(tag.value if tag is not None else 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +249,7 @@ def holds_sixteen_bit_colour(pixels: np.ndarray) -> bool:
 def encode_sixteen_bit_colour(pixels: np.ndarray, icc_profile: bytes | None) -> bytes:
     """A complete TIFF file holding HWC uint16 gray+alpha, RGB or RGBA pixels as one image.
 
-    Encoded in memory, as `superres.io` does for PNG: the caller then writes the bytes atomically
+    Encoded in memory, as `superres.images.png` does: the caller then writes the bytes atomically
     (tifffile cannot write to the unnamed file descriptor `superres.atomic` hands out anyway).
     """
     channels = pixels.shape[2]

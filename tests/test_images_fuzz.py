@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from superres.errors import ImageReadError
-from superres.io import read_image, write_image
+from superres.images import read_image, write_image
 
 MUTATIONS_PER_FORMAT = 300
 #: Mutated headers may claim huge canvases; a small limit keeps the harness fast and bounded.

@@ -1,0 +1,55 @@
+"""Flags that several sub-commands share, declared once: --device, --tile and --max-pixels.
+
+Nothing here imports torch or a pipeline: `superres --help` builds every sub-command's parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int_argument(text: str, also: str = "") -> int:
+    """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected {also}a positive integer, got '{text}'")
+    return value
+
+
+def tile_argument(text: str) -> str | int:
+    """`--tile` value: "auto" or a positive number of LR pixels."""
+    if text == "auto":
+        return text
+    return positive_int_argument(text, also="'auto' or ")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """--device, for every command that runs a model."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu or cuda (default: auto)"
+    )
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --tile, for the commands that run a model on whole images."""
+    add_device_argument(parser)
+    parser.add_argument(
+        "--tile",
+        type=tile_argument,
+        default="auto",
+        help="tile size in LR pixels, or 'auto' to fit a memory budget (default: auto)",
+    )
+
+
+def add_max_pixels_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-pixels, for the commands that read images."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int_argument,
+        default=None,
+        help="refuse images with more pixels than this (decompression bomb guard; default: "
+        "what fits this machine's memory, at most 2**28)",
+    )

@@ -1,0 +1,301 @@
+"""Reading and writing image files: the only package in superres that touches image files.
+
+Images leave it as numpy HWC arrays (uint8 or uint16, C in {1, 2, 3, 4}: gray, gray+alpha, RGB,
+RGBA) and enter it the same way. Three codec paths do the work, one module each:
+
+    pillow.py   every file Pillow can hold (most of them)
+    png.py      our own PNG codec: 16-bit gray+alpha and colour PNGs, which Pillow would cut to 8
+                bits, and every 16-bit PNG we write
+    tiff.py     16-bit gray+alpha and colour TIFFs through tifffile, for the same reason
+
+Each decoder parses a header, then decodes pixels plus their orientation and ICC profile
+(`decoded.Decoder`); `read_image`, above them, applies the pixel limit between the two steps
+(`limits`: the decompression-bomb guard) and the orientation after, once for every format.
+
+GIF is read (its first frame, palette converted) but never written: an upscaled photo does not
+fit a 256-colour palette.
+
+Public API: `IMAGE_EXTENSIONS`, `READ_EXTENSIONS`, `list_images`, `LoadedImage`, `read_image`,
+`write_image`, `to_float`, `from_float`, `DEFAULT_MAX_PIXELS`, `default_max_pixels`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from superres.atomic import atomic_write, describe_os_error
+from superres.errors import ImageReadError, ImageWriteError
+from superres.images import pillow, png, tiff
+from superres.images.decoded import Decoder, apply_orientation
+from superres.images.limits import DEFAULT_MAX_PIXELS, default_max_pixels
+from superres.images.samples import from_float, to_float, uint16_to_uint8
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "READ_EXTENSIONS",
+    "LoadedImage",
+    "default_max_pixels",
+    "from_float",
+    "list_images",
+    "read_image",
+    "to_float",
+    "write_image",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: What can be read: the writable formats and GIF.
+READ_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, ".gif")
+
+# Pillow format names, by extension, of the formats written.
+_FORMAT_BY_EXTENSION: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+# Formats that cannot store 16 bits per sample, and the ones that cannot store alpha.
+_EIGHT_BIT_ONLY_FORMATS = frozenset({"JPEG", "BMP", "WEBP"})
+_NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
+
+
+# --------------------------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name.
+
+    Extensions are matched case-insensitively against `READ_EXTENSIONS`; hidden files are
+    skipped (macOS "._name.png" resource forks and our own temporary files are not images).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise ImageReadError(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise ImageReadError(f"{folder}: not a folder")
+    try:
+        images = sorted(
+            entry
+            for entry in folder.iterdir()
+            if entry.suffix.lower() in READ_EXTENSIONS
+            and not entry.name.startswith(".")
+            and entry.is_file()
+        )
+    except OSError as exc:  # an unreadable folder: one line naming it, not a traceback
+        raise ImageReadError(f"{folder}: cannot list folder ({exc.strerror or exc})") from exc
+    if not images:
+        raise ImageReadError(f"{folder}: no images ({' '.join(READ_EXTENSIONS)}) in folder")
+    return images
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+# eq=False: comparing two images field by field would compare arrays, which has no single truth.
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """Pixels read from a file, with the colour profile that tells how to interpret them.
+
+    `pixels` is HWC, C in {1, 2, 3, 4} (gray, gray+alpha, RGB, RGBA), uint8 or uint16,
+    C-contiguous, with any EXIF orientation already applied.
+    """
+
+    pixels: np.ndarray
+    icc_profile: bytes | None
+    path: Path
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.pixels.shape[2] in (2, 4)
+
+    @property
+    def is_gray(self) -> bool:
+        return self.pixels.shape[2] in (1, 2)
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Read a PNG, JPEG, BMP, TIFF, WebP or GIF file into a `LoadedImage`.
+
+    The file's content decides the format, not its extension. `max_pixels` (None: no limit)
+    guards against decompression bombs: a tiny file that declares a gigantic canvas.
+    Every problem with the file raises `ImageReadError` naming it.
+    """
+    path = Path(path)
+    _check_is_nonempty_file(path)
+    try:
+        with open(path, "rb") as fp, _open_decoder(fp, path) as decoder:
+            # Checked before a single pixel is decoded: this is the decompression bomb guard.
+            _check_pixel_count(path, decoder.width, decoder.height, max_pixels)
+            decoded = decoder.decode()
+    except OSError as exc:
+        # Only opening/reading the file itself lands here; decoder errors are handled inside.
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    pixels = apply_orientation(decoded.pixels, decoded.orientation)
+    return LoadedImage(np.ascontiguousarray(pixels), decoded.icc_profile, path)
+
+
+def _open_decoder(fp: BinaryIO, path: Path) -> AbstractContextManager[Decoder]:
+    """The codec path for the file in `fp`: our PNG codec, tifffile or Pillow."""
+    if png.needs_own_decoder(fp):
+        return contextlib.nullcontext(png.open_decoder(fp.read(), path))
+    layout = tiff.probe_sixteen_bit_colour(fp)
+    if layout is not None and layout.decodable:
+        return contextlib.nullcontext(tiff.TiffDecoder(fp, path, layout))
+    if layout is not None:
+        # 8 bits beat refusing a file we can read.
+        logger.warning(
+            "%s: %s-compressed 16-bit TIFF read as 8 bits per sample (16 bits need the "
+            "optional imagecodecs package)",
+            path,
+            layout.compression,
+        )
+    return pillow.open_decoder(fp, path)
+
+
+def _check_is_nonempty_file(path: Path) -> None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot access file ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(status.st_mode):
+        raise ImageReadError(f"{path}: is a directory, not an image file")
+    if not stat.S_ISREG(status.st_mode):
+        # A FIFO or a device reports size 0 and would block or never end: not "empty".
+        raise ImageReadError(f"{path}: not a regular file (a pipe, socket or device)")
+    if status.st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+
+
+def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageReadError(
+            f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{max_pixels} (decompression bomb guard; raise it with --max-pixels)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    quality: int = 95,
+) -> None:
+    """Write HW or HWC uint8/uint16 pixels to `path`, the format chosen by its extension.
+
+    16 bits are kept in PNG and TIFF (any channel count); formats that cannot hold them get 8 bits,
+    rounded, with a warning. JPEG and BMP cannot hold alpha: it is dropped, with a warning.
+    `quality` (1..100) applies to JPEG and WebP. The write is atomic: a temporary file in the same
+    folder is renamed over `path` only once complete, so a failure leaves any old file untouched.
+    """
+    path = Path(path)
+    image_format = _format_for_path(path)
+    pixels = _validated_pixels(pixels, path)
+    if not 1 <= quality <= 100:
+        raise ImageWriteError(f"{path}: quality must be between 1 and 100, got {quality}")
+    pixels = _fit_pixels_to_format(pixels, image_format, path)
+    if image_format == "BMP" and icc_profile:
+        logger.warning("%s: BMP cannot store an ICC profile; it is dropped", path)
+        icc_profile = None
+    if image_format == "PNG" and pixels.dtype == np.uint16:
+        encoded = png.encode(pixels, icc_profile)
+        _write_atomically(path, lambda fp: fp.write(encoded))
+    elif image_format == "TIFF" and tiff.holds_sixteen_bit_colour(pixels):
+        encoded = tiff.encode_sixteen_bit_colour(pixels, icc_profile)
+        _write_atomically(path, lambda fp: fp.write(encoded))
+    else:
+        _write_atomically(
+            path, lambda fp: pillow.save(fp, pixels, image_format, icc_profile, quality)
+        )
+
+
+def _format_for_path(path: Path) -> str:
+    image_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
+    if path.suffix.lower() == ".gif":
+        raise ImageWriteError(
+            f"{path}: GIF is read but not written (256 colours would undo the upscale); "
+            f"use one of {' '.join(IMAGE_EXTENSIONS)}"
+        )
+    if image_format is None:
+        raise ImageWriteError(
+            f"{path}: unknown image extension {path.suffix!r} "
+            f"(use one of {' '.join(IMAGE_EXTENSIONS)})"
+        )
+    return image_format
+
+
+def _validated_pixels(pixels: np.ndarray, path: Path) -> np.ndarray:
+    if not isinstance(pixels, np.ndarray):
+        raise ImageWriteError(f"{path}: pixels must be a numpy array, got {type(pixels).__name__}")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageWriteError(
+            f"{path}: pixels must be uint8 or uint16, got {pixels.dtype} (convert with from_float)"
+        )
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or 0 in pixels.shape:
+        raise ImageWriteError(
+            f"{path}: pixels must be HW or HWC with 1 to 4 channels, got shape {pixels.shape}"
+        )
+    return np.ascontiguousarray(pixels)
+
+
+def _fit_pixels_to_format(pixels: np.ndarray, image_format: str, path: Path) -> np.ndarray:
+    """Drop what the format cannot store (alpha, 16 bits), with a warning."""
+    if image_format in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
+        logger.warning("%s: %s cannot store alpha; alpha is dropped", path, image_format)
+        pixels = pixels[:, :, : pixels.shape[2] - 1]
+    if pixels.dtype == np.uint16 and image_format in _EIGHT_BIT_ONLY_FORMATS:
+        logger.warning(
+            "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format
+        )
+        pixels = uint16_to_uint8(pixels)
+    return np.ascontiguousarray(pixels)
+
+
+def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> None:
+    """`superres.atomic.atomic_write`, with file-system errors as one-line ImageWriteErrors."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(
+            f"{path}: cannot create folder {path.parent} ({exc.strerror or exc})"
+        ) from exc
+    try:
+        atomic_write(path, write_to)
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot write image ({describe_os_error(exc)})") from exc
+    except (ValueError, KeyError) as exc:
+        raise ImageWriteError(f"{path}: cannot write image ({exc})") from exc

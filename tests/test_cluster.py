@@ -1,0 +1,31 @@
+"""The same batch on a local Dask cluster of two worker processes: the single-process outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from superres.images import write_image
+from superres.upscale import upscale_files
+
+pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'superres[dask]'")
+
+
+def test_a_local_dask_cluster_writes_the_single_process_outputs(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for index in range(6):
+        pixels = np.random.default_rng(index).integers(0, 255, (20, 16 + index, 3), dtype=np.uint8)
+        write_image(tmp_path / "in" / f"img{index}.png", pixels)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    common = {"scale": 2, "model": "srcnn", "device": "cpu"}
+    local = upscale_files([tmp_path / "in"], tmp_path / "local", **common)
+    dask = upscale_files([tmp_path / "in"], tmp_path / "dask", cluster="local", workers=2, **common)
+    assert len(dask.written) == len(local.written) == 6
+    assert [path for path, _ in dask.failed] == [tmp_path / "in" / "broken.png"]
+    for output in local.written:
+        assert (tmp_path / "dask" / output.name).read_bytes() == output.read_bytes()
+    # The same journal: the one failure keeps it, and it lists the six finished outputs.
+    journal = tmp_path / "dask" / ".superres-journal.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 6
