@@ -202,10 +202,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root: str) -> None:
+def act_as_rank(rank: int, world_size: int, port: int) -> None:
+    """The environment torchrun gives a worker process."""
     import os
-
-    from safetensors.torch import save_file
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -215,6 +214,12 @@ def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root: str) -> None:
+    from safetensors.torch import save_file
+
+    act_as_rank(rank, world_size, port)
     config = config_from_dict(config_values)
     # The module, not the `superres.train` facade function that `import ... as` would give.
     trainer = importlib.import_module("superres.train")
@@ -232,26 +237,32 @@ def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root
     save_file(state, str(Path(root) / f"rank{rank}.safetensors"))
 
 
-@pytest.mark.slow  # seconds: left out by `make test-fast`
-def test_two_processes_with_ddp_end_with_identical_weights(
-    data_dirs: tuple[Path, Path], tmp_path: Path
-) -> None:
+def spawn_two_ranks(worker: object, config: TrainConfig, tmp_path: Path) -> None:
+    """Run `worker(rank, 2, port, config values, tmp_path)` in two processes (run folder tmp_path/run)."""
     import torch.multiprocessing as mp
-    from safetensors.torch import load_file
 
-    config = tiny_config(data_dirs, iterations=6, val_every=6, checkpoint_every=6, log_every=3)
     # A free port can be taken by another process between choosing it and binding it; a real DDP
     # bug fails every attempt, a lost port race only one, so a second attempt gets a fresh port.
     for attempt in range(2):
         try:
             worker_args = (2, _free_port(), config.to_dict(), str(tmp_path))
-            mp.spawn(_ddp_worker, args=worker_args, nprocs=2, join=True)
-            break
+            mp.spawn(worker, args=worker_args, nprocs=2, join=True)
+            return
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
             if attempt == 1:
                 raise
             warnings.warn(f"DDP attempt failed, retrying on a fresh port: {error}", stacklevel=1)
             shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+@pytest.mark.slow  # seconds: left out by `make test-fast`
+def test_two_processes_with_ddp_end_with_identical_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    config = tiny_config(data_dirs, iterations=6, val_every=6, checkpoint_every=6, log_every=3)
+    spawn_two_ranks(_ddp_worker, config, tmp_path)
     rank0 = load_file(str(tmp_path / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "rank1.safetensors"))
     torch.manual_seed(config.seed)

@@ -249,16 +249,19 @@ def load_state_strictly(model: nn.Module, state_dict: dict[str, torch.Tensor], p
 
 
 def optimizer_state_to_storage(
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer, prefix: str = OPTIMIZER_PREFIX
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split `optimizer.state_dict()` into tensors (`optim.<index>.<key>`) and JSON-able parts."""
+    """Split `optimizer.state_dict()` into tensors (`<prefix><index>.<key>`) and JSON-able parts.
+
+    A second optimizer in the same checkpoint (a GAN's discriminator) takes another `prefix`.
+    """
     state_dict = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain_state: dict[str, dict[str, Any]] = {}
     for index, per_param in state_dict["state"].items():
         for key, value in per_param.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{OPTIMIZER_PREFIX}{index}.{key}"] = value
+                tensors[f"{prefix}{index}.{key}"] = value
             else:
                 plain_state.setdefault(str(index), {})[key] = value
     json_part = {"param_groups": state_dict["param_groups"], "plain_state": plain_state}
@@ -266,14 +269,14 @@ def optimizer_state_to_storage(
 
 
 def optimizer_state_from_storage(
-    extra: dict[str, torch.Tensor], json_part: dict[str, Any]
+    extra: dict[str, torch.Tensor], json_part: dict[str, Any], prefix: str = OPTIMIZER_PREFIX
 ) -> dict[str, Any]:
     """Rebuild the dict `optimizer.load_state_dict` expects from `optimizer_state_to_storage`'s parts."""
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in extra.items():
-        if not name.startswith(OPTIMIZER_PREFIX):
+        if not name.startswith(prefix):
             continue
-        index, key = name[len(OPTIMIZER_PREFIX):].split(".", 1)
+        index, key = name[len(prefix):].split(".", 1)
         state.setdefault(int(index), {})[key] = tensor
     for index, plain in json_part.get("plain_state", {}).items():
         state.setdefault(int(index), {}).update(plain)

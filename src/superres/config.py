@@ -44,6 +44,11 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 CHANNELS = ("Y", "RGB")
 DEGRADATIONS = ("bicubic", "bilinear")
+#: GAN training (`superres.gan`): discriminators, feature networks of the perceptual loss, and
+#: adversarial losses a config may name.
+DISCRIMINATORS = ("vgg", "unet")
+PERCEPTUAL_LOSSES = ("random", "vgg16", "vgg19", "none")
+ADVERSARIAL_LOSSES = ("vanilla", "relativistic")
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -78,6 +83,14 @@ def flag(group: str, help: str | None = None, **argparse_options: Any) -> dict[s
 _DATA = "model and data"
 _OPTIM = "optimisation"
 _RUN = "running"
+_GAN = "perceptual training (GAN)"
+
+
+def gan_flag(help: str | None = None, **argparse_options: Any) -> dict[str, Any]:
+    """`flag` for a GAN setting: also marks the field as one a non-GAN run must leave at its
+    default and that `to_dict` leaves out of a non-GAN run's config (its config.json and
+    checkpoints stay exactly what they were before GAN training existed)."""
+    return {**flag(_GAN, help, **argparse_options), "gan": True}
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,13 @@ class TrainConfig:
 
     `ema_decay` (e.g. 0.999) keeps an exponential moving average of the weights, which is what
     validation scores and best.safetensors holds; None trains without one.
+
+    `gan` trains the model as the generator of a GAN (`superres.gan`): the generator's loss is
+    `pixel_weight * loss + perceptual_weight * perceptual (by `loss` on features) +
+    feature_matching_weight * discriminator feature matching + adversarial_weight * adversarial`;
+    the discriminator has its own optimizer (the same kind, `discriminator_learning_rate` on the
+    same schedule). `ema_decay` then averages the generator. The other GAN fields must stay at
+    their defaults when `gan` is false.
     """
 
     # Field order is config.json's key order and --help's; `flag(...)` makes a field a flag.
@@ -184,10 +204,67 @@ class TrainConfig:
     num_threads: int | None = field(
         default=None, metadata=flag(_RUN, "CPU threads for PyTorch", type=int)
     )
+    gan: bool = field(
+        default=False,
+        metadata=gan_flag(
+            "train the model as a GAN generator (SRGAN); start from PSNR weights with --init-weights",
+            action="store_const",
+            const=True,
+        ),
+    )
+    discriminator: str = field(
+        default="vgg",
+        metadata=gan_flag("vgg: SRGAN's strided-conv/BN/dense; unet: Real-ESRGAN's, spectral norm",
+                          choices=DISCRIMINATORS),
+    )
+    discriminator_features: int = field(
+        default=64, metadata=gan_flag("width of the discriminator's first layer", type=int)
+    )
+    discriminator_learning_rate: float | None = field(
+        default=None, metadata=gan_flag("default: learning_rate (same schedule)", type=float)
+    )
+    pixel_weight: float = field(
+        default=1.0, metadata=gan_flag("weight of the --loss distance on pixels", type=float)
+    )
+    perceptual: str = field(
+        default="random",
+        metadata=gan_flag(
+            "feature network of the perceptual loss: random (seeded random-weight CNN, no file), "
+            "vgg16/vgg19 (needs --vgg-weights), none",
+            choices=PERCEPTUAL_LOSSES,
+        ),
+    )
+    perceptual_weight: float = field(
+        default=1.0, metadata=gan_flag("weight of the --loss distance on the features", type=float)
+    )
+    perceptual_layer: str = field(
+        default="relu5_4", metadata=gan_flag("VGG layer compared, e.g. relu5_4 (SRGAN's VGG54), conv5_4")
+    )
+    vgg_weights: str | None = field(
+        default=None,
+        metadata=gan_flag("torchvision VGG state dict in .safetensors (read without unpickling)",
+                          metavar="FILE"),
+    )
+    feature_matching_weight: float = field(
+        default=0.0, metadata=gan_flag("weight of discriminator feature matching", type=float)
+    )
+    adversarial_loss: str = field(
+        default="vanilla",
+        metadata=gan_flag("vanilla: SRGAN's BCE; relativistic: ESRGAN's", choices=ADVERSARIAL_LOSSES),
+    )
+    adversarial_weight: float = field(default=1e-3, metadata=gan_flag(type=float))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged.
+
+        A non-GAN run leaves the GAN fields out (they hold their defaults), so its config.json
+        and checkpoint metadata are what they were before GAN training existed.
+        """
+        values = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not self.gan:
+            for name in GAN_FIELDS:
+                values.pop(name, None)
+        return values
 
     def replace(self, **changes: Any) -> TrainConfig:
         return config_from_dict({**self.to_dict(), **changes})
@@ -199,6 +276,7 @@ MIN_PATCH_SIZE = 8
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 REQUIRED_FIELDS = ("model", "scale", "train_data")
+GAN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("gan"))
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "configuration") -> TrainConfig:
@@ -391,6 +469,28 @@ def validate_config(config: TrainConfig) -> None:
         raise ConfigError(f"max_minutes must be a positive number or null, got {config.max_minutes!r}")
     if config.num_threads is not None:
         _check_positive_int("num_threads", config.num_threads)
+    _validate_gan(config)
+
+
+def _validate_gan(config: TrainConfig) -> None:
+    """The GAN settings: only with `gan` on, and each within its range."""
+    defaults = TrainConfig(model="", scale=1, train_data=())
+    if not config.gan:
+        changed = [name for name in GAN_FIELDS if getattr(config, name) != getattr(defaults, name)]
+        if changed:
+            raise ConfigError(f"'{changed[0]}' is a GAN setting: it needs gan: true (--gan)")
+        return
+    _check_choice("discriminator", config.discriminator, DISCRIMINATORS)
+    _check_choice("perceptual", config.perceptual, PERCEPTUAL_LOSSES)
+    _check_choice("adversarial_loss", config.adversarial_loss, ADVERSARIAL_LOSSES)
+    _check_positive_int("discriminator_features", config.discriminator_features)
+    rate = config.discriminator_learning_rate
+    if rate is not None and not (_is_number(rate) and rate > 0):
+        raise ConfigError(f"discriminator_learning_rate must be a positive number or null, got {rate!r}")
+    for name in ("pixel_weight", "perceptual_weight", "feature_matching_weight", "adversarial_weight"):
+        value = getattr(config, name)
+        if not (_is_number(value) and value >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
 
 
 def _check_choice(name: str, value: Any, choices: Collection[str]) -> None:

@@ -19,6 +19,16 @@ HISTORY_FILE = "history.csv"
 HISTORY_COLUMNS = (
     "step", "epoch", "loss", "learning_rate", "val_psnr", "val_ssim", "elapsed_s", "hr_pixels_per_s",
 )
+#: Appended for a GAN run, whose `loss` is the generator's total: the discriminator's loss and the
+#: generator's terms (unweighted), means over the log window on rank 0.
+GAN_HISTORY_COLUMNS = (
+    "loss_discriminator", "loss_pixel", "loss_perceptual", "loss_feature_matching", "loss_adversarial",
+)
+
+
+def history_columns(gan: bool) -> tuple[str, ...]:
+    """The columns of a run's history.csv: a GAN run's has its loss terms too."""
+    return HISTORY_COLUMNS + GAN_HISTORY_COLUMNS if gan else HISTORY_COLUMNS
 
 
 def _format_cell(value: Any) -> str:
@@ -29,22 +39,23 @@ def _format_cell(value: Any) -> str:
     return str(value)
 
 
-def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+def write_history(
+    run_dir: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_COLUMNS
+) -> None:
     """Rewrite history.csv with `rows` (atomically): a fresh run, or a resume that drops the rows
     written after its checkpoint."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_format_cell(row.get(column)) for column in HISTORY_COLUMNS])
+        writer.writerow([_format_cell(row.get(column)) for column in columns])
     atomic_write_bytes(run_dir / HISTORY_FILE, buffer.getvalue().encode("utf-8"))
 
 
-def append_history(run_dir: Path, row: dict[str, Any]) -> None:
+def append_history(run_dir: Path, row: dict[str, Any], columns: tuple[str, ...] = HISTORY_COLUMNS) -> None:
     with open(run_dir / HISTORY_FILE, "a", encoding="utf-8", newline="") as stream:
-        csv.writer(stream, lineterminator="\n").writerow(
-            [_format_cell(row.get(column)) for column in HISTORY_COLUMNS]
-        )
+        cells = [_format_cell(row.get(column)) for column in columns]
+        csv.writer(stream, lineterminator="\n").writerow(cells)
         stream.flush()
 
 
@@ -57,7 +68,8 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as stream:
         for record in csv.DictReader(stream):
             row: dict[str, Any] = {}
-            for column in HISTORY_COLUMNS:
+            # The file's own columns: a GAN run's has more.
+            for column in HISTORY_COLUMNS + tuple(c for c in record if c not in HISTORY_COLUMNS):
                 text = record.get(column) or ""
                 row[column] = None if text == "" else (int(text) if column == "step" else float(text))
             rows.append(row)
@@ -65,7 +77,8 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_plots(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """psnr.png (validation PSNR) and loss.png (training loss) against the step, atomically."""
+    """psnr.png (validation PSNR) and loss.png (training loss) against the step, atomically; for
+    a GAN run also gan_loss.png (the generator's and the discriminator's losses)."""
     validated = [row for row in history if row.get("val_psnr") is not None]
     losses = [row for row in history if row.get("loss") is not None and math.isfinite(row["loss"])]
     _write_plot(
@@ -84,11 +97,32 @@ def write_plots(run_dir: Path, history: list[dict[str, Any]]) -> None:
         ylabel="loss",
         log_scale=all(row["loss"] > 0 for row in losses) and bool(losses),
     )
+    adversarial = [row for row in losses if row.get("loss_discriminator") is not None]
+    if adversarial:
+        _write_plot(
+            run_dir / "gan_loss.png",
+            [row["step"] for row in adversarial],
+            {
+                "generator (total)": [row["loss"] for row in adversarial],
+                "generator (adversarial term)": [row["loss_adversarial"] for row in adversarial],
+                "discriminator": [row["loss_discriminator"] for row in adversarial],
+            },
+            title="GAN losses",
+            ylabel="loss",
+            log_scale=False,
+        )
 
 
 def _write_plot(
-    path: Path, steps: list[int], values: list[float], *, title: str, ylabel: str, log_scale: bool
+    path: Path,
+    steps: list[int],
+    values: list[float] | dict[str, list[float]],
+    *,
+    title: str,
+    ylabel: str,
+    log_scale: bool,
 ) -> None:
+    """One curve, or one per label of a dict (with a legend), against the step."""
     # The object-oriented Agg API: no pyplot, so no global backend switch and never a window.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -96,7 +130,11 @@ def _write_plot(
     figure = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.plot(steps, values, marker="o" if len(steps) < 30 else None, linewidth=1.2)
+    series = values if isinstance(values, dict) else {"": values}
+    for label, curve in series.items():
+        axes.plot(steps, curve, marker="o" if len(steps) < 30 else None, linewidth=1.2, label=label or None)
+    if isinstance(values, dict):
+        axes.legend(fontsize=8)
     if log_scale:
         axes.set_yscale("log")
     axes.set_xlabel("step")

@@ -32,6 +32,10 @@ how it is restored lives in `superres.train_state`; the history file and plots i
 `superres.runlog`; the progress bar, log lines and stop requests in `superres.train_progress`;
 the process group in `superres.distributed`. Losses and optimizers are named by the tables
 `superres.config.LOSSES` and `OPTIMIZERS`.
+
+GAN training (`config.gan`): `superres.gan.trainer.GanTraining` holds the discriminator and its
+optimizer, runs the step in place of the pixel-loss one, adds its loss terms to the history and
+its state to last.safetensors. Without it, nothing of a run (steps, files) changes.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from superres.fast import retain_freed_memory
 from superres.images import list_images
 from superres.models import create_model
 from superres.runlock import hold_run_lock
-from superres.runlog import append_history, write_history, write_plots
+from superres.runlog import append_history, history_columns, write_history, write_plots
 from superres.train_progress import (
     log_progress,
     log_training_start,
@@ -205,6 +209,7 @@ class _Run:
     loss_function: Any
     autocast: torch.autocast
     state: RunState
+    gan: Any = None  # superres.gan.trainer.GanTraining when config.gan (imported only then)
     pending_losses: list[torch.Tensor] = field(default_factory=list)  # since the last sync point
 
     @property
@@ -279,12 +284,17 @@ def _set_up(
     if config.init_weights and not resume:
         load_initial_weights(model, config)
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    gan = None
+    if config.gan:
+        from superres.gan.trainer import GanTraining
+
+        gan = GanTraining(config, device, dist, channels_last)
     if resume:
-        state = restore_training_state(run_dir, config, model, optimizer, scaler, device, average)
+        state = restore_training_state(run_dir, config, model, optimizer, scaler, device, average, gan)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
-        write_history(run_dir, state.history)
+        write_history(run_dir, state.history, history_columns(gan is not None))
     net: nn.Module = model
     if dist.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -316,6 +326,7 @@ def _set_up(
         loss_function=getattr(F, LOSSES[config.loss]),
         autocast=autocast,
         state=state,
+        gan=gan,
     )
 
 
@@ -330,6 +341,9 @@ def _step(run: _Run, step: int) -> float:
         group["lr"] = learning_rate
     rng = np.random.default_rng([config.seed, run.dist.rank, step])
     lr, hr = run.batches.sample(config.batch_size, rng)
+    if run.gan is not None:
+        loss = run.gan.step(run.net, run.model, lr, hr, learning_rate, optimizer, scaler, run.autocast)
+        return _after_step(run, step, loss, learning_rate)
     with run.autocast:
         sr = run.net(lr)
     loss = run.loss_function(sr.float(), hr)
@@ -340,6 +354,11 @@ def _step(run: _Run, step: int) -> float:
         nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
     scaler.step(optimizer)
     scaler.update()
+    return _after_step(run, step, loss, learning_rate)
+
+
+def _after_step(run: _Run, step: int, loss: torch.Tensor, learning_rate: float) -> float:
+    """The weight average, the pending loss and the step count, after either kind of step."""
     if run.average is not None:
         run.average.update(run.model, step)
     run.pending_losses.append(loss.detach())
@@ -381,10 +400,12 @@ def _sync_point(
         "elapsed_s": round(state.elapsed_before_s + time.monotonic() - clock.loop_started, 2),
         "hr_pixels_per_s": round(clock.window_steps * run.hr_pixels_per_step / max(window_s, 1e-9), 1),
     }
+    if run.gan is not None:
+        row.update(run.gan.window_means())
     if dist.is_main:
         if due_validation:
             validate_into(row, state, run.released, run.val_dir, config, run.device)
-        append_history(run.run_dir, row)
+        append_history(run.run_dir, row, history_columns(run.gan is not None))
         state.history.append(row)
         if due_validation:
             if state.best_step == step:
@@ -393,7 +414,8 @@ def _sync_point(
             write_plots(run.run_dir, state.history)
         if due_checkpoint:
             save_training_checkpoint(
-                run.last_path, config, run.model, run.optimizer, run.scaler, state, step, row, run.average
+                run.last_path, config, run.model, run.optimizer, run.scaler, state, step, row, run.average,
+                run.gan,
             )
         seconds = time.monotonic() - clock.loop_started
         log_progress(row, run.total_steps, state, progress, clock.steps_this_call, seconds)

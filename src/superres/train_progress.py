@@ -95,8 +95,10 @@ def log_progress(
     psnr = ""
     if row["val_psnr"] is not None:
         psnr = f" | val PSNR {state.last_psnr:.3f} dB (best {state.best_psnr:.3f})"
+    # A GAN run's `loss` is the generator's; the discriminator's is worth seeing beside it.
+    critic = f" D {row['loss_discriminator']:.4g}" if row.get("loss_discriminator") is not None else ""
     text = (
-        f"step {row['step']}/{total_steps} (epoch {row['epoch']:.2f}) loss {row['loss']:.6g} "
+        f"step {row['step']}/{total_steps} (epoch {row['epoch']:.2f}) loss {row['loss']:.6g}{critic} "
         f"lr {row['learning_rate']:.3g}{psnr} | {row['hr_pixels_per_s'] / 1e6:.2f} M HR px/s "
         f"| ETA {_format_duration(eta_s)}"
     )

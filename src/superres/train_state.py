@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from superres.checkpoint import (
+    OPTIMIZER_PREFIX,
     load_checkpoint,
     load_state_strictly,
     optimizer_state_from_storage,
@@ -38,6 +39,16 @@ BEST_CHECKPOINT = "best.safetensors"
 OPTIMIZER_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 #: Factor on the default initialisation of the layers a cross-scale warm start leaves fresh.
 FRESH_LAYER_SCALE = 0.01
+
+
+class TrainingCompanion(Protocol):
+    """More state a run carries beside the model's (a GAN's discriminator and its optimizer)."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def training_metadata(self) -> dict[str, Any]: ...
+
+    def load_state(self, path: Path, extra: dict[str, torch.Tensor], training: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -83,12 +94,15 @@ def save_training_checkpoint(
     step: int,
     row: dict[str, Any],
     average: WeightAverage | None = None,
+    companion: TrainingCompanion | None = None,
 ) -> None:
     """last.safetensors: weights plus everything `restore_training_state` needs."""
     optimizer_tensors, optimizer_json = optimizer_state_to_storage(optimizer)
     extra = dict(optimizer_tensors)
     if average is not None:
         extra.update(average.state_tensors())
+    if companion is not None:
+        extra.update(companion.state_tensors())
     extra["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
@@ -101,6 +115,8 @@ def save_training_checkpoint(
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
         "schedule": {"kind": config.schedule, "learning_rate": row["learning_rate"]},
     }
+    if companion is not None:
+        metadata["training"].update(companion.training_metadata())
     save_checkpoint(path, model, metadata, extra)
 
 
@@ -117,6 +133,23 @@ def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
                     state[key] = torch.empty_like(param).copy_(value)
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, torch.Tensor],
+    json_part: dict[str, Any],
+    prefix: str = OPTIMIZER_PREFIX,
+) -> None:
+    """Restore an optimizer saved by `optimizer_state_to_storage(optimizer, prefix)`, keeping this
+    process's implementation switches and the parameters' memory layout."""
+    optimizer_state = optimizer_state_from_storage(extra, json_part, prefix)
+    for saved, current in zip(optimizer_state["param_groups"], optimizer.param_groups):
+        for key in OPTIMIZER_IMPLEMENTATION_KEYS:
+            if key in current:
+                saved[key] = current[key]
+    optimizer.load_state_dict(optimizer_state)
+    match_optimizer_state_layout(optimizer)
 
 
 def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
@@ -181,9 +214,11 @@ def restore_training_state(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     average: WeightAverage | None = None,
+    companion: TrainingCompanion | None = None,
 ) -> RunState:
-    """Load last.safetensors into model, optimizer, scaler, weight average and torch RNG; return
-    the counters. A run that had no weight average starts one from the restored weights."""
+    """Load last.safetensors into model, optimizer, scaler, weight average, `companion` and torch
+    RNG; return the counters. A run that had no weight average starts one from the restored
+    weights."""
     path = run_dir / LAST_CHECKPOINT
     state_dict, metadata, extra = load_checkpoint(path)
     if metadata["model"] != config.model or int(metadata["scale"]) != config.scale:
@@ -197,13 +232,9 @@ def restore_training_state(
     load_state_strictly(model, state_dict, path)
     if average is not None and not average.load_state_tensors(extra, model):
         logger.info("%s has no weight average yet: starting one from its weights", path)
-    optimizer_state = optimizer_state_from_storage(extra, training["optimizer"])
-    for saved, current in zip(optimizer_state["param_groups"], optimizer.param_groups):
-        for key in OPTIMIZER_IMPLEMENTATION_KEYS:
-            if key in current:
-                saved[key] = current[key]
-    optimizer.load_state_dict(optimizer_state)
-    match_optimizer_state_layout(optimizer)
+    load_optimizer_state(optimizer, extra, training["optimizer"])
+    if companion is not None:
+        companion.load_state(path, extra, training)
     if scaler.is_enabled() and training.get("scaler"):
         scaler.load_state_dict(training["scaler"])
     torch.set_rng_state(extra["rng.torch"])

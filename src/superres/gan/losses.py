@@ -1,0 +1,207 @@
+"""The GAN's losses: adversarial (vanilla, relativistic), perceptual (random or VGG features) and
+discriminator feature matching. Images are (N, C, H, W) in [0, 1], C = 1 (Y) or 3 (RGB).
+
+Nothing here downloads weights. The perceptual loss compares feature maps of either
+- `RandomFeatures`: a VGG-like CNN (two 3x3 conv + ReLU per stage, 64/128/256 features, 2x2
+  average pooling between stages) whose weights are drawn, He-normal, from a torch.Generator
+  seeded with `seed`: the same seed gives the same network on every machine, and no training is
+  needed. Liu et al., "Generic Perceptual Loss for Modeling Structured Output Dependencies",
+  CVPR 2021, found such randomly-initialised multi-scale features a perceptual loss about as good
+  as trained VGG's for restoration. All three stages are compared (mean of the distances).
+- `VGGFeatures`: VGG16/VGG19 `features` up to one layer (e.g. `relu5_4`, SRGAN's "VGG54", or
+  `conv5_4`, ESRGAN's before-activation choice), from a torchvision state dict saved as
+  safetensors that the user gives (read with safetensors, never unpickled). Preprocessing is
+  torchvision's: RGB in [0, 1] normalised by the ImageNet mean and std; a Y image is repeated to
+  three channels. A file without the expected `features.<i>.weight/bias` tensors and shapes is
+  one ConfigError naming the first mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superres.errors import ConfigError
+
+#: torchvision's VGG configurations: output channels of each 3x3 conv, "M" for a 2x2 max pool.
+VGG_LAYOUTS: dict[str, list[Any]] = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [
+        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    ],
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Widths of the random-feature network's stages.
+RANDOM_FEATURE_WIDTHS = (64, 128, 256)
+
+
+# --- adversarial --------------------------------------------------------------------------------
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """The discriminator's loss: real -> 1, fake -> 0 (`vanilla`, SRGAN's BCE), or real more real
+    than the average fake and the other way round (`relativistic`, ESRGAN's RaGAN)."""
+    if kind == "relativistic":
+        real_logits, fake_logits = real_logits - fake_logits.mean(), fake_logits - real_logits.mean()
+    return 0.5 * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
+
+
+def generator_adversarial_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """The generator's adversarial term: the discriminator's loss with the labels swapped
+    (`vanilla` ignores `real_logits`: SRGAN's -log D(G(x)))."""
+    if kind == "relativistic":
+        return discriminator_loss(fake_logits, real_logits, kind)
+    return _bce(fake_logits, 1.0)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    # With logits: the sigmoid inside the loss is stable where D is confident.
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
+
+
+def feature_matching_loss(
+    real_features: list[torch.Tensor], fake_features: list[torch.Tensor]
+) -> torch.Tensor:
+    """Mean L1 distance between the discriminator's maps of the real and the generated image."""
+    pairs = zip(real_features, fake_features)
+    terms = [F.l1_loss(fake.float(), real.detach().float()) for real, fake in pairs]
+    return torch.stack(terms).mean()
+
+
+# --- perceptual ----------------------------------------------------------------------------------
+
+
+class RandomFeatures(nn.Module):
+    """A frozen, seeded random-weight CNN: (N, C, H, W) -> one map per stage (H, H/2, H/4)."""
+
+    def __init__(self, channels: int, seed: int = 0, widths: tuple[int, ...] = RANDOM_FEATURE_WIDTHS) -> None:
+        super().__init__()
+        stages = []
+        in_channels = channels
+        for width in widths:
+            # On "meta": a default initialisation would draw from the global stream, the run's.
+            convs = [nn.Conv2d(c, width, 3, padding=1, device="meta") for c in (in_channels, width)]
+            stages.append(nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU()))
+            in_channels = width
+        self.stages = nn.ModuleList(stages).to_empty(device="cpu")
+        generator = torch.Generator().manual_seed(seed)  # its own stream, the same everywhere
+        with torch.no_grad():
+            for conv in self.modules():
+                if isinstance(conv, nn.Conv2d):
+                    conv.weight.normal_(0.0, math.sqrt(2.0 / (conv.in_channels * 9)), generator=generator)
+                    conv.bias.zero_()
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for index, stage in enumerate(self.stages):
+            if index:
+                x = F.avg_pool2d(x, 2)
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG `features` up to `layer`, with torchvision's input normalisation: one map."""
+
+    def __init__(self, arch: str, layer: str, weights_path: str | Path, channels: int) -> None:
+        super().__init__()
+        modules, names = _vgg_modules(arch)
+        if layer not in names:
+            known = ", ".join(name for name in names if not name.startswith("pool"))
+            raise ConfigError(f"perceptual_layer {layer!r} is not a layer of {arch} (known: {known})")
+        self.features = nn.Sequential(*modules[: names.index(layer) + 1])
+        self.features.load_state_dict(_read_vgg_state(weights_path, arch, self.features))
+        self.channels = channels
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.channels == 1:
+            x = x.expand(-1, 3, -1, -1)  # Y as gray RGB
+        return [self.features((x - self.mean) / self.std)]
+
+
+def _vgg_modules(arch: str) -> tuple[list[nn.Module], list[str]]:
+    """torchvision's `features` modules of `arch` (same indices) and their names: conv1_1, relu1_1, ..."""
+    modules: list[nn.Module] = []
+    names: list[str] = []
+    block, index, in_channels = 1, 1, 3
+    for item in VGG_LAYOUTS[arch]:
+        if item == "M":
+            modules.append(nn.MaxPool2d(2, 2))
+            names.append(f"pool{block}")
+            block, index = block + 1, 1
+            continue
+        modules += [nn.Conv2d(in_channels, item, 3, padding=1), nn.ReLU()]
+        names += [f"conv{block}_{index}", f"relu{block}_{index}"]
+        in_channels, index = item, index + 1
+    return modules, names
+
+
+def _read_vgg_state(path: str | Path, arch: str, features: nn.Sequential) -> dict[str, torch.Tensor]:
+    """The `features.*` tensors `features` needs from a torchvision state dict in safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"VGG weights file not found: {path}")
+    try:
+        saved = load_file(str(path))  # safetensors: tensors only, nothing to unpickle
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not a safetensors file of VGG weights ({error})") from None
+    state = {}
+    for name, tensor in features.state_dict().items():
+        key = "features." + name
+        found = saved.get(key)
+        if found is None or tuple(found.shape) != tuple(tensor.shape):
+            got = "missing" if found is None else f"has shape {tuple(found.shape)}"
+            raise ConfigError(
+                f"{path} is not a torchvision {arch} state dict: '{key}' {got}, expected "
+                f"{tuple(tensor.shape)} (save torchvision.models.{arch}(weights=...).state_dict() "
+                "with safetensors.torch.save_file)"
+            )
+        state[name] = found.float()
+    return state
+
+
+class PerceptualLoss(nn.Module):
+    """Mean over the feature maps of `distance(features(sr), features(hr))`; hr's without grad."""
+
+    def __init__(self, features: nn.Module, distance: Any) -> None:
+        super().__init__()
+        self.features = features
+        self.distance = distance
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            targets = self.features(hr.float())
+        outputs = self.features(sr.float())
+        return torch.stack([self.distance(out, target) for out, target in zip(outputs, targets)]).mean()
+
+
+def create_perceptual_loss(
+    kind: str, channels: int, distance: Any, *, layer: str, weights_path: str | None, seed: int = 0
+) -> PerceptualLoss | None:
+    """The perceptual loss a config names (`superres.config.PERCEPTUAL_LOSSES`); None for "none"."""
+    if kind == "none":
+        return None
+    if kind == "random":
+        return PerceptualLoss(RandomFeatures(channels, seed), distance)
+    if weights_path is None:
+        raise ConfigError(
+            f"perceptual {kind!r} needs vgg_weights (--vgg-weights FILE): a torchvision {kind} "
+            "state dict in .safetensors; nothing is downloaded"
+        )
+    return PerceptualLoss(VGGFeatures(kind, layer, weights_path, channels), distance)
