@@ -130,6 +130,12 @@ def pre_upsampled_activations(scale: int, widest: int, extra_maps: int = 0) -> f
     return float(scale * scale * widest * (BASE_LIVE_MAPS + extra_maps))
 
 
+def residual_body_activations(scale: int, num_features: int) -> float:
+    """Peak values per LR pixel of a residual body with a pixel-shuffle upsampler (EDSR, SRResNet):
+    the head, a block's input and two inner maps, then the upsampler's conv output and shuffle."""
+    return 6.0 * num_features + 3.0 * num_features * scale * scale
+
+
 def post_upsampled_receptive_field(body_radius: int, bicubic_skip: bool) -> int:
     """Receptive field of an LR-space network: its convolutions' radius, or the bicubic skip's."""
     return max(body_radius, UPSAMPLE_TAPS["bicubic"] if bicubic_skip else 0)

@@ -28,6 +28,7 @@ from superres.models.blocks import (
     check_channels,
     mean_buffer,
     require_positive_int,
+    residual_body_activations,
 )
 
 
@@ -42,8 +43,7 @@ def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
 
 
 def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
-    # Head, block input, two inner maps, then the upsampler's conv output and shuffle at HR.
-    return 6.0 * kwargs["num_features"] + 3.0 * kwargs["num_features"] * scale * scale
+    return residual_body_activations(scale, kwargs["num_features"])
 
 
 EDSR_INFO = ModelInfo(

@@ -28,6 +28,7 @@ from superres.models.blocks import (
     mean_buffer,
     require_bool,
     require_positive_int,
+    residual_body_activations,
 )
 
 
@@ -39,7 +40,7 @@ def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
 
 
 def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
-    return 6.0 * kwargs["num_features"] + 3.0 * kwargs["num_features"] * scale * scale
+    return residual_body_activations(scale, kwargs["num_features"])
 
 
 SRRESNET_INFO = ModelInfo(
