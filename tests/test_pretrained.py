@@ -174,6 +174,18 @@ def fast_card(folder: Path, name: str, scale: int, set5_psnr: float, macs: float
     path.write_text(json.dumps(written))
 
 
+def test_default_breaks_a_near_tie_by_speed(empty_weights: Path) -> None:
+    for name, psnr, macs in (("slow", 37.31, 6e5), ("quick", 37.30, 4e4), ("weak", 36.0, 1e3)):
+        save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+        fast_card(empty_weights, name, 2, psnr, macs, bicubic=33.5)
+    assert default_model_for(2) == "quick"  # 0.01 dB is noise on five images; 15x less work is not
+    path = empty_weights / "quick_x2.json"
+    written = json.loads(path.read_text())
+    written["metrics"]["Set5"]["psnr"] = 37.2
+    path.write_text(json.dumps(written))
+    assert default_model_for(2) == "slow"  # 0.11 dB is a real difference
+
+
 def test_fast_is_the_fastest_that_beats_bicubic_by_a_decibel(empty_weights: Path) -> None:
     for name, psnr, macs in (("big", 37.0, 9e5), ("small", 34.5, 2e4), ("tiny", 34.2, 1e3)):
         save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)

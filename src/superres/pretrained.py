@@ -54,6 +54,8 @@ FALLBACK_MODEL = "bicubic"
 #: `FAST_MIN_GAIN_DB`.
 FAST_ALIAS = "fast"
 FAST_MIN_GAIN_DB = 1.0
+#: Set5 PSNR differences below this are noise for the default choice: the faster model wins.
+DEFAULT_TIE_DB = 0.05
 
 
 @dataclass(frozen=True)
@@ -189,18 +191,29 @@ def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
 def default_model_for(scale: int) -> str:
     """The shipped model with the best Set5 PSNR at `scale`; `"bicubic"` when none ships.
 
-    Weights whose card lacks a Set5 PSNR still beat bicubic (shipping them implies training)
-    but rank below any with a measured score.
+    Models within `DEFAULT_TIE_DB` of the best score are tied (five images cannot tell them
+    apart), and the fastest of them wins (`_speed_rank`). Weights whose card lacks a Set5 PSNR
+    still beat bicubic (shipping them implies training) but rank below any with a measured score.
     """
     candidates = [entry for entry in list_pretrained() if entry.scale == scale]
     if not candidates:
         return FALLBACK_MODEL
+    scored = [entry for entry in candidates if entry.metric("Set5", "psnr") is not None]
+    if not scored:
+        return max(candidates, key=lambda entry: entry.name).name
+    best = max(entry.metric("Set5", "psnr") for entry in scored)
+    tied = [entry for entry in scored if entry.metric("Set5", "psnr") >= best - DEFAULT_TIE_DB]
+    return max(tied, key=lambda entry: (_speed_rank(tied, entry), entry.metric("Set5", "psnr"), entry.name)).name
 
-    def rank(entry: PretrainedEntry) -> tuple[bool, float, str]:
-        psnr = entry.metric("Set5", "psnr")
-        return (psnr is not None, psnr if psnr is not None else 0.0, entry.name)
 
-    return max(candidates, key=rank).name
+def _speed_rank(entries: list[PretrainedEntry], entry: PretrainedEntry) -> float:
+    """Higher is faster: the card's speed relative to bicubic when every entry has one, else
+    fewer MACs per output pixel, else 0 (then the score decides)."""
+    if all(other.speed_vs_bicubic is not None for other in entries):
+        return entry.speed_vs_bicubic
+    if all(other.macs_per_pixel is not None for other in entries):
+        return -entry.macs_per_pixel
+    return 0.0
 
 
 def fastest_model_for(scale: int) -> str:
@@ -219,9 +232,7 @@ def fastest_model_for(scale: int) -> str:
     ]
     if not candidates:
         return FALLBACK_MODEL
-    if all(entry.speed_vs_bicubic is not None for entry in candidates):
-        return max(candidates, key=lambda entry: (entry.speed_vs_bicubic, entry.name)).name
-    return min(candidates, key=lambda entry: (entry.macs_per_pixel, entry.name)).name
+    return max(candidates, key=lambda entry: (_speed_rank(candidates, entry), entry.name)).name
 
 
 def _looks_like_path(spec: str) -> bool:
