@@ -12,7 +12,8 @@ Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata wi
 and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
 MACs per output pixel (`superres.complexity`) and its CPU speed relative to bicubic, timed in one
 run on this machine (`superres.frontier.relative_speed`). `--refresh` adds the bicubic scores, the
-MAC count and the speed to every shipped card that lacks them.
+MAC count and the speed to every shipped card that lacks them; `--refresh --retime` times every
+shipped model again, which is what to do on a quiet machine after publishing on a busy one.
 """
 
 from __future__ import annotations
@@ -46,15 +47,16 @@ def write_card(card_path: Path, card: dict[str, Any]) -> None:
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
 
 
-def refresh_cards(bicubic_report: dict[str, Any]) -> None:
-    """Add `bicubic` scores and `macs_per_output_pixel` to the shipped cards that lack them."""
+def refresh_cards(bicubic_report: dict[str, Any], retime: bool = False) -> None:
+    """Add `bicubic` scores, `macs_per_output_pixel` and `speed` to the shipped cards that lack
+    them; `retime` measures every card's speed again (on a quiet machine, all in one run)."""
     for entry in list_pretrained():
         card = dict(entry.card)
         card.setdefault("bicubic", mean_scores(bicubic_report, entry.scale))
         model = load_pretrained(entry.name, entry.scale)
         if "macs_per_output_pixel" not in card:
             card["macs_per_output_pixel"] = round(conv_macs_per_output_pixel(model))
-        if "speed" not in card:
+        if retime or "speed" not in card:
             card["speed"] = relative_speed(model, entry.scale)
         write_card(WEIGHTS / f"{entry.name}_x{entry.scale}.json", card)
         print(f"refreshed {entry.name} x{entry.scale}")
@@ -131,10 +133,11 @@ def main() -> None:
         help="training time of the weights this run started from (init_weights), added to its own",
     )
     parser.add_argument("--refresh", action="store_true", help="complete the shipped cards, publish nothing")
+    parser.add_argument("--retime", action="store_true", help="with --refresh: time every model again")
     args = parser.parse_args()
     bicubic_report = json.loads(args.bicubic_eval.read_text())
     if args.refresh:
-        refresh_cards(bicubic_report)
+        refresh_cards(bicubic_report, retime=args.retime)
         return
     if not (args.run_dir and args.name and args.eval and args.hardware and args.recipe):
         parser.error("RUN_DIR, NAME, --eval, --hardware and --recipe are required to publish")
