@@ -203,7 +203,10 @@ def default_model_for(scale: int) -> str:
         return max(candidates, key=lambda entry: entry.name).name
     best = max(entry.metric("Set5", "psnr") for entry in scored)
     tied = [entry for entry in scored if entry.metric("Set5", "psnr") >= best - DEFAULT_TIE_DB]
-    return max(tied, key=lambda entry: (_speed_rank(tied, entry), entry.metric("Set5", "psnr"), entry.name)).name
+    def rank(entry: PretrainedEntry) -> tuple[float, float, str]:
+        return (_speed_rank(tied, entry), entry.metric("Set5", "psnr"), entry.name)
+
+    return max(tied, key=rank).name
 
 
 def _speed_rank(entries: list[PretrainedEntry], entry: PretrainedEntry) -> float:
