@@ -82,12 +82,11 @@ def _timing_input(model: nn.Module, lr_size: tuple[int, int]) -> torch.Tensor:
     return torch.rand((1, channels, *lr_size), generator=generator)
 
 
-def _measure(model: nn.Module, scale: int, timing: Timing) -> tuple[float, float]:
+def _measure(model: nn.Module, scale: int, timing: Timing) -> float:
     from superres.backends import make_backend
 
     backend = make_backend(model, "torch", "cpu")  # what `superres upscale` runs on a CPU
-    rate = time_output_rate(backend, _timing_input(model, timing.lr_size), scale, timing)
-    return rate, conv_macs_per_output_pixel(model)
+    return time_output_rate(backend, _timing_input(model, timing.lr_size), scale, timing)
 
 
 #: The reference point from OpenCV: its dnn module running FSRCNN (d=56, s=12, m=4) as
@@ -135,8 +134,8 @@ def relative_speed(model: nn.Module, scale: int, timing: Timing = Timing()) -> d
     bicubic = create_model("bicubic", scale)
     rates: dict[str, list[float]] = {"model": [], "bicubic": []}
     for _ in range(RELATIVE_SPEED_ROUNDS):
-        rates["model"].append(_measure(model, scale, timing)[0])
-        rates["bicubic"].append(_measure(bicubic, scale, timing)[0])
+        rates["model"].append(_measure(model, scale, timing))
+        rates["bicubic"].append(_measure(bicubic, scale, timing))
     best_model, best_bicubic = max(rates["model"]), max(rates["bicubic"])
     return {
         "output_mp_per_s": round(best_model, 3),
@@ -167,7 +166,7 @@ def measure_frontier(
     points = []
     for scale in scales:
         bicubic = create_model("bicubic", scale)
-        bicubic_rate, _ = _measure(bicubic, scale, timing)
+        bicubic_rate = _measure(bicubic, scale, timing)
         points.append(
             FrontierPoint("bicubic", scale, "bicubic", bicubic_set5_psnr(set5_dir, scale), None,
                           bicubic_rate, 1.0, 0.0)
@@ -175,7 +174,8 @@ def measure_frontier(
         for entry in list_pretrained():
             if entry.scale != scale:
                 continue
-            rate, macs = _measure(load_pretrained(entry.name, scale), scale, timing)
+            model = load_pretrained(entry.name, scale)
+            rate, macs = _measure(model, scale, timing), conv_macs_per_output_pixel(model)
             logger.info("%s x%d: %.2f output MP/s", entry.name, scale, rate)
             points.append(
                 FrontierPoint(entry.name, scale, entry.architecture, entry.metric("Set5", "psnr"),

@@ -158,9 +158,10 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     Same scale: every tensor, strictly. Another scale of the same architecture (a x2 run starting
     a x4 one): the tensors whose names and shapes match (the body); the upsampler stays fresh.
     """
-    source = resolve_model(config.init_weights, None)  # a checkpoint's own scale; x2 for a name
-    if int(source.scale) != config.scale and config.scale in _shipped_scales(config.init_weights):
-        source = resolve_model(config.init_weights, config.scale)
+    # A shipped name at this run's scale if it ships there; otherwise a checkpoint's own scale,
+    # or x2 for a name.
+    wanted = config.scale if config.scale in _shipped_scales(config.init_weights) else None
+    source = resolve_model(config.init_weights, wanted)
     if int(source.scale) == config.scale:
         # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
         load_state_strictly(model, source.state_dict(), config.init_weights)

@@ -71,16 +71,15 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
     and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
     from superres.pretrained import default_model_for, fastest_model_for, list_pretrained
 
+    entries = list_pretrained()
+    # Each choice reads every card: make it once per scale, not once per row.
+    chosen = {
+        scale: {"default": default_model_for(scale), "fast": fastest_model_for(scale)}
+        for scale in {entry.scale for entry in entries}
+    }
     rows = []
-    for entry in list_pretrained():
-        roles = [
-            role
-            for role, chosen in (
-                ("default", default_model_for(entry.scale)),
-                ("fast", fastest_model_for(entry.scale)),
-            )
-            if chosen == entry.name
-        ]
+    for entry in entries:
+        roles = [role for role, name in chosen[entry.scale].items() if name == entry.name]
         macs = entry.macs_per_pixel
         row = [
             entry.name + (f" ({', '.join(roles)})" if roles else ""),

@@ -159,6 +159,15 @@ def check_channels(model_name: str, channels: Any) -> int:
     return 1 if channels == "Y" else 3
 
 
+def pixel_shuffle_steps(scale: int) -> list[int]:
+    """The factors of a pixel-shuffle upsampler: x2 steps for powers of two, else one step.
+
+    Each step is one 3x3 convolution, so its length is also the upsampler's receptive field in
+    LR pixels (later steps run at a higher resolution and see less of the LR image).
+    """
+    return [2] * int(math.log2(scale)) if scale & (scale - 1) == 0 else [scale]
+
+
 class PixelShuffleUpsampler(nn.Sequential):
     """(N, F, h, w) -> (N, F, scale*h, scale*w): conv to F*r*r channels + pixel shuffle, per step.
 
@@ -167,15 +176,13 @@ class PixelShuffleUpsampler(nn.Sequential):
     """
 
     def __init__(self, num_features: int, scale: int, activation: Callable[[], nn.Module] | None = None) -> None:
-        steps = [2] * int(math.log2(scale)) if scale & (scale - 1) == 0 else [scale]
         layers: list[nn.Module] = []
-        for factor in steps:
+        for factor in pixel_shuffle_steps(scale):
             layers.append(nn.Conv2d(num_features, num_features * factor * factor, 3, padding=1))
             layers.append(nn.PixelShuffle(factor))
             if activation is not None:
                 layers.append(activation())
         super().__init__(*layers)
-        self.radius = len(steps)  # LR pixels: one 3x3 conv per step, later steps see less
 
 
 def require_positive_int(model_name: str, name: str, value: Any) -> int:

@@ -27,19 +27,16 @@ from superres.models.blocks import (
     PixelShuffleUpsampler,
     check_channels,
     mean_buffer,
+    pixel_shuffle_steps,
     require_positive_int,
     residual_body_activations,
 )
 
 
-def _upsampler_radius(scale: int) -> int:
-    return 2 if scale & (scale - 1) == 0 and scale > 2 else 1
-
-
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     num_blocks = require_positive_int("edsr", "num_blocks", kwargs["num_blocks"])
     # head, two per block, body conv, upsampler, tail (the tail runs at HR: at most one LR px)
-    return 1 + 2 * num_blocks + 1 + _upsampler_radius(scale) + 1
+    return 1 + 2 * num_blocks + 1 + len(pixel_shuffle_steps(scale)) + 1
 
 
 def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:

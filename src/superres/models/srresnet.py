@@ -26,6 +26,7 @@ from superres.models.blocks import (
     PixelShuffleUpsampler,
     check_channels,
     mean_buffer,
+    pixel_shuffle_steps,
     require_bool,
     require_positive_int,
     residual_body_activations,
@@ -34,9 +35,8 @@ from superres.models.blocks import (
 
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:
     num_blocks = require_positive_int("srresnet", "num_blocks", kwargs["num_blocks"])
-    upsampler = 2 if scale == 4 else 1
     # 9x9 head, two 3x3 per block, body conv, upsampler, 9x9 tail at HR (ceil(4 / scale) LR px)
-    return 4 + 2 * num_blocks + 1 + upsampler + 2
+    return 4 + 2 * num_blocks + 1 + len(pixel_shuffle_steps(scale)) + 2
 
 
 def _activations(scale: int, kwargs: Mapping[str, Any]) -> float:
