@@ -105,12 +105,13 @@ def check_scale(scale: int | None) -> None:
 
 def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
     """The --model value to resolve (the best shipped one by default) and the scale to ask for."""
-    from superres.pretrained import default_model_for
+    from superres.pretrained import FAST_ALIAS, default_model_for, fastest_model_for
 
     check_scale(scale)
-    if spec is None:
+    # The aliases are resolved here so that messages name the model that actually runs.
+    if spec is None or spec == FAST_ALIAS:
         scale = DEFAULT_SCALE if scale is None else scale
-        return default_model_for(scale), scale
+        return (default_model_for if spec is None else fastest_model_for)(scale), scale
     return spec, scale
 
 
