@@ -31,7 +31,8 @@ BLOCK_SIZES = [2, 2, 3, 3, 3]
 def _keras_kernels(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [
-        (rng.normal(0, 0.05, (3, 3, cin, cout)).astype(np.float32), rng.normal(0, 0.1, cout).astype(np.float32))
+        (rng.normal(0, 0.05, (3, 3, cin, cout)).astype(np.float32),
+         rng.normal(0, 0.1, cout).astype(np.float32))
         for cin, cout in VGG16_CONVS[:count]
     ]
 
@@ -75,7 +76,9 @@ def _reference_relu2_2(rgb: torch.Tensor, convs: list[tuple[np.ndarray, np.ndarr
     return x
 
 
-@pytest.mark.parametrize("writer", [_write_hed_layout, _write_applications_layout], ids=["hed", "applications"])
+@pytest.mark.parametrize(
+    "writer", [_write_hed_layout, _write_applications_layout], ids=["hed", "applications"]
+)
 def test_a_keras_vgg16_trunk_is_read_with_caffe_preprocessing(tmp_path: Path, writer) -> None:
     convs = _keras_kernels(4)
     path = tmp_path / "vgg16.weights.h5"
@@ -136,7 +139,8 @@ def test_a_legacy_file_that_calls_anything_else_is_refused_unrun(tmp_path: Path,
     evil = tmp_path / "evil.pth"
     head = b"".join(pickle.dumps(value, protocol=2) for value in (0x1950A86A20F9469CFC6C, 1001, {}))
     evil.write_bytes(head + pickle.dumps({"weight": _Exploit()}, protocol=2))
-    with pytest.raises(ConfigError, match=r"refers to (__builtin__|builtins)\.print, which a weights file has no need of"):
+    refused = r"refers to (__builtin__|builtins)\.print, which a weights file has no need of"
+    with pytest.raises(ConfigError, match=refused):
         read_legacy_state_dict(evil)
     assert "must never run" not in capsys.readouterr().out
     modern = tmp_path / "zip.pth"
@@ -209,7 +213,9 @@ def test_lpips_approx_ranks_blur_on_a_real_image(shared_data: Path) -> None:
     gray = Image.fromarray(hr).convert("L")
     width, height = gray.size
     blurred = [
-        np.asarray(gray.resize((width // s, height // s), Image.BICUBIC).resize((width, height), Image.BICUBIC))
+        np.asarray(
+            gray.resize((width // s, height // s), Image.BICUBIC).resize((width, height), Image.BICUBIC)
+        )
         for s in (2, 4)
     ]
     metric = LpipsApprox()

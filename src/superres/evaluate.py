@@ -21,9 +21,9 @@ eats comes from its `ModelInfo` card, never from its name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

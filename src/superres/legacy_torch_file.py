@@ -117,7 +117,8 @@ def _run_pickle(stream: io.BytesIO, path: Path) -> Any:
             stack.append(_Name(module, name))
         elif op == "BINPERSID":
             pid = stack.pop()
-            if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _Name)):
+            is_storage = isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+            if not (is_storage and isinstance(pid[1], _Name)):
                 raise ConfigError(f"{path}: a persistent id that is not a storage")
             stack.append(_StorageRef(str(pid[2]), STORAGE_DTYPES[pid[1].name], int(pid[4])))
         elif op == "REDUCE":
@@ -162,7 +163,8 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 raise ConfigError(f"{path} is truncated")
             storages[key] = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as error:
-        raise ConfigError(f"{path}: not a legacy torch state dict ({type(error).__name__}: {error})") from None
+        reason = f"{type(error).__name__}: {error}"
+        raise ConfigError(f"{path}: not a legacy torch state dict ({reason})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: holds no state dict")
     tensors = {}

@@ -64,7 +64,9 @@ class LpipsApprox(nn.Module):
             expected = (1, _width(tap), 1, 1)
             if found is None or tuple(found.shape) != expected:
                 got = "missing" if found is None else f"of shape {tuple(found.shape)}"
-                raise ConfigError(f"{linear_path}: not LPIPS's VGG linear layers ('{key}' {got}, expected {expected})")
+                raise ConfigError(
+                    f"{linear_path}: not LPIPS's VGG linear layers ('{key}' {got}, expected {expected})"
+                )
             weights.append(found.float().view(1, -1, 1, 1))
         self.weights = nn.ParameterList(nn.Parameter(w, requires_grad=False) for w in weights)
         self.eval()

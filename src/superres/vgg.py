@@ -134,6 +134,18 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _all_groups(file: Any, group_type: type) -> list[tuple[str, Any]]:
+    """(path, group) of the file's root and of every group below it."""
+    groups: list[tuple[str, Any]] = [("", file)]
+
+    def visit(name: str, item: Any) -> None:
+        if isinstance(item, group_type):
+            groups.append((name, item))
+
+    file.visititems(visit)
+    return groups
+
+
 def _read_keras_vgg16(path: Path, features: nn.Sequential) -> dict[str, torch.Tensor]:
     """`features`' tensors from the 3x3 convolutions of a Keras HDF5 file, in layer-name order.
 
@@ -149,14 +161,13 @@ def _read_keras_vgg16(path: Path, features: nn.Sequential) -> dict[str, torch.Te
     convs: list[tuple[str, np.ndarray, np.ndarray]] = []
     try:
         with h5py.File(path, "r") as file:
-            groups: list[tuple[str, Any]] = [("", file)]
-            file.visititems(lambda name, item: groups.append((name, item)) if isinstance(item, h5py.Group) else None)
-            for name, group in groups:
+            for name, group in _all_groups(file, h5py.Group):
                 arrays = [item for item in group.values() if isinstance(item, h5py.Dataset)]
                 kernels = [a for a in arrays if a.ndim == 4 and a.shape[:2] == (3, 3)]
                 biases = [a for a in arrays if a.ndim == 1]
                 if len(kernels) == 1 and len(biases) == 1 and biases[0].shape[0] == kernels[0].shape[3]:
-                    convs.append((name, np.asarray(kernels[0], np.float32), np.asarray(biases[0], np.float32)))
+                    kernel, bias = np.asarray(kernels[0], np.float32), np.asarray(biases[0], np.float32)
+                    convs.append((name, kernel, bias))
     except OSError as error:
         raise ConfigError(f"{path}: not a readable HDF5 file ({error})") from None
     convs.sort(key=lambda conv: _natural_key(conv[0]))

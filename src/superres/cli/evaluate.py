@@ -153,7 +153,8 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"] + (["LPIPS-approx"] if perceptual else [])
+    header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
+    header += ["LPIPS-approx"] if perceptual else []
     lines = [
         [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
         + ([f"{r['lpips_approx']:.4f}"] if perceptual else [])
