@@ -208,9 +208,22 @@ def test_fast_is_the_fastest_that_beats_bicubic_by_a_decibel(empty_weights: Path
     assert pretrained.fastest_model_for(2) == "big"
 
 
+def test_a_perceptual_model_is_never_the_default_nor_fast(empty_weights: Path) -> None:
+    for name, psnr, macs in (("psnr", 37.0, 9e5), ("gan", 37.2, 1e3)):
+        save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+        fast_card(empty_weights, name, 2, psnr, macs, bicubic=33.5)
+    assert default_model_for(2) == "gan" and pretrained.fastest_model_for(2) == "gan"
+    path = empty_weights / "gan_x2.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "objective": "perceptual"}))
+    assert default_model_for(2) == "psnr" and pretrained.fastest_model_for(2) == "psnr"
+    assert resolve_model("gan", 2).scale == 2  # still served by its name
+
+
 def test_shipped_fast_and_default_models_keep_their_promises() -> None:
     for scale in (2, 3, 4):
-        entries = {entry.name: entry for entry in list_pretrained() if entry.scale == scale}
+        entries = {
+            entry.name: entry for entry in list_pretrained() if entry.scale == scale and not entry.perceptual
+        }
         fast = pretrained.fastest_model_for(scale)
         if fast == "bicubic":
             continue

@@ -1,13 +1,17 @@
 """Copy a finished training run into the package as shipped weights with a model card.
 
     python tools/publish_weights.py RUN_DIR NAME --eval EVAL.json --bicubic-eval BICUBIC.json
-        --hardware "..." --recipe "..." [--note "..."] [--earlier-seconds S]
+        --hardware "..." --recipe "..." [--note "..."] [--earlier-seconds S] [--checkpoint last]
     python tools/publish_weights.py --refresh --bicubic-eval BICUBIC.json
 
 RUN_DIR is a `superres train` run folder (best.safetensors, config.json, history.csv); EVAL.json is
 the output of `superres evaluate ... --model RUN_DIR/best.safetensors --scale S --format json`, and
 BICUBIC.json that of `superres evaluate ... --model bicubic --scale 2 3 4 --format json` on the same
 folders: the card records both, so that `--model fast` can ask which models beat bicubic by 1 dB.
+A GAN run (`gan: true` in its config) is published from `--checkpoint last` (the EMA of its last
+step: the PSNR-best validation of a GAN run is its least perceptual one) with `objective:
+perceptual` on its card, which keeps it out of the default and `fast` choices; its EVAL.json should
+come from `evaluate --lpips`, whose LPIPS-approx column the card then records.
 Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts)
 and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
 MACs per output pixel (`superres.complexity`) and its CPU speed relative to bicubic, timed in one
@@ -26,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from superres.atomic import atomic_write_bytes
-from superres.checkpoint import load_model, save_checkpoint
+from superres.checkpoint import load_checkpoint, load_model, save_checkpoint
 from superres.complexity import conv_macs_per_output_pixel
+from superres.ema import EMA_PREFIX
 from superres.frontier import relative_speed
 from superres.pretrained import list_pretrained, load_pretrained, write_model_card
 
@@ -35,12 +40,28 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
 
 
 def mean_scores(report: dict[str, Any], scale: int | None = None) -> dict[str, dict[str, float]]:
-    """{dataset: {"psnr", "ssim"}} of an evaluate JSON report's mean rows (at `scale` if given)."""
+    """{dataset: {"psnr", "ssim"[, "lpips_approx"]}} of an evaluate JSON report's mean rows (at
+    `scale` if given)."""
+    keys = ("psnr", "ssim", "lpips_approx")
     return {
-        row["dataset"]: {"psnr": row["psnr"], "ssim": row["ssim"]}
+        row["dataset"]: {key: row[key] for key in keys if key in row}
         for row in report["results"]
         if row["image"] == "(mean)" and (scale is None or int(row["scale"]) == scale)
     }
+
+
+def released_model(run_dir: Path, checkpoint: str) -> tuple[Any, dict[str, Any]]:
+    """The network to ship and its metadata: best.safetensors, or last.safetensors with the
+    run's weight average (its `ema.` tensors) in place of the raw weights."""
+    if checkpoint == "best":
+        return load_model(run_dir / "best.safetensors")
+    path = run_dir / "last.safetensors"
+    model, metadata = load_model(path)
+    _, _, extra = load_checkpoint(path)
+    average = {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
+    if average:
+        model.load_state_dict(average)
+    return model, metadata
 
 
 def write_card(card_path: Path, card: dict[str, Any]) -> None:
@@ -63,8 +84,9 @@ def refresh_cards(bicubic_report: dict[str, Any], retime: bool = False) -> None:
 
 
 def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
-    model, metadata = load_model(args.run_dir / "best.safetensors")
+    model, metadata = released_model(args.run_dir, args.checkpoint)
     config = json.loads((args.run_dir / "config.json").read_text())
+    gan = bool(config.get("gan"))
     history = list(csv.DictReader((args.run_dir / "history.csv").open()))
     training_seconds = float(history[-1]["elapsed_s"]) + args.earlier_seconds
     report = json.loads(args.eval.read_text())
@@ -86,7 +108,12 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
     card.update(
         {
             "steps": int(metadata.get("step") or history[-1]["step"]),
-            "selected_by": "highest Set5 PSNR among the validations of the run (the papers' practice)",
+            "selected_by": (
+                "highest Set5 PSNR among the validations of the run (the papers' practice)"
+                if args.checkpoint == "best"
+                else "the weight average (EMA) at the run's last step"
+            ),
+            "objective": "perceptual" if gan else "psnr",
             "training_data": f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
             "note": args.note,
             "protocol": report["protocol"],
@@ -131,6 +158,10 @@ def main() -> None:
         type=float,
         default=0.0,
         help="training time of the weights this run started from (init_weights), added to its own",
+    )
+    parser.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best",
+        help="best.safetensors, or the EMA of last.safetensors (GAN runs)",
     )
     parser.add_argument("--refresh", action="store_true", help="complete the shipped cards, publish nothing")
     parser.add_argument("--retime", action="store_true", help="with --refresh: time every model again")

@@ -93,6 +93,11 @@ class PretrainedEntry:
         return None if value is None else float(value)
 
     @property
+    def perceptual(self) -> bool:
+        """Trained for perceptual quality (a GAN), not PSNR: never the default nor `fast`."""
+        return self.card.get("objective") == "perceptual"
+
+    @property
     def architecture(self) -> str:
         """The registered architecture the weights belong to, as the card states it."""
         return str(self.card.get("architecture") or self.card.get("model") or self.name)
@@ -189,13 +194,14 @@ def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
 
 
 def default_model_for(scale: int) -> str:
-    """The shipped model with the best Set5 PSNR at `scale`; `"bicubic"` when none ships.
+    """The shipped PSNR-trained model with the best Set5 PSNR at `scale`; `"bicubic"` when none
+    ships. Perceptual models (`PretrainedEntry.perceptual`) are chosen by name only.
 
     Models within `DEFAULT_TIE_DB` of the best score are tied (five images cannot tell them
     apart), and the fastest of them wins (`_speed_rank`). Weights whose card lacks a Set5 PSNR
     still beat bicubic (shipping them implies training) but rank below any with a measured score.
     """
-    candidates = [entry for entry in list_pretrained() if entry.scale == scale]
+    candidates = [entry for entry in list_pretrained() if entry.scale == scale and not entry.perceptual]
     if not candidates:
         return FALLBACK_MODEL
     scored = [entry for entry in candidates if entry.metric("Set5", "psnr") is not None]
@@ -220,8 +226,8 @@ def _speed_rank(entries: list[PretrainedEntry], entry: PretrainedEntry) -> float
 
 
 def fastest_model_for(scale: int) -> str:
-    """The fastest shipped model at `scale` among those that beat bicubic on Set5 by at least
-    `FAST_MIN_GAIN_DB`; `"bicubic"` when none does.
+    """The fastest shipped PSNR-trained model at `scale` among those that beat bicubic on Set5 by
+    at least `FAST_MIN_GAIN_DB`; `"bicubic"` when none does.
 
     Fastest by the speed each card records as a multiple of bicubic's, measured in one run when the
     weights were published (a ratio, so a busy machine does not decide), when every candidate has
@@ -230,7 +236,7 @@ def fastest_model_for(scale: int) -> str:
     """
     candidates = [
         entry for entry in list_pretrained()
-        if entry.scale == scale and entry.macs_per_pixel is not None
+        if entry.scale == scale and entry.macs_per_pixel is not None and not entry.perceptual
         and (entry.gain_over_bicubic() or 0.0) >= FAST_MIN_GAIN_DB
     ]
     if not candidates:

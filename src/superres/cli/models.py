@@ -80,6 +80,7 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
     rows = []
     for entry in entries:
         roles = [role for role, name in chosen[entry.scale].items() if name == entry.name]
+        roles += ["perceptual"] if entry.perceptual else []
         macs = entry.macs_per_pixel
         row = [
             entry.name + (f" ({', '.join(roles)})" if roles else ""),
@@ -129,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
         speeds, bicubic = measured_speeds()
         rows = pretrained_rows(speeds)
         headers.append("output MP/s here")
-    print("Pretrained weights (default: what `superres upscale` uses; fast: `--model fast`):")
+    print(
+        "Pretrained weights (default: what `superres upscale` uses; fast: `--model fast`; "
+        "perceptual: GAN-trained for detail, not PSNR, used by name only):"
+    )
     for line in format_table(headers, rows):
         print("  " + line)
     if bicubic:
