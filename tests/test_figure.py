@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import superres.pretrained as pretrained
@@ -73,7 +74,7 @@ def test_compare_images_with_and_without_hr() -> None:
     model = create_model("bicubic", 2)
     with_hr = compare_images(lr, model, hr=hr)
     assert [panel.title.split(" ")[0] for panel in with_hr.panels] == ["LR", "Bicubic", "SR:", "HR"]
-    assert set(with_hr.scores) == {"bicubic", "sr"}
+    assert set(with_hr.scores) == {"bicubic", "bicubic (1)"}  # the model's label, made distinct
     assert all(panel.pixels.shape == (48, 64, 3) for panel in with_hr.panels)
     without_hr = compare_images(lr, model, crop=(0, 0, 10, 8))
     assert len(without_hr.panels) == 3 and without_hr.scores == {}
@@ -95,6 +96,25 @@ def test_compare_command_from_hr(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert width > height > 100
     out = capsys.readouterr().out
     assert "PSNR" in out and "Y channel" in out
+
+
+def test_compare_draws_several_models_with_their_own_scores() -> None:
+    hr, lr = degrade(textured_image(49, 65), 2)
+    bicubic = create_model("bicubic", 2)
+    torch.manual_seed(0)
+    small = create_model("fsrcnn", 2, num_features=8, shrink_features=4, mapping_layers=1)
+    comparison = compare_images(
+        lr, bicubic, hr=hr, model_label="first", more_models=[("second", small, "torch")],
+        perceptual=lambda sr, ref: float(np.abs(sr - ref).mean()),
+    )
+    titles = [panel.title for panel in comparison.panels]
+    assert titles == ["LR (nearest, x2)", "Bicubic", "SR: first", "SR: second", "HR (reference)"]
+    assert set(comparison.scores) == set(comparison.distances) == {"bicubic", "first", "second"}
+    assert comparison.scores["first"][0] == pytest.approx(comparison.scores["bicubic"][0], abs=0.05)
+    assert comparison.distances["second"] != comparison.distances["bicubic"]
+    assert "LPIPS-approx" in comparison.panels[3].caption
+    with pytest.raises(ConfigError, match="upscales x3, the figure is x2"):
+        compare_images(lr, bicubic, more_models=[("x3", create_model("bicubic", 3), "torch")])
 
 
 def test_compare_command_with_lr_and_hr(tmp_path: Path) -> None:

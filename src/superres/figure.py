@@ -1,7 +1,8 @@
 """The comparison figure of the RED-Net article: LR, bicubic, SR (and HR) with zoomed crops.
 
-`compare_images` upscales an LR image with bicubic interpolation and with a model, scores both
-against the HR image when there is one (paper protocol, `superres.metrics.score_pair`), and picks
+`compare_images` upscales an LR image with bicubic interpolation and with one or more models
+(e.g. a PSNR model and a perceptual one), scores each against the HR image when there is one
+(paper protocol, `superres.metrics.score_pair`, and optionally LPIPS-approx), and picks
 the crop to zoom into: the window of the reference image with the most gradient energy, where
 the methods differ most visibly. `save_comparison_figure` draws the panels side by side, each
 with its zoomed crop and its PSNR/SSIM underneath, into one image file (matplotlib's Agg
@@ -14,6 +15,7 @@ the figure is for eyes and the paper protocol scores 8-bit images.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +25,9 @@ from torch import nn
 
 from superres.backends import Backend
 from superres.errors import ConfigError
+from superres.evaluate import PlaneDistance
 from superres.images import write_image
-from superres.metrics import score_pair
+from superres.metrics import score_pair, y_channel
 from superres.resize import imresize, modcrop
 from superres.upscale import upscale_image
 
@@ -62,7 +65,8 @@ class Comparison:
     crop: Crop
     scale: int
     scores: dict[str, tuple[float, float]] = field(default_factory=dict)
-    sr: np.ndarray | None = None  # the model's output, uint8 HWC as upscaled (gray stays gray)
+    sr: np.ndarray | None = None  # the first model's output, uint8 HWC as upscaled (gray stays gray)
+    distances: dict[str, float] = field(default_factory=dict)  # LPIPS-approx to HR, when asked
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -133,8 +137,9 @@ def _check_crop(crop: Crop, height: int, width: int) -> Crop:
     return crop
 
 
-def _caption(scores: tuple[float, float] | None) -> str:
-    return "" if scores is None else f"PSNR {scores[0]:.2f} dB / SSIM {scores[1]:.4f}"
+def _caption(scores: tuple[float, float] | None, distance: float | None = None) -> str:
+    text = "" if scores is None else f"PSNR {scores[0]:.2f} dB / SSIM {scores[1]:.4f}"
+    return text + ("" if distance is None else f"\nLPIPS-approx {distance:.3f}")
 
 
 def compare_images(
@@ -147,10 +152,15 @@ def compare_images(
     device: str | torch.device = "cpu",
     backend: str | Backend = "torch",
     model_label: str | None = None,
+    more_models: Sequence[tuple[str, nn.Module, str | Backend]] = (),
+    perceptual: PlaneDistance | None = None,
 ) -> Comparison:
-    """Bicubic and `model` upscales of `lr`, scored against `hr` when given, ready to draw.
+    """Bicubic and `model` upscales of `lr` (and those of `more_models`: (label, model, backend),
+    same scale), scored against `hr` when given, ready to draw.
 
     `backend`: a runtime name (run on `device`) or a ready `superres.backends.Backend`.
+    `perceptual`: also a distance to HR on the same Y planes as PSNR (e.g. `LpipsApprox.planes`).
+    Scores are keyed "bicubic" and by each model's label.
     """
     scale = int(model.scale)
     lr = to_uint8(lr)
@@ -163,28 +173,42 @@ def compare_images(
                 f"but the LR image at x{scale} "
                 f"needs {expected[1]}x{expected[0]}x{lr.shape[2]}"
             )
+    models = [(model_label or model.info.name, model, backend), *more_models]
+    for label, other, _ in models:
+        if int(other.scale) != scale:
+            raise ConfigError(f"{label} upscales x{int(other.scale)}, the figure is x{scale}")
     nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
-    bicubic = imresize(lr, scale)
-    sr = upscale_image(lr, model, tile=tile, device=device, backend=backend)
+    outputs = {"bicubic": imresize(lr, scale)}
+    first = ""
+    for index, (label, other, runner) in enumerate(models, start=1):
+        label = label if label not in outputs else f"{label} ({index})"  # e.g. --model bicubic
+        outputs[label] = upscale_image(lr, other, tile=tile, device=device, backend=runner)
+        first = first or label
 
     scores: dict[str, tuple[float, float]] = {}
-    if hr is not None:
-        scores["bicubic"] = score_pair(bicubic, hr, scale=scale)
-        scores["sr"] = score_pair(sr, hr, scale=scale)
-    label = model_label or model.info.name
-    panels = [
-        Panel(f"LR (nearest, x{scale})", to_display_rgb(nearest)),
-        Panel("Bicubic", to_display_rgb(bicubic), _caption(scores.get("bicubic"))),
-        Panel(f"SR: {label}", to_display_rgb(sr), _caption(scores.get("sr"))),
-    ]
+    distances: dict[str, float] = {}
+    for label, image in outputs.items():
+        if hr is None:
+            continue
+        scores[label] = score_pair(image, hr, scale=scale)
+        if perceptual is not None:
+            inner = (slice(scale, -scale), slice(scale, -scale))
+            distances[label] = perceptual(y_channel(image)[inner], y_channel(hr)[inner])
+    panels = [Panel(f"LR (nearest, x{scale})", to_display_rgb(nearest))]
+    for label, image in outputs.items():
+        title = "Bicubic" if label == "bicubic" else f"SR: {label}"
+        panels.append(Panel(title, to_display_rgb(image), _caption(scores.get(label), distances.get(label))))
     if hr is not None:
         panels.append(Panel("HR (reference)", to_display_rgb(hr), "ground truth"))
+    sr = outputs[first]
     reference = hr if hr is not None else sr
     if crop is not None:
         chosen = _check_crop(crop, *sr.shape[:2])
     else:
         chosen = choose_crop(to_display_rgb(reference))
-    return Comparison(panels=panels, crop=chosen, scale=scale, scores=scores, sr=sr)
+    return Comparison(
+        panels=panels, crop=chosen, scale=scale, scores=scores, sr=sr, distances=distances
+    )
 
 
 def render_comparison(comparison: Comparison) -> np.ndarray:
@@ -220,6 +244,8 @@ def render_comparison(comparison: Comparison) -> np.ndarray:
             axis.set_yticks([])
     if comparison.scores:
         note = PROTOCOL_NOTE.replace("`scale`", str(comparison.scale))
+        if comparison.distances:
+            note += "; LPIPS-approx (lower is closer) on the same Y planes"
         figure.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7)
     figure.tight_layout(rect=(0, 0.03 if comparison.scores else 0, 1, 1))
     canvas = figure.canvas

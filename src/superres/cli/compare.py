@@ -12,9 +12,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare",
         help="draw LR, bicubic, SR and HR side by side with zoomed crops and PSNR/SSIM",
-        description="Upscale an LR image with bicubic and with a model and draw them side by side "
-        "(with the HR image when --hr is given, or when --from-hr makes the LR from IMAGE), each "
-        "with a zoomed crop and, against HR, PSNR/SSIM by the paper protocol.",
+        description="Upscale an LR image with bicubic and with one or more models (e.g. a PSNR "
+        "model and a perceptual one) and draw them side by side (with the HR image when --hr is "
+        "given, or when --from-hr makes the LR from IMAGE), each with a zoomed crop and, against "
+        "HR, PSNR/SSIM by the paper protocol (and LPIPS-approx with --lpips).",
     )
     p.add_argument(
         "image", metavar="LR_OR_HR_IMAGE", help="the LR image (or the HR one with --from-hr)"
@@ -30,11 +31,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scale", type=int, default=None, help="2, 3 or 4 (default: 2, or the checkpoint's)"
     )
     p.add_argument(
-        "--model", default=None, help="shipped model name, 'bicubic' or a .safetensors checkpoint"
+        "--model",
+        nargs="+",
+        default=None,
+        help="one or more shipped model names, 'bicubic' or .safetensors checkpoints, drawn in "
+        "this order (default: the default model of the scale)",
     )
     p.add_argument("-o", "--output", required=True, help="figure file to write (PNG)")
     p.add_argument(
         "--crop", default=None, help="zoomed region x,y,w,h in SR pixels (default: most detailed)"
+    )
+    p.add_argument(
+        "--lpips",
+        action="store_true",
+        help="also print and caption LPIPS-approx to HR (lower is closer; superres.lpips)",
     )
     add_device_arguments(p)
     add_max_pixels_argument(p)
@@ -61,10 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if args.from_hr and args.hr:
         raise ConfigError("give either --hr or --from-hr, not both")
     crop = parse_crop(args.crop) if args.crop else None
-    spec, scale = choose_model(args.model, args.scale)
     device = resolve_device(args.device)
-    model = resolve_model(spec, scale, device=str(device))
-    scale = int(model.scale)
+    specs, scale, models = [], args.scale, []
+    for requested in args.model or [None]:
+        spec, scale = choose_model(requested, scale)
+        model = resolve_model(spec, scale, device=str(device))
+        scale = int(model.scale)  # the first model fixes the scale of the others
+        specs.append(spec)
+        models.append(model)
+    perceptual = None
+    if args.lpips:
+        from superres.lpips import LpipsApprox
+
+        perceptual = LpipsApprox().planes
 
     limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     image = to_uint8(read_image(args.image, max_pixels=limit).pixels)
@@ -73,15 +92,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         lr = image
         hr = modcrop(to_uint8(read_image(args.hr, max_pixels=limit).pixels), scale) if args.hr else None
-    backend = make_backend(model, "torch", device)
+    runs = [(spec, model, make_backend(model, "torch", device)) for spec, model in zip(specs, models)]
     comparison = compare_images(
-        lr, model, hr=hr, crop=crop, tile=args.tile, backend=backend, model_label=spec
+        lr, runs[0][1], hr=hr, crop=crop, tile=args.tile, backend=runs[0][2], model_label=runs[0][0],
+        more_models=runs[1:], perceptual=perceptual,
     )
     path = save_comparison_figure(comparison, args.output)
 
     for method, (psnr, ssim) in comparison.scores.items():
-        label = "bicubic (MATLAB)" if method == "bicubic" else f"SR: {spec}"
-        print(f"{label:<20} PSNR {psnr:.2f} dB  SSIM {ssim:.4f}")
+        label = "bicubic (MATLAB)" if method == "bicubic" else f"SR: {method}"
+        distance = comparison.distances.get(method)
+        extra = "" if distance is None else f"  LPIPS-approx {distance:.4f}"
+        print(f"{label:<24} PSNR {psnr:.2f} dB  SSIM {ssim:.4f}{extra}")
     if comparison.scores:
         print("Scores: " + PROTOCOL_NOTE.replace("`scale`", str(scale)) + ".")
     print(f"wrote {path}")
