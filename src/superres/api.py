@@ -428,10 +428,12 @@ def evaluate(
     *,
     device: str = "auto",
     self_ensemble: bool = False,
+    lpips: bool = False,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a name of the grammar above, or a network) on
     the HR images in `hr_folder` at `scale`, by the papers' protocol (`superres.evaluate.Protocol`;
-    `result.psnr`, `result.ssim`, `result.per_image`)."""
+    `result.psnr`, `result.ssim`, `result.per_image`). `lpips`: also LPIPS-approx on the same
+    planes (`result.lpips`; `superres.lpips` says what it needs and how it differs from LPIPS)."""
     from superres.backends import make_backend, resolve_device
     from superres.evaluate import Protocol, evaluate_model
 
@@ -443,9 +445,14 @@ def evaluate(
     else:
         network, name = model, model.info.name
     runner = make_backend(network, "torch", target, self_ensemble=self_ensemble)
+    perceptual = None
+    if lpips:
+        from superres.lpips import LpipsApprox
+
+        perceptual = LpipsApprox().planes
     return evaluate_model(
         network, Path(hr_folder), scale, protocol=protocol or Protocol(), device=target,
-        model_name=name + ("+x8" if self_ensemble else ""), backend=runner,
+        model_name=name + ("+x8" if self_ensemble else ""), backend=runner, perceptual=perceptual,
     )
 
 
