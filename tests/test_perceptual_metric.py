@@ -16,6 +16,7 @@ from PIL import Image
 
 from superres.cli import main
 from superres.errors import ConfigError
+from superres.gan.losses import create_perceptual_loss
 from superres.legacy_torch_file import read_legacy_state_dict
 from superres.lpips import LPIPS_TAPS, LpipsApprox, packaged_file
 from superres.vgg import CAFFE_BGR_MEAN, VGGTrunk
@@ -90,6 +91,9 @@ def test_a_keras_vgg16_trunk_is_read_with_caffe_preprocessing(tmp_path: Path, wr
     assert shallow.shape == (2, 64, 12, 10)
     gray = torch.rand(1, 1, 8, 8)  # one channel is taken as gray RGB
     assert torch.equal(trunk(gray)[0], trunk(gray.expand(-1, 3, -1, -1))[0])
+    # The GAN's content loss takes the same file (--perceptual vgg16 --vgg-weights FILE.h5).
+    loss = create_perceptual_loss("vgg16", 1, F.mse_loss, layer="relu2_2", weights_path=str(path))
+    assert float(loss(gray, gray)) == 0.0 and float(loss(gray, 1 - gray)) > 0
 
 
 def test_a_keras_file_of_the_wrong_layout_is_one_clear_error(tmp_path: Path) -> None:
