@@ -159,7 +159,8 @@ def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
 def measure_frontier(
     scales: Sequence[int], set5_dir: Path | None = None, timing: Timing = Timing()
 ) -> list[FrontierPoint]:
-    """Time bicubic and every shipped model at `scales` on this machine, in one run."""
+    """Time bicubic and every shipped PSNR-trained model at `scales` on this machine, in one run
+    (a perceptual model trades PSNR for detail on purpose: on a PSNR axis it is no competitor)."""
     from superres.models import create_model
     from superres.pretrained import list_pretrained, load_pretrained
 
@@ -172,7 +173,7 @@ def measure_frontier(
                           bicubic_rate, 1.0, 0.0)
         )
         for entry in list_pretrained():
-            if entry.scale != scale:
+            if entry.scale != scale or entry.perceptual:
                 continue
             model = load_pretrained(entry.name, scale)
             rate, macs = _measure(model, scale, timing), conv_macs_per_output_pixel(model)
