@@ -32,7 +32,7 @@ from typing import Any
 from superres.atomic import atomic_write_bytes
 from superres.checkpoint import load_checkpoint, load_model, save_checkpoint
 from superres.complexity import conv_macs_per_output_pixel
-from superres.ema import EMA_PREFIX
+from superres.ema import averaged_state
 from superres.frontier import relative_speed
 from superres.pretrained import list_pretrained, load_pretrained, write_model_card
 
@@ -58,7 +58,7 @@ def released_model(run_dir: Path, checkpoint: str) -> tuple[Any, dict[str, Any]]
     path = run_dir / "last.safetensors"
     model, metadata = load_model(path)
     _, _, extra = load_checkpoint(path)
-    average = {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
+    average = averaged_state(extra)
     if average:
         model.load_state_dict(average)
     return model, metadata

@@ -49,7 +49,12 @@ class WeightAverage:
         Returns whether saved averages were found (a run started before the EMA was switched on
         has none).
         """
-        saved = {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}
+        saved = averaged_state(extra)
         source = saved if saved else model.state_dict()
         self.average.load_state_dict(source, strict=True)
         return bool(saved)
+
+
+def averaged_state(extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The averaged state dict among a checkpoint's extra tensors (empty when it has none)."""
+    return {name[len(EMA_PREFIX):]: t for name, t in extra.items() if name.startswith(EMA_PREFIX)}

@@ -31,7 +31,7 @@ import torch
 from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
 from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
-from superres.metrics import psnr, ssim
+from superres.metrics import psnr, shave_border, ssim
 from superres.resize import imresize, modcrop
 
 logger = logging.getLogger(__name__)
@@ -202,8 +202,7 @@ def score_image(
     shave = protocol.shave_for(scale)
     distance = None
     if perceptual is not None:
-        inner = (slice(shave, -shave or None), slice(shave, -shave or None))
-        distance = perceptual(sr_plane[inner], hr_plane[inner])
+        distance = perceptual(shave_border(sr_plane, shave), shave_border(hr_plane, shave))
     return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr, distance
 
 

@@ -27,7 +27,7 @@ from superres.backends import Backend
 from superres.errors import ConfigError
 from superres.evaluate import PlaneDistance
 from superres.images import write_image
-from superres.metrics import score_pair, y_channel
+from superres.metrics import score_pair, shave_border, y_channel
 from superres.resize import imresize, modcrop
 from superres.upscale import upscale_image
 
@@ -192,8 +192,9 @@ def compare_images(
             continue
         scores[label] = score_pair(image, hr, scale=scale)
         if perceptual is not None:
-            inner = (slice(scale, -scale), slice(scale, -scale))
-            distances[label] = perceptual(y_channel(image)[inner], y_channel(hr)[inner])
+            distances[label] = perceptual(
+                shave_border(y_channel(image), scale), shave_border(y_channel(hr), scale)
+            )
     panels = [Panel(f"LR (nearest, x{scale})", to_display_rgb(nearest))]
     for label, image in outputs.items():
         title = "Bicubic" if label == "bicubic" else f"SR: {label}"

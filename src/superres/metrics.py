@@ -14,7 +14,8 @@ import numpy as np
 from superres.color import rgb_to_y
 
 
-def _shave(image: np.ndarray, shave: int) -> np.ndarray:
+def shave_border(image: np.ndarray, shave: int) -> np.ndarray:
+    """`image` without `shave` pixels on each side (the protocol's border), as a view."""
     if shave < 0:
         raise ValueError(f"shave must be >= 0, got {shave}")
     if shave == 0:
@@ -35,7 +36,7 @@ def _check_pair(sr: np.ndarray, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def psnr(sr: np.ndarray, hr: np.ndarray, *, shave: int, data_range: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB of HW or HWC arrays on the `data_range` scale."""
     sr, hr = _check_pair(sr, hr)
-    mse = np.mean((_shave(sr, shave) - _shave(hr, shave)) ** 2)
+    mse = np.mean((shave_border(sr, shave) - shave_border(hr, shave)) ** 2)
     if mse == 0:
         return float("inf")
     return float(10.0 * np.log10(data_range**2 / mse))
@@ -74,7 +75,7 @@ def _ssim_plane(sr: np.ndarray, hr: np.ndarray, data_range: float) -> float:
 def ssim(sr: np.ndarray, hr: np.ndarray, *, shave: int, data_range: float = 255.0) -> float:
     """Structural similarity (Wang et al. 2004) of HW or HWC arrays; channels are averaged."""
     sr, hr = _check_pair(sr, hr)
-    sr, hr = _shave(sr, shave), _shave(hr, shave)
+    sr, hr = shave_border(sr, shave), shave_border(hr, shave)
     if sr.ndim == 2:
         return _ssim_plane(sr, hr, data_range)
     return float(np.mean([_ssim_plane(sr[..., c], hr[..., c], data_range) for c in range(sr.shape[2])]))
