@@ -26,11 +26,13 @@ from superres.config import (
     load_run_config,
     resolve_config,
 )
-from superres.data import DeviceBatches
+from superres.data import DeviceBatches, open_patch_source
+from superres.distill import teacher_images
 from superres.ema import EMA_PREFIX
 from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
 from superres.images import write_image
 from superres.models import create_model
+from superres.resize import imresize
 from superres.runlog import HISTORY_COLUMNS
 from superres.train import learning_rate_at, train
 from superres.train_state import FRESH_LAYER_SCALE
@@ -577,3 +579,69 @@ def test_every_flagged_config_field_is_a_train_flag(
     assert main(argv) == 0
     config = load_run_config(run_dir)
     assert config.optimizer == "adamw" and config.channels_last is False
+
+
+# --- distillation (a teacher's outputs as a second target) ------------------------------------
+
+
+def _sampler(data_dirs: tuple[Path, Path]):
+    return open_patch_source([str(data_dirs[0])], scale=2, patch_size=8, degradation="bicubic", channels="Y")
+
+
+def test_teacher_crops_are_cut_where_the_hr_crops_are(data_dirs: tuple[Path, Path]) -> None:
+    source = _sampler(data_dirs)
+    # HR itself as the "teacher": every flip, turn and position must then give taught == hr.
+    batches = DeviceBatches(source, "cpu", teacher_images=source.hr_images)
+    plain = DeviceBatches(source, "cpu")
+    lr, hr, taught = batches.sample_taught(16, np.random.default_rng(5))
+    plain_lr, plain_hr = plain.sample(16, np.random.default_rng(5))
+    assert torch.equal(taught, hr) and torch.equal(hr, plain_hr) and torch.equal(lr, plain_lr)
+    assert batches.has_teacher and not plain.has_teacher
+
+
+def test_the_teacher_runs_once_per_image_at_the_hr_size(data_dirs: tuple[Path, Path]) -> None:
+    source = _sampler(data_dirs)
+    outputs = teacher_images(tiny_config(data_dirs, teacher="bicubic"), source.lr_images, torch.device("cpu"))
+    assert [o.shape for o in outputs] == [hr.shape for hr in source.hr_images]
+    assert all(o.dtype == np.uint8 for o in outputs)
+    expected = np.clip(np.round(imresize(source.lr_images[0][..., 0] / 255.0, 2) * 255), 0, 255)
+    assert np.abs(outputs[0][..., 0].astype(np.int64) - expected).max() <= 1  # bicubic, 8-bit
+
+
+def test_a_student_at_its_teacher_has_almost_no_distillation_loss(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train(tiny_config(data_dirs, iterations=8), tmp_path / "teacher")
+    teacher = str(tmp_path / "teacher" / "last.safetensors")
+    frozen = {"iterations": 2, "log_every": 2, "val_every": 2, "learning_rate": 1e-30,
+              "init_weights": teacher}
+    train(tiny_config(data_dirs, teacher=teacher, distill_weight=1.0, **frozen), tmp_path / "at-teacher")
+    train(tiny_config(data_dirs, **frozen), tmp_path / "at-hr")
+    to_teacher = float(read_history(tmp_path / "at-teacher")[0]["loss"])
+    to_hr = float(read_history(tmp_path / "at-hr")[0]["loss"])
+    assert to_teacher < 0.01 * to_hr
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"distill_weight": 0.3}, "'distill_weight' needs a teacher"),
+        ({"teacher": "bicubic", "distill_weight": 0.0}, r"distill_weight must be in \(0, 1\]"),
+        ({"teacher": "bicubic", "gan": True}, "a GAN run .* takes none"),
+    ],
+)
+def test_bad_distillation_settings_are_config_errors(data_dirs: tuple[Path, Path], changes, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(tiny_config(data_dirs, **changes))
+
+
+def test_a_teacher_that_cannot_serve_the_run_is_one_clear_error(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="teacher: unknown model 'no-such-model'"):
+        train(tiny_config(data_dirs, teacher="no-such-model"), tmp_path / "unknown")
+    train(tiny_config(data_dirs, iterations=2), tmp_path / "x2")
+    with pytest.raises(ConfigError, match="teacher: .*x2.*x3|teacher: .*x3.*x2"):
+        train(tiny_config(data_dirs, teacher=str(tmp_path / "x2" / "last.safetensors"), scale=3),
+              tmp_path / "scale")
+    assert not (tmp_path / "unknown").exists() and not (tmp_path / "scale").exists()

@@ -83,6 +83,7 @@ def flag(group: str, help: str | None = None, **argparse_options: Any) -> dict[s
 _DATA = "model and data"
 _OPTIM = "optimisation"
 _RUN = "running"
+_DISTILL = "distillation"
 _GAN = "perceptual training (GAN)"
 
 
@@ -111,6 +112,12 @@ class TrainConfig:
 
     `ema_decay` (e.g. 0.999) keeps an exponential moving average of the weights, which is what
     validation scores and best.safetensors holds; None trains without one.
+
+    `teacher` distils a stronger trained model into this one: the teacher runs once on every
+    training image (`superres.distill`), and the loss becomes `(1 - distill_weight) * loss(sr, hr)
+    + distill_weight * loss(sr, teacher's output)` on the same crop (Hinton-style soft targets,
+    here images). The teacher's output is smoother and easier to fit than HR, which is what a
+    small network gains from.
 
     `gan` trains the model as the generator of a GAN (`superres.gan`): the generator's loss is
     `pixel_weight * loss + perceptual_weight * perceptual (by `loss` on features) +
@@ -204,6 +211,19 @@ class TrainConfig:
     num_threads: int | None = field(
         default=None, metadata=flag(_RUN, "CPU threads for PyTorch", type=int)
     )
+    teacher: str | None = field(
+        default=None,
+        metadata=flag(
+            _DISTILL,
+            "distil a stronger model: a shipped name (e.g. span) or .safetensors of the same scale "
+            "and channels, run once on every training image",
+            metavar="MODEL",
+        ),
+    )
+    distill_weight: float = field(
+        default=0.5,
+        metadata=flag(_DISTILL, "share of the loss measured against the teacher's output", type=float),
+    )
     gan: bool = field(
         default=False,
         metadata=gan_flag(
@@ -259,12 +279,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged.
 
-        A non-GAN run leaves the GAN fields out (they hold their defaults), so its config.json
-        and checkpoint metadata are what they were before GAN training existed.
+        A non-GAN run leaves the GAN fields out (they hold their defaults), and a run without a
+        teacher the distillation fields, so its config.json and checkpoint metadata are what they
+        were before either existed.
         """
         values = json.loads(json.dumps(dataclasses.asdict(self)))
         if not self.gan:
             for name in GAN_FIELDS:
+                values.pop(name, None)
+        if self.teacher is None:
+            for name in DISTILL_FIELDS:
                 values.pop(name, None)
         return values
 
@@ -279,6 +303,7 @@ MIN_PATCH_SIZE = 8
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 REQUIRED_FIELDS = ("model", "scale", "train_data")
 GAN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("gan"))
+DISTILL_FIELDS = ("teacher", "distill_weight")
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "configuration") -> TrainConfig:
@@ -472,6 +497,7 @@ def validate_config(config: TrainConfig) -> None:
     if config.num_threads is not None:
         _check_positive_int("num_threads", config.num_threads)
     _validate_gan(config)
+    _validate_distillation(config)
 
 
 def _validate_gan(config: TrainConfig) -> None:
@@ -493,6 +519,18 @@ def _validate_gan(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not (_is_number(value) and value >= 0):
             raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _validate_distillation(config: TrainConfig) -> None:
+    """A teacher for a pixel-loss run, and a weight in (0, 1]."""
+    if config.teacher is None:
+        if config.distill_weight != 0.5:
+            raise ConfigError("'distill_weight' needs a teacher (--teacher MODEL)")
+        return
+    if config.gan:
+        raise ConfigError("a teacher distils a pixel-loss run; a GAN run (gan: true) takes none")
+    if not 0 < config.distill_weight <= 1:
+        raise ConfigError(f"distill_weight must be in (0, 1], got {config.distill_weight}")
 
 
 def _check_choice(name: str, value: Any, choices: Collection[str]) -> None:

@@ -542,31 +542,51 @@ class DeviceBatches:
         device: str | torch.device,
         *,
         channels_last: bool = False,
+        teacher_images: Sequence[np.ndarray] | None = None,
     ) -> None:
         self.source = source
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self._teacher_images = None
         if isinstance(source, PairedPatchSampler):
             self._lr_images = _FlatImages(source.lr_images, self.device)
             self._hr_images = _FlatImages(source.hr_images, self.device)
-        else:
+            if teacher_images is not None:
+                self._teacher_images = _FlatImages(teacher_images, self.device)
+        else:  # a prepared patch file has no images to run a teacher on (train refuses the pair)
             self._lr_pairs = torch.from_numpy(source.lr).to(self.device)
             self._hr_pairs = torch.from_numpy(source.hr).to(self.device)
 
+    @property
+    def has_teacher(self) -> bool:
+        return self._teacher_images is not None
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(self.source, PairedPatchSampler):
-            lr, hr = self._crop_images(batch_size, rng)
+            lr, hr = self._crop_images(batch_size, rng)[:2]
         else:
             index = _host_to_device(rng.integers(0, len(self.source), size=batch_size), self.device)
             lr, hr = self._lr_pairs[index], self._hr_pairs[index]
         return _to_unit_float(lr, self.channels_last), _to_unit_float(hr, self.channels_last)
 
-    def _crop_images(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_taught(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sample`'s (lr, hr) and the teacher's output cut where hr is (needs teacher_images)."""
+        lr, hr, taught = self._crop_images(batch_size, rng)
+        return tuple(_to_unit_float(patches, self.channels_last) for patches in (lr, hr, taught))
+
+    def _crop_images(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """(lr, hr) uint8 crops of one draw, and the teacher's crop when there is a teacher."""
         sampler = self.source
         draw = sampler.draw(batch_size, rng)
         params = np.stack([draw.image_index, draw.lr_y, draw.lr_x, draw.transform], axis=1)
         image_index, y, x, transform = _host_to_device(params, self.device).unbind(1)
         scale = sampler.scale
         lr = self._lr_images.crop(image_index, y, x, transform, sampler.lr_patch_size)
-        hr = self._hr_images.crop(image_index, y * scale, x * scale, transform, sampler.hr_patch_size)
-        return lr, hr
+        hr_crops = [
+            images.crop(image_index, y * scale, x * scale, transform, sampler.hr_patch_size)
+            for images in (self._hr_images, self._teacher_images)
+            if images is not None
+        ]
+        return (lr, *hr_crops)

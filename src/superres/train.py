@@ -36,6 +36,9 @@ the process group in `superres.distributed`. Losses and optimizers are named by 
 GAN training (`config.gan`): `superres.gan.trainer.GanTraining` holds the discriminator and its
 optimizer, runs the step in place of the pixel-loss one, adds its loss terms to the history and
 its state to last.safetensors. Without it, nothing of a run (steps, files) changes.
+
+Distillation (`config.teacher`): `superres.distill` runs the teacher once over the training
+images; each step then cuts the teacher's output where it cuts HR and mixes the two losses.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from torch import nn
 
 from superres.checkpoint import save_checkpoint
 from superres.config import LOSSES, OPTIMIZERS, TrainConfig, missing_path_message, resolve_config, save_config
-from superres.data import DeviceBatches, open_patch_source
+from superres.data import DeviceBatches, PairedPatchSampler, open_patch_source
+from superres.distill import distilled_loss, teacher_images
 from superres.distributed import Distributed, all_reduce_totals, setup_distributed
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -267,7 +271,12 @@ def _set_up(
     channels_last = use_channels_last(config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    batches = DeviceBatches(source, device, channels_last=channels_last)
+    taught = None
+    if config.teacher is not None:
+        if not isinstance(source, PairedPatchSampler):
+            raise ConfigError("a teacher needs HR images sampled on the fly, not a prepared patch file")
+        taught = teacher_images(config, source.lr_images, device)
+    batches = DeviceBatches(source, device, channels_last=channels_last, teacher_images=taught)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off at once
     optimizer_class = getattr(torch.optim, OPTIMIZERS[config.optimizer])
@@ -340,13 +349,19 @@ def _step(run: _Run, step: int) -> float:
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
     rng = np.random.default_rng([config.seed, run.dist.rank, step])
-    lr, hr = run.batches.sample(config.batch_size, rng)
+    if run.batches.has_teacher:
+        lr, hr, taught = run.batches.sample_taught(config.batch_size, rng)
+    else:
+        (lr, hr), taught = run.batches.sample(config.batch_size, rng), None
     if run.gan is not None:
         loss = run.gan.step(run.net, run.model, lr, hr, learning_rate, optimizer, scaler, run.autocast)
         return _after_step(run, step, loss, learning_rate)
     with run.autocast:
         sr = run.net(lr)
-    loss = run.loss_function(sr.float(), hr)
+    if taught is None:
+        loss = run.loss_function(sr.float(), hr)
+    else:
+        loss = distilled_loss(run.loss_function, sr.float(), hr, taught, config.distill_weight)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if config.grad_clip is not None:
