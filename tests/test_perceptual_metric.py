@@ -18,7 +18,8 @@ from superres.cli import main
 from superres.errors import ConfigError
 from superres.gan.losses import create_perceptual_loss
 from superres.legacy_torch_file import read_legacy_state_dict
-from superres.lpips import LPIPS_TAPS, LpipsApprox, packaged_file
+from superres.lpips import LPIPS_TAPS, LpipsApprox
+from superres.packaged import packaged_file
 from superres.vgg import CAFFE_BGR_MEAN, VGGTrunk
 
 h5py = pytest.importorskip("h5py", reason="h5py (the 'perceptual' extra) reads Keras weights")

@@ -429,11 +429,13 @@ def evaluate(
     device: str = "auto",
     self_ensemble: bool = False,
     lpips: bool = False,
+    niqe: bool = False,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a name of the grammar above, or a network) on
     the HR images in `hr_folder` at `scale`, by the papers' protocol (`superres.evaluate.Protocol`;
     `result.psnr`, `result.ssim`, `result.per_image`). `lpips`: also LPIPS-approx on the same
-    planes (`result.lpips`; `superres.lpips` says what it needs and how it differs from LPIPS)."""
+    planes (`result.lpips`; `superres.lpips` says what it needs and how it differs from LPIPS).
+    `niqe`: also NIQE of each SR plane alone (`result.niqe`; no reference, `superres.niqe`)."""
     from superres.backends import make_backend, resolve_device
     from superres.evaluate import Protocol, evaluate_model
 
@@ -450,9 +452,13 @@ def evaluate(
         from superres.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
+    no_reference = None
+    if niqe:
+        from superres.niqe import niqe as no_reference
     return evaluate_model(
         network, Path(hr_folder), scale, protocol=protocol or Protocol(), device=target,
         model_name=name + ("+x8" if self_ensemble else ""), backend=runner, perceptual=perceptual,
+        no_reference=no_reference,
     )
 
 

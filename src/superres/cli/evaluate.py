@@ -14,9 +14,10 @@ from superres.errors import ConfigError
 
 #: How the LPIPS column is made (kept here so that `--help` does not import torch).
 LPIPS_LABEL = "LPIPS-approx: LPIPS's v0.1 VGG linear layers over the HED VGG16 trunk, Y as gray"
+NIQE_LABEL = "NIQE of SR alone (no reference; the MATLAB release's model, lower is more natural)"
 
 if TYPE_CHECKING:
-    from superres.evaluate import EvalResult, Protocol
+    from superres.evaluate import EvalResult, ImageScore, Protocol
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also score LPIPS-approx (lower is better) on the same planes: LPIPS's linear layers over "
         "a locally installed VGG16 trunk (make perceptual-metric; superres.lpips says how it differs)",
     )
+    parser.add_argument(
+        "--niqe",
+        action="store_true",
+        help="also score NIQE of the SR plane alone (no reference, lower is more natural; superres.niqe)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -96,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
         from superres.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
+    no_reference = None
+    if args.niqe:
+        if args.rgb:
+            raise ConfigError("--niqe scores the Y plane; leave out --rgb")
+        from superres.niqe import niqe, pristine_model
+
+        pristine_model()  # a missing wheel fails here, before any model runs
+        no_reference = niqe
     results: list[EvalResult] = []
     model_name = args.model
     if args.self_ensemble:
@@ -117,26 +131,29 @@ def run(args: argparse.Namespace) -> int:
                     backend=backend,
                     max_pixels=args.max_pixels,
                     perceptual=perceptual,
+                    no_reference=no_reference,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")
     return 0
 
 
-def _row(result: EvalResult, image: str, psnr: float, ssim: float, lpips: float | None) -> dict:
+def _row(result: EvalResult, score: EvalResult | ImageScore, image: str) -> dict:
+    """One output row: `score` is the result itself (its means) or one of its images."""
     row = {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": image,
-           "psnr": round(psnr, 4), "ssim": round(ssim, 4)}
-    if lpips is not None:
-        row["lpips_approx"] = round(lpips, 4)
+           "psnr": round(score.psnr, 4), "ssim": round(score.ssim, 4)}
+    for key, value in (("lpips_approx", score.lpips), ("niqe", score.niqe)):
+        if value is not None:
+            row[key] = round(value, 4)
     return row
 
 
 def _rows(results: list[EvalResult], per_image: bool) -> list[dict]:
     rows = []
     for result in results:
-        rows.append(_row(result, "(mean)", result.psnr, result.ssim, result.lpips))
+        rows.append(_row(result, result, "(mean)"))
         if per_image:
-            rows.extend(_row(result, s.name, s.psnr, s.ssim, s.lpips) for s in result.per_image)
+            rows.extend(_row(result, image, image.name) for image in result.per_image)
     return rows
 
 
@@ -144,7 +161,9 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
     """Render results as a text table, markdown, CSV or JSON, with the protocol stated."""
     rows = _rows(results, per_image)
     perceptual = any("lpips_approx" in row for row in rows)
+    natural = any("niqe" in row for row in rows)
     described = protocol.describe() + (f"; {LPIPS_LABEL} on the same planes" if perceptual else "")
+    described += f"; {NIQE_LABEL} on the same planes" if natural else ""
     if fmt == "json":
         return json.dumps({"protocol": described, "results": rows}, indent=2) + "\n"
     if fmt == "csv":
@@ -155,9 +174,11 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
         return buffer.getvalue()
     header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
     header += ["LPIPS-approx"] if perceptual else []
+    header += ["NIQE"] if natural else []
     lines = [
         [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
         + ([f"{r['lpips_approx']:.4f}"] if perceptual else [])
+        + ([f"{r['niqe']:.3f}"] if natural else [])
         for r in rows
     ]
     if not per_image:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import ConfigError
-from superres.lpips import packaged_file
+from superres.packaged import packaged_file
 from superres.vgg import VGGTrunk
 
 #: Widths of the random-feature network's stages.
