@@ -11,7 +11,7 @@ folders: the card records both, so that `--model fast` can ask which models beat
 A GAN run (`gan: true` in its config) is published from `--checkpoint last` (the EMA of its last
 step: the PSNR-best validation of a GAN run is its least perceptual one) with `objective:
 perceptual` on its card, which keeps it out of the default and `fast` choices; its EVAL.json should
-come from `evaluate --lpips`, whose LPIPS-approx column the card then records.
+come from `evaluate --lpips --niqe`, whose LPIPS-approx and NIQE columns the card then records.
 Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts)
 and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
 MACs per output pixel (`superres.complexity`) and its CPU speed relative to bicubic, timed in one
@@ -40,9 +40,9 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
 
 
 def mean_scores(report: dict[str, Any], scale: int | None = None) -> dict[str, dict[str, float]]:
-    """{dataset: {"psnr", "ssim"[, "lpips_approx"]}} of an evaluate JSON report's mean rows (at
+    """{dataset: {"psnr", "ssim"[, "lpips_approx", "niqe"]}} of an evaluate JSON report's mean rows (at
     `scale` if given)."""
-    keys = ("psnr", "ssim", "lpips_approx")
+    keys = ("psnr", "ssim", "lpips_approx", "niqe")
     return {
         row["dataset"]: {key: row[key] for key in keys if key in row}
         for row in report["results"]
