@@ -25,7 +25,7 @@ from torch import nn
 
 from superres.backends import Backend
 from superres.errors import ConfigError
-from superres.evaluate import PlaneDistance
+from superres.evaluate import PlaneDistance, PlaneScore
 from superres.images import write_image
 from superres.metrics import score_pair, shave_border, y_channel
 from superres.resize import imresize, modcrop
@@ -67,6 +67,7 @@ class Comparison:
     scores: dict[str, tuple[float, float]] = field(default_factory=dict)
     sr: np.ndarray | None = None  # the first model's output, uint8 HWC as upscaled (gray stays gray)
     distances: dict[str, float] = field(default_factory=dict)  # LPIPS-approx to HR, when asked
+    naturalness: dict[str, float] = field(default_factory=dict)  # NIQE of each output, when asked
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -137,9 +138,13 @@ def _check_crop(crop: Crop, height: int, width: int) -> Crop:
     return crop
 
 
-def _caption(scores: tuple[float, float] | None, distance: float | None = None) -> str:
-    text = "" if scores is None else f"PSNR {scores[0]:.2f} dB / SSIM {scores[1]:.4f}"
-    return text + ("" if distance is None else f"\nLPIPS-approx {distance:.3f}")
+def _caption(
+    scores: tuple[float, float] | None, distance: float | None = None, natural: float | None = None
+) -> str:
+    lines = [] if scores is None else [f"PSNR {scores[0]:.2f} dB / SSIM {scores[1]:.4f}"]
+    lines += [] if distance is None else [f"LPIPS-approx {distance:.3f}"]
+    lines += [] if natural is None else [f"NIQE {natural:.2f}"]
+    return "\n".join(lines)
 
 
 def compare_images(
@@ -154,12 +159,15 @@ def compare_images(
     model_label: str | None = None,
     more_models: Sequence[tuple[str, nn.Module, str | Backend]] = (),
     perceptual: PlaneDistance | None = None,
+    no_reference: PlaneScore | None = None,
 ) -> Comparison:
     """Bicubic and `model` upscales of `lr` (and those of `more_models`: (label, model, backend),
     same scale), scored against `hr` when given, ready to draw.
 
     `backend`: a runtime name (run on `device`) or a ready `superres.backends.Backend`.
-    `perceptual`: also a distance to HR on the same Y planes as PSNR (e.g. `LpipsApprox.planes`).
+    `perceptual`: also a distance to HR on the same Y planes as PSNR (e.g. `LpipsApprox.planes`);
+    `no_reference`: a score of each output's Y plane alone (e.g. `superres.niqe.niqe`), with or
+    without HR.
     Scores are keyed "bicubic" and by each model's label.
     """
     scale = int(model.scale)
@@ -187,7 +195,10 @@ def compare_images(
 
     scores: dict[str, tuple[float, float]] = {}
     distances: dict[str, float] = {}
+    naturalness: dict[str, float] = {}
     for label, image in outputs.items():
+        if no_reference is not None:
+            naturalness[label] = no_reference(shave_border(y_channel(image), scale))
         if hr is None:
             continue
         scores[label] = score_pair(image, hr, scale=scale)
@@ -198,7 +209,8 @@ def compare_images(
     panels = [Panel(f"LR (nearest, x{scale})", to_display_rgb(nearest))]
     for label, image in outputs.items():
         title = "Bicubic" if label == "bicubic" else f"SR: {label}"
-        panels.append(Panel(title, to_display_rgb(image), _caption(scores.get(label), distances.get(label))))
+        caption = _caption(scores.get(label), distances.get(label), naturalness.get(label))
+        panels.append(Panel(title, to_display_rgb(image), caption))
     if hr is not None:
         panels.append(Panel("HR (reference)", to_display_rgb(hr), "ground truth"))
     sr = outputs[first]
@@ -208,7 +220,8 @@ def compare_images(
     else:
         chosen = choose_crop(to_display_rgb(reference))
     return Comparison(
-        panels=panels, crop=chosen, scale=scale, scores=scores, sr=sr, distances=distances
+        panels=panels, crop=chosen, scale=scale, scores=scores, sr=sr, distances=distances,
+        naturalness=naturalness,
     )
 
 
@@ -243,12 +256,14 @@ def render_comparison(comparison: Comparison) -> np.ndarray:
         for axis in (top, bottom):
             axis.set_xticks([])
             axis.set_yticks([])
-    if comparison.scores:
-        note = PROTOCOL_NOTE.replace("`scale`", str(comparison.scale))
-        if comparison.distances:
-            note += "; LPIPS-approx (lower is closer) on the same Y planes"
-        figure.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7)
-    figure.tight_layout(rect=(0, 0.03 if comparison.scores else 0, 1, 1))
+    notes = [PROTOCOL_NOTE.replace("`scale`", str(comparison.scale))] if comparison.scores else []
+    if comparison.distances:
+        notes.append("LPIPS-approx (lower is closer) on the same Y planes")
+    if comparison.naturalness:
+        notes.append("NIQE (no reference, lower is more natural) of each output's Y plane")
+    if notes:
+        figure.text(0.5, 0.005, "; ".join(notes), ha="center", va="bottom", fontsize=7)
+    figure.tight_layout(rect=(0, 0.03 if notes else 0, 1, 1))
     canvas = figure.canvas
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()

@@ -46,6 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also print and caption LPIPS-approx to HR (lower is closer; superres.lpips)",
     )
+    p.add_argument(
+        "--niqe",
+        action="store_true",
+        help="also print and caption NIQE of each output (no reference, lower is more natural; "
+        "superres.niqe)",
+    )
     add_device_arguments(p)
     add_max_pixels_argument(p)
     p.set_defaults(run=run)
@@ -84,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         from superres.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
+    no_reference = None
+    if args.niqe:
+        from superres.niqe import niqe, pristine_model
+
+        pristine_model()  # a missing wheel fails here, before any model runs
+        no_reference = niqe
 
     limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     image = to_uint8(read_image(args.image, max_pixels=limit).pixels)
@@ -95,15 +107,18 @@ def run(args: argparse.Namespace) -> int:
     runs = [(spec, model, make_backend(model, "torch", device)) for spec, model in zip(specs, models)]
     comparison = compare_images(
         lr, runs[0][1], hr=hr, crop=crop, tile=args.tile, backend=runs[0][2], model_label=runs[0][0],
-        more_models=runs[1:], perceptual=perceptual,
+        more_models=runs[1:], perceptual=perceptual, no_reference=no_reference,
     )
     path = save_comparison_figure(comparison, args.output)
 
-    for method, (psnr, ssim) in comparison.scores.items():
+    for method in dict.fromkeys([*comparison.scores, *comparison.naturalness]):  # in panel order
         label = "bicubic (MATLAB)" if method == "bicubic" else f"SR: {method}"
-        distance = comparison.distances.get(method)
-        extra = "" if distance is None else f"  LPIPS-approx {distance:.4f}"
-        print(f"{label:<24} PSNR {psnr:.2f} dB  SSIM {ssim:.4f}{extra}")
+        psnr_ssim = comparison.scores.get(method)
+        distance, natural = comparison.distances.get(method), comparison.naturalness.get(method)
+        columns = [] if psnr_ssim is None else [f"PSNR {psnr_ssim[0]:.2f} dB  SSIM {psnr_ssim[1]:.4f}"]
+        columns += [] if distance is None else [f"LPIPS-approx {distance:.4f}"]
+        columns += [] if natural is None else [f"NIQE {natural:.3f}"]
+        print(f"{label:<24} " + "  ".join(columns))
     if comparison.scores:
         print("Scores: " + PROTOCOL_NOTE.replace("`scale`", str(scale)) + ".")
     print(f"wrote {path}")
