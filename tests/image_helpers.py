@@ -52,3 +52,13 @@ def exif_with_orientation(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return exif.tobytes()
+
+
+def blocky_benchmark_folder(root: Path, blocks: int, block_size: int) -> Path:
+    """root/Tiny/HR with one RGB image of random `block_size`-pixel squares: texture at every scale."""
+    folder = root / "Tiny" / "HR"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    squares = rng.integers(0, 256, (blocks, blocks, 3), dtype=np.uint8)
+    Image.fromarray(np.kron(squares, np.ones((block_size, block_size, 1), np.uint8))).save(folder / "img.png")
+    return folder

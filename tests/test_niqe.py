@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_helpers import blocky_benchmark_folder
 from superres import niqe as niqe_module
 from superres.cli import main
 from superres.color import rgb_to_y
@@ -79,11 +80,7 @@ def test_niqe_refuses_what_it_cannot_score(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_evaluate_niqe_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _installed_model()
-    folder = tmp_path / "Tiny" / "HR"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    texture = np.kron(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
-    Image.fromarray(texture).save(folder / "img.png")
+    folder = blocky_benchmark_folder(tmp_path, blocks=25, block_size=8)
     assert main(["evaluate", str(folder), "--scale", "2", "--niqe", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "NIQE of SR alone" in report["protocol"]

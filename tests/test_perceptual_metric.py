@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from image_helpers import blocky_benchmark_folder
 from superres.cli import main
 from superres.errors import ConfigError
 from superres.gan.losses import create_perceptual_loss
@@ -198,11 +199,7 @@ def _installed_metric_files() -> None:
 
 def test_evaluate_lpips_column_with_the_installed_wheels(tmp_path: Path, capsys) -> None:
     _installed_metric_files()
-    folder = tmp_path / "Tiny" / "HR"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    image = np.kron(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), np.ones((6, 6, 1), np.uint8))
-    Image.fromarray(image).save(folder / "img.png")
+    folder = blocky_benchmark_folder(tmp_path, blocks=12, block_size=6)
     assert main(["evaluate", str(folder), "--scale", "2", "4", "--lpips", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "LPIPS-approx" in report["protocol"]
