@@ -219,6 +219,22 @@ def test_a_perceptual_model_is_never_the_default_nor_fast(empty_weights: Path) -
     assert resolve_model("gan", 2).scale == 2  # still served by its name
 
 
+def test_models_lists_the_perceptual_scores_of_perceptual_models(
+    empty_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_model(empty_weights / "gan_x2.safetensors", "rednet", 2, **SMALL_REDNET)
+    fast_card(empty_weights, "gan", 2, 36.0, 1e3, bicubic=33.5)
+    path = empty_weights / "gan_x2.json"
+    written = json.loads(path.read_text())
+    written["objective"] = "perceptual"
+    written["metrics"]["Set5"].update({"lpips_approx": 0.0834, "niqe": 6.694})
+    path.write_text(json.dumps(written))
+    assert main(["models", "--no-speed"]) == 0
+    out = capsys.readouterr().out
+    assert "gan (perceptual)" in out and "Perceptual models (lower is better" in out
+    assert "0.0834 / 6.69" in out and "- / -" in out  # Set14 lacks them
+
+
 def test_shipped_fast_and_default_models_keep_their_promises() -> None:
     for scale in (2, 3, 4):
         entries = {

@@ -66,6 +66,12 @@ def _score(entry: PretrainedEntry, dataset: str) -> str:
     return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / -"
 
 
+def _perceptual_score(entry: PretrainedEntry, dataset: str) -> str:
+    values = [entry.metric(dataset, "lpips_approx"), entry.metric(dataset, "niqe")]
+    return " / ".join("-" if value is None else f"{value:.4f}" if i == 0 else f"{value:.2f}"
+                      for i, value in enumerate(values))
+
+
 def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
     """name, scale, architecture, Set5 and Set14 PSNR / SSIM (model cards), MACs per output pixel
     and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
@@ -142,6 +148,19 @@ def run(args: argparse.Namespace) -> int:
             "  Speed: 1 thread set of this machine, fast CPU path, 160x120 LR input; "
             f"bicubic in the same run: {rates} MP/s."
         )
+    perceptual_rows = [
+        [entry.name, f"x{entry.scale}", _perceptual_score(entry, "Set5"), _perceptual_score(entry, "Set14")]
+        for entry in list_pretrained()
+        if entry.perceptual
+    ]
+    if perceptual_rows:
+        print(
+            "Perceptual models (lower is better: LPIPS-approx to HR, superres.lpips; NIQE of the "
+            "output alone, superres.niqe):"
+        )
+        headers = ["name", "scale", "Set5 LPIPS-approx / NIQE", "Set14 LPIPS-approx / NIQE"]
+        for line in format_table(headers, perceptual_rows):
+            print("  " + line)
     # The cards state the protocol their scores follow; they all come from `superres evaluate`.
     cards = [entry.card for entry in list_pretrained()]
     protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
