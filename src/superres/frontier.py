@@ -138,8 +138,9 @@ def relative_speed(model: nn.Module, scale: int, timing: Timing = Timing()) -> d
         rates["bicubic"].append(_measure(bicubic, scale, timing))
     best_model, best_bicubic = max(rates["model"]), max(rates["bicubic"])
     return {
-        "output_mp_per_s": round(best_model, 3),
-        "bicubic_output_mp_per_s": round(best_bicubic, 3),
+        # Significant digits, not decimals: a slow model (or a loaded machine) still keeps its ratio.
+        "output_mp_per_s": float(f"{best_model:.4g}"),
+        "bicubic_output_mp_per_s": float(f"{best_bicubic:.4g}"),
         "relative_to_bicubic": round(best_model / best_bicubic, 4),
         "lr_size": list(timing.lr_size),
         "threads": torch.get_num_threads(),
