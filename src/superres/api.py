@@ -454,7 +454,9 @@ def evaluate(
         perceptual = LpipsApprox().planes
     no_reference = None
     if niqe:
-        from superres.niqe import niqe as no_reference
+        from superres.niqe import loaded_niqe
+
+        no_reference = loaded_niqe()
     return evaluate_model(
         network, Path(hr_folder), scale, protocol=protocol or Protocol(), device=target,
         model_name=name + ("+x8" if self_ensemble else ""), backend=runner, perceptual=perceptual,

@@ -196,16 +196,16 @@ def compare_images(
     scores: dict[str, tuple[float, float]] = {}
     distances: dict[str, float] = {}
     naturalness: dict[str, float] = {}
+    hr_plane = None if hr is None else shave_border(y_channel(hr), scale)
     for label, image in outputs.items():
+        plane = shave_border(y_channel(image), scale)  # the PSNR plane, scored by the extras
         if no_reference is not None:
-            naturalness[label] = no_reference(shave_border(y_channel(image), scale))
+            naturalness[label] = no_reference(plane)
         if hr is None:
             continue
         scores[label] = score_pair(image, hr, scale=scale)
         if perceptual is not None:
-            distances[label] = perceptual(
-                shave_border(y_channel(image), scale), shave_border(y_channel(hr), scale)
-            )
+            distances[label] = perceptual(plane, hr_plane)
     panels = [Panel(f"LR (nearest, x{scale})", to_display_rgb(nearest))]
     for label, image in outputs.items():
         title = "Bicubic" if label == "bicubic" else f"SR: {label}"

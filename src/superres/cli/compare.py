@@ -92,10 +92,9 @@ def run(args: argparse.Namespace) -> int:
         perceptual = LpipsApprox().planes
     no_reference = None
     if args.niqe:
-        from superres.niqe import niqe, pristine_model
+        from superres.niqe import loaded_niqe
 
-        pristine_model()  # a missing wheel fails here, before any model runs
-        no_reference = niqe
+        no_reference = loaded_niqe()
 
     limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     image = to_uint8(read_image(args.image, max_pixels=limit).pixels)

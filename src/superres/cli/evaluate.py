@@ -106,10 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if args.niqe:
         if args.rgb:
             raise ConfigError("--niqe scores the Y plane; leave out --rgb")
-        from superres.niqe import niqe, pristine_model
+        from superres.niqe import loaded_niqe
 
-        pristine_model()  # a missing wheel fails here, before any model runs
-        no_reference = niqe
+        no_reference = loaded_niqe()
     results: list[EvalResult] = []
     model_name = args.model
     if args.self_ensemble:

