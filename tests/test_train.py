@@ -546,6 +546,34 @@ def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameter
     assert moments["exp_avg_sq"].stride() == conv.weight.stride()
 
 
+@pytest.mark.parametrize(
+    ("amp", "has_amx", "expected"),
+    [
+        ("auto", True, torch.bfloat16),  # AMX tiles: bf16 steps are ~3x faster, same curve
+        ("auto", False, None),  # AVX-512 BF16 alone was slower than float32
+        ("off", True, None),
+        ("bf16", False, torch.bfloat16),  # asked for: given, even where it is slow
+    ],
+)
+def test_amp_auto_on_a_cpu_takes_bf16_only_with_amx(
+    monkeypatch: pytest.MonkeyPatch, amp: str, has_amx: bool, expected: torch.dtype | None
+) -> None:
+    trainer = importlib.import_module("superres.train")  # `superres.train` is also the function
+    monkeypatch.setattr(trainer, "cpu_has_amx_bf16", lambda: has_amx)
+    config = TrainConfig(model="srcnn", scale=2, train_data=["unused"], amp=amp)
+    assert trainer.choose_amp_dtype(config, torch.device("cpu")) == expected
+    with pytest.raises(ConfigError, match="amp 'fp16' needs a CUDA device"):
+        trainer.choose_amp_dtype(dataclasses.replace(config, amp="fp16"), torch.device("cpu"))
+
+
+def test_a_bf16_run_on_a_cpu_trains_and_saves_float32_weights(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train(tiny_config(data_dirs, iterations=3, val_data=None, amp="bf16"), tmp_path / "run")
+    weights = weights_of(tmp_path / "run" / "last.safetensors")
+    assert all(tensor.dtype == torch.float32 and torch.isfinite(tensor).all() for tensor in weights.values())
+
+
 def test_the_optimizer_named_by_the_config_is_the_one_that_trains(
     data_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:

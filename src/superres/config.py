@@ -192,7 +192,13 @@ class TrainConfig:
     seed: int = field(default=0, metadata=flag(_OPTIM, type=int))
     degradation: str | None = field(default=None, metadata=flag(_DATA, choices=DEGRADATIONS))
     channels: str | None = field(default=None, metadata=flag(_DATA, choices=CHANNELS))
-    amp: str = field(default="auto", metadata=flag(_RUN, choices=AMP_MODES))
+    amp: str = field(
+        default="auto",
+        metadata=flag(
+            _RUN, "mixed precision; auto: bf16 (fp16 without it) on a GPU, bf16 on a CPU with AMX, else off",
+            choices=AMP_MODES,
+        ),
+    )
     channels_last: str | bool = field(
         default="auto", metadata=flag(_RUN, type=_auto_or_bool, metavar="{auto,true,false}")
     )
