@@ -171,12 +171,16 @@ def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "th
     Hours are the runs' own `elapsed_s` (training wall time, summed across resumed calls), so a
     curve says what a user with the same machine would get for the time they give it.
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7.5, 4.8), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    if len(run_dirs) > 10:  # the default cycle has ten colours: more runs would share them
+        palette = matplotlib.colormaps["tab20"]
+        axes.set_prop_cycle(color=[palette(index % 20) for index in range(len(run_dirs))])
     drawn = 0
     for run_dir in run_dirs:
         rows = [row for row in read_history(Path(run_dir)) if row.get("val_psnr") is not None]
