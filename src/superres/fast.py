@@ -34,10 +34,10 @@ kernels have no backward, and transposed convs as convs trained no faster (withi
 Measured and dropped: bf16 autocast for inference (on a CPU with AVX-512 BF16 but no AMX, RED20
 got slower, 15.7 s vs 9.0 s, and lost 0.10 dB PSNR on Set5 x2, SRCNN too; with AMX tiles SPAN x2
 ran 2-2.5x faster in eager mode but lost 0.06 dB on Set5 x2, FSRCNN x2 0.07 dB: a card's numbers
-would no longer hold. Training is another matter: `superres.train` uses bf16 there); `torch.compile` (works
-offline with gcc but costs ~20 s of compilation per input shape for about what ONNX Runtime
-gives without it); TorchScript freeze + `optimize_for_inference` (within 4% of channels-last
-eager); oneDNN blocked-layout (`to_mkldnn`) models (no better than channels-last except
+would no longer hold. Training is another matter: `superres.train` uses bf16 there);
+`torch.compile` (works offline with gcc but costs ~20 s of compilation per input shape for about
+what ONNX Runtime gives without it); TorchScript freeze + `optimize_for_inference` (within 4% of
+channels-last eager); oneDNN blocked-layout (`to_mkldnn`) models (no better than channels-last except
 srcnn-tutorial, where fusion and ONNX Runtime get the same); micro-batching training steps to
 keep activations in cache (slower); computing thin output layers as a 1x1 GEMM plus shifted sums
 (slower than oneDNN).
