@@ -559,7 +559,7 @@ def test_amp_auto_on_a_cpu_takes_bf16_only_with_amx(
     monkeypatch: pytest.MonkeyPatch, amp: str, has_amx: bool, expected: torch.dtype | None
 ) -> None:
     trainer = importlib.import_module("superres.train")  # `superres.train` is also the function
-    monkeypatch.setattr(trainer, "cpu_has_amx_bf16", lambda: has_amx)
+    monkeypatch.setattr(trainer, "has_amx_bf16", lambda: has_amx)
     config = TrainConfig(model="srcnn", scale=2, train_data=["unused"], amp=amp)
     assert trainer.choose_amp_dtype(config, torch.device("cpu")) == expected
     with pytest.raises(ConfigError, match="amp 'fp16' needs a CUDA device"):

@@ -652,6 +652,11 @@ def has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def has_amx_bf16() -> bool:
+    """True where the CPU has AMX bf16 tiles, on which oneDNN runs bf16 convolutions fast."""
+    return "amx_bf16" in cpu_flags()
+
+
 def cpu_count() -> int:
     """CPU cores this process may run on (the affinity mask, not the whole machine)."""
     try:

@@ -19,7 +19,7 @@ cuDNN autotuning, fused Adam, the training set kept on the GPU as uint8 with bat
 (`DeviceBatches`: only the crop positions cross from the host, pinned), and no host/device
 synchronisation between the "sync points" (every `log_every`, `val_every`, `checkpoint_every`
 steps), where losses are checked for NaN, logged and written. On a CPU: channels-last, and bf16
-autocast where the CPU has AMX tiles (`cpu_has_amx_bf16`; 3.4x per step for SPAN).
+autocast where the CPU has AMX tiles (`superres.fast.has_amx_bf16`; 3.4x per step for SPAN).
 
 Distributed: under `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK set) the same code runs on every
 rank with DistributedDataParallel; each rank draws its own `batch_size` pairs from its own random
@@ -45,7 +45,6 @@ images; each step then cuts the teacher's output where it cuts HR and mixes the 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -66,7 +65,7 @@ from superres.distributed import Distributed, all_reduce_totals, setup_distribut
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.evaluate import Protocol, evaluate_model
-from superres.fast import retain_freed_memory
+from superres.fast import has_amx_bf16, retain_freed_memory
 from superres.images import list_images
 from superres.models import create_model
 from superres.runlock import hold_run_lock
@@ -495,22 +494,12 @@ def choose_amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype |
     if config.amp == "off":
         return None
     if config.amp == "auto" and device.type != "cuda":
-        return torch.bfloat16 if cpu_has_amx_bf16() else None
+        return torch.bfloat16 if has_amx_bf16() else None
     if config.amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp 'fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
     if config.amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if config.amp == "bf16" else torch.float16
-
-
-@functools.cache
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU has AMX bf16 tiles (read from the kernel's CPU flags; False off Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo)
-    except OSError:
-        return False
 
 
 def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
