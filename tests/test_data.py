@@ -219,6 +219,29 @@ def test_pack_converts_to_training_colour_and_round_trips(tmp_path: Path) -> Non
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+def test_pack_with_downscales_adds_a_matlab_bicubic_copy_per_factor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rgb_images = write_images(tmp_path / "hr", [(40, 50), (30, 20)])
+    out = tmp_path / "packed.npz"
+    args = ["pack", str(tmp_path / "hr"), "-o", str(out), "--downscales", "0.75", "0.5"]
+    assert main(args) == 0
+    assert "packed 6 images" in capsys.readouterr().out
+    images, names = load_hr_images([out], "Y")
+    originals = [to_training_channels(image, "Y") for image in rgb_images]
+    expected = [*originals, *(imresize(image, f) for f in (0.75, 0.5) for image in originals)]
+    assert [image.shape for image in images] == [
+        (40, 50, 1), (30, 20, 1), (30, 38, 1), (23, 15, 1), (20, 25, 1), (15, 10, 1)
+    ]
+    for got, want in zip(images, expected):
+        np.testing.assert_array_equal(got, want)
+    assert names[2].endswith("image00.png@0.75") and names[5].endswith("image01.png@0.5")
+    for bad in ("1.0", "0", "-0.5"):
+        assert main(["pack", str(tmp_path / "hr"), "-o", str(tmp_path / "bad.npz"), "--downscales", bad]) == 2
+        assert "strictly between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()
+
+
 def test_prepare_equals_on_the_fly_sampling_with_the_same_seed(tmp_path: Path) -> None:
     write_images(tmp_path / "hr", [(40, 44), (52, 36)])
     out = tmp_path / "pairs.npz"

@@ -181,21 +181,48 @@ def load_hr_images(
     return images, names
 
 
+def add_downscaled_copies(
+    images: list[np.ndarray], names: list[str], factors: Sequence[float]
+) -> tuple[list[np.ndarray], list[str]]:
+    """The images followed by a copy of each at every factor in `factors` (MATLAB bicubic).
+
+    This is the scale augmentation of VDSR and FSRCNN: a downscaled HR image is another plausible
+    HR image (sharper per pixel), so a small set such as the 291 images offers more distinct
+    patches. Copies are named `name@factor`; the LR patches are later made from each copy as from
+    any HR image.
+    """
+    for factor in factors:
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"downscale factors lie strictly between 0 and 1, got {factor:g}")
+    out_images, out_names = list(images), list(names)
+    for factor in factors:
+        for image, name in zip(images, names):
+            out_images.append(imresize(image, factor))
+            out_names.append(f"{name}@{factor:g}")
+    return out_images, out_names
+
+
 def pack_images(
-    folders: Sequence[str | Path], out_path: str | Path, channels: str = "Y"
+    folders: Sequence[str | Path],
+    out_path: str | Path,
+    channels: str = "Y",
+    downscales: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Read every HR image of `folders`, convert to `channels`, store them in one compressed npz.
 
-    Keys `img_00000`, ... hold uint8 HWC arrays; `meta` is a JSON string with the channels and the
-    source names. Returns the meta record.
+    With `downscales` (factors below 1) a downscaled copy of every image is stored too
+    (`add_downscaled_copies`). Keys `img_00000`, ... hold uint8 HWC arrays; `meta` is a JSON
+    string with the channels, the factors and the image names. Returns the meta record.
     """
     images, names = load_hr_images(folders, channels)
+    images, names = add_downscaled_copies(images, names, downscales)
     meta = {
         "kind": KIND_HR_IMAGES,
         "channels": channels,
         "count": len(images),
         "names": names,
         "sources": [str(folder) for folder in folders],
+        "downscales": [float(factor) for factor in downscales],
     }
     arrays = {f"{IMAGE_KEY_PREFIX}{index:05d}": image for index, image in enumerate(images)}
     arrays[META_KEY] = _meta_array(meta)

@@ -17,13 +17,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="folders of HR images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .npz to write")
     parser.add_argument("--channels", choices=["Y", "RGB"], default="Y", help="training colour (default Y)")
+    parser.add_argument(
+        "--downscales",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="FACTOR",
+        help="also store a MATLAB-bicubic downscaled copy of every image at each factor (0 < f < 1), "
+        "the scale augmentation of VDSR and FSRCNN, e.g. --downscales 0.9 0.8 0.7 0.6",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from superres.data import pack_images
 
-    meta = pack_images(args.folders, args.output, channels=args.channels)
+    meta = pack_images(args.folders, args.output, channels=args.channels, downscales=args.downscales)
     size_mb = args.output.stat().st_size / 1e6
     print(f"packed {meta['count']} images ({args.channels}) into {args.output} ({size_mb:.1f} MB)")
     return 0
