@@ -145,7 +145,11 @@ def test_too_small_images_are_skipped_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="superres.data"):
         sampler = PairedPatchSampler(hr_images, 2, 16, names=["big-a", "big-b", "tiny"])
     assert sampler.names == ["big-a", "big-b"]
-    assert "tiny" in caplog.text and "skipping" in caplog.text
+    assert "tiny" in caplog.text and "skipping 1 of 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="superres.data"):
+        PairedPatchSampler(hr_images + [hr_images[2]] * 5, 2, 16)
+    assert len(caplog.records) == 1 and "skipping 6 of 8" in caplog.text
 
 
 def test_all_images_too_small_is_a_config_error(hr_images: list[np.ndarray]) -> None:

@@ -114,7 +114,8 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
                 else "the weight average (EMA) at the run's last step"
             ),
             "objective": "perceptual" if gan else "psnr",
-            "training_data": f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
+            "training_data": args.training_data
+            or f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
             "note": args.note,
             "protocol": report["protocol"],
             "bicubic": mean_scores(bicubic_report, scale),
@@ -153,6 +154,11 @@ def main() -> None:
     parser.add_argument("--hardware")
     parser.add_argument("--recipe", help="the command that trained it")
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--training-data",
+        help="the card's training_data line, where it is not just the 291 images "
+        "(e.g. with the scale augmentation of `superres pack --downscales`)",
+    )
     parser.add_argument(
         "--earlier-seconds",
         type=float,

@@ -282,18 +282,23 @@ class PairedPatchSampler:
         self.hr_images: list[np.ndarray] = []
         self.lr_images: list[np.ndarray] = []
         self.names: list[str] = []
+        too_small: list[str] = []
         for image, name in zip(hr_images, names):
             hr = modcrop(image if image.ndim == 3 else image[..., None], self.scale)
             if min(hr.shape[:2]) < self.hr_patch_size:
-                logger.warning(
-                    "skipping %s: %dx%d is smaller than the %d px HR patch",
-                    name, hr.shape[1], hr.shape[0], self.hr_patch_size,
-                )
+                too_small.append(f"{name} ({hr.shape[1]}x{hr.shape[0]})")
                 continue
             lr = imresize(hr, 1.0 / self.scale, kernel=degradation)
             self.hr_images.append(np.ascontiguousarray(hr))
             self.lr_images.append(np.ascontiguousarray(lr.reshape(lr.shape[0], lr.shape[1], -1)))
             self.names.append(name)
+        if too_small and self.hr_images:
+            # One line, not one per image: a scale-augmented pack can hold hundreds of small copies.
+            shown = ", ".join(too_small[:3]) + (", ..." if len(too_small) > 3 else "")
+            logger.warning(
+                "skipping %d of %d training images smaller than the %d px HR patch: %s",
+                len(too_small), len(names), self.hr_patch_size, shown,
+            )
         if not self.hr_images:
             raise ConfigError(
                 f"all {len(names)} training images are smaller than the HR patch of "
