@@ -181,7 +181,14 @@ def load_hr_images(
     return images, names
 
 
-def add_downscaled_copies(
+def check_downscale_factors(factors: Sequence[float]) -> None:
+    """A factor outside (0, 1) -> ConfigError (checked before any image is read)."""
+    for factor in factors:
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"downscale factors lie strictly between 0 and 1, got {factor:g}")
+
+
+def _add_downscaled_copies(
     images: list[np.ndarray], names: list[str], factors: Sequence[float]
 ) -> tuple[list[np.ndarray], list[str]]:
     """The images followed by a copy of each at every factor in `factors` (MATLAB bicubic).
@@ -191,9 +198,6 @@ def add_downscaled_copies(
     patches. Copies are named `name@factor`; the LR patches are later made from each copy as from
     any HR image.
     """
-    for factor in factors:
-        if not 0.0 < factor < 1.0:
-            raise ConfigError(f"downscale factors lie strictly between 0 and 1, got {factor:g}")
     out_images, out_names = list(images), list(names)
     for factor in factors:
         for image, name in zip(images, names):
@@ -211,11 +215,12 @@ def pack_images(
     """Read every HR image of `folders`, convert to `channels`, store them in one compressed npz.
 
     With `downscales` (factors below 1) a downscaled copy of every image is stored too
-    (`add_downscaled_copies`). Keys `img_00000`, ... hold uint8 HWC arrays; `meta` is a JSON
+    (`_add_downscaled_copies`). Keys `img_00000`, ... hold uint8 HWC arrays; `meta` is a JSON
     string with the channels, the factors and the image names. Returns the meta record.
     """
+    check_downscale_factors(downscales)
     images, names = load_hr_images(folders, channels)
-    images, names = add_downscaled_copies(images, names, downscales)
+    images, names = _add_downscaled_copies(images, names, downscales)
     meta = {
         "kind": KIND_HR_IMAGES,
         "channels": channels,
