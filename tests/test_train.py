@@ -458,6 +458,22 @@ def test_init_weights_from_another_scale_takes_the_body_and_starts_the_upsampler
     assert not (tmp_path / "other").exists()
 
 
+def test_init_weights_from_a_narrower_span_widens_it_and_starts_at_its_score(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    span = {"model": "span", "model_kwargs": TINY_SPAN}
+    first = train(tiny_config(data_dirs, **span, iterations=4), tmp_path / "narrow")
+    wider = {"model": "span", "model_kwargs": {**TINY_SPAN, "num_features": 7}}
+    # A learning rate of ~0 keeps the widened start: it validates where the narrow network stood.
+    widened = train(
+        tiny_config(data_dirs, **wider, iterations=2, val_every=2, learning_rate=1e-30,
+                    init_weights=str(tmp_path / "narrow" / "best.safetensors")),
+        tmp_path / "wide",
+    )
+    assert widened.best_psnr == pytest.approx(first.best_psnr, abs=1e-4)
+    assert weights_of(tmp_path / "wide" / "last.safetensors")["merge.weight"].shape[0] == 7
+
+
 def test_init_weights_from_another_scale_refuses_other_kwargs(
     data_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from superres.checkpoint import (
 from superres.config import TrainConfig
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError
+from superres.models.widen import widen_span
 from superres.pretrained import list_pretrained, resolve_model
 from superres.runlog import read_history
 
@@ -155,19 +156,40 @@ def load_optimizer_state(
 def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`.
 
-    Same scale: every tensor, strictly. Another scale of the same architecture (a x2 run starting
-    a x4 one): the tensors whose names and shapes match (the body); the upsampler stays fresh.
+    Same scale: every tensor, strictly, or a wider span (`superres.models.widen`: the trained
+    network's output at step 0, new features to grow into). Another scale of the same
+    architecture (a x2 run starting a x4 one): the tensors whose names and shapes match (the
+    body); the upsampler stays fresh.
     """
     # A shipped name at this run's scale if it ships there; otherwise a checkpoint's own scale,
     # or x2 for a name.
     wanted = config.scale if config.scale in _shipped_scales(config.init_weights) else None
     source = resolve_model(config.init_weights, wanted)
+    if _is_widening(source, model, config.scale):
+        widened = widen_span(source, model.model_kwargs["num_features"], seed=config.seed)
+        load_state_strictly(model, widened.state_dict(), config.init_weights)
+        logger.info(
+            "starting from the weights of %s, widened from %d to %d features (same output at step 0)",
+            config.init_weights, source.model_kwargs["num_features"], model.model_kwargs["num_features"],
+        )
+        return
     if int(source.scale) == config.scale:
         # Strict: a different architecture or depth is a one-line ModelError, not a partial load.
         load_state_strictly(model, source.state_dict(), config.init_weights)
         logger.info("starting from the weights of %s", config.init_weights)
         return
     load_matching_tensors(model, source, config.init_weights)
+
+
+def _is_widening(source: nn.Module, model: nn.Module, scale: int) -> bool:
+    """Whether `model` is `source` (a span at this scale) with more features and nothing else new."""
+    if source.info.name != "span" or model.info.name != "span" or int(source.scale) != scale:
+        return False
+    old, new = dict(source.model_kwargs), dict(model.model_kwargs)
+    if new["num_features"] <= old["num_features"] or new["reparam_gain"] != 0:
+        return False
+    ignored = ("num_features", "reparam_gain")
+    return all(old[key] == new[key] for key in old if key not in ignored)
 
 
 def _shipped_scales(spec: str) -> set[int]:
