@@ -46,6 +46,10 @@ from superres.serve.jobs import Job, JobQueue, describe_pixels
 
 #: The scales the page offers (those of the shipped architectures).
 SCALES = (2, 3, 4)
+#: A body declared up to this many times the upload limit is read and discarded before the 413:
+#: answering while the client still sends makes it fail on a broken pipe instead of reading why.
+#: Anything larger is refused at once, unread.
+DRAINED_OVERSIZE_FACTOR = 4
 #: Leading bytes -> (format, extension): the content decides, never the uploaded name.
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG", ".png"),
@@ -203,6 +207,9 @@ class _Server:
         limit = self.limits.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if int(declared) <= DRAINED_OVERSIZE_FACTOR * limit:
+                async for _ in request.stream():
+                    pass
             raise BadRequest(f"file is larger than the limit of {limit // 1024**2} MiB", 413)
         chunks, size = [], 0
         async for chunk in request.stream():
