@@ -205,9 +205,10 @@ class _Server:
     async def receive_upload(self, request: Request, folder: Path) -> tuple[str, str, Path]:
         """Stream the body into `folder/upload<ext>`, counting bytes; (format, extension, path)."""
         limit = self.limits.max_upload_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            if int(declared) <= DRAINED_OVERSIZE_FACTOR * limit:
+        declared_header = request.headers.get("content-length")
+        declared = int(declared_header) if declared_header is not None and declared_header.isdigit() else 0
+        if declared > limit:
+            if declared <= DRAINED_OVERSIZE_FACTOR * limit:
                 async for _ in request.stream():
                     pass
             raise BadRequest(f"file is larger than the limit of {limit // 1024**2} MiB", 413)
