@@ -13,7 +13,8 @@ the traced one. Pre-upsampling networks keep their MATLAB bicubic/bilinear upsca
 `superres.resize` computes integer upscales as replicate-pad + conv2d + reshape, which traces to
 plain ONNX operators. Stride-1 transposed convolutions are exported as ordinary convolutions
 (`superres.fast.ConvTransposeAsConv2d`, same weights, same outputs), which ONNX Runtime runs
-faster.
+faster; strided ones that PyTorch computes in LR space (FSRCNN's `LRSpaceConvTranspose2d`) go
+back to one ConvTranspose node, the paper's layer.
 
 `metadata_props` of the ONNX model hold (all strings): `model` (registered architecture name),
 `scale`, `channels` ("Y" or "RGB"), `num_channels`, `model_kwargs` (JSON), `receptive_field`
@@ -43,7 +44,7 @@ from torch import nn
 from superres import __version__ as superres_version
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError, require_optional
-from superres.fast import cpu_count, replace_transposed_convs
+from superres.fast import cpu_count, replace_transposed_convs, restore_plain_transposed_convs
 from superres.models.reparam import fuse_reparameterizable
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,10 @@ def _check_opset(opset: int) -> int:
 
 
 def _exportable_copy(model: nn.Module) -> nn.Module:
-    """The frozen float32 CPU copy with stride-1 transposed convs as plain convs."""
+    """The frozen float32 CPU copy with stride-1 transposed convs as plain convs and strided
+    ones as ONNX ConvTranspose (FSRCNN computes its deconvolution in LR space in PyTorch)."""
     exportable = frozen_copy(model).cpu().float()
+    restore_plain_transposed_convs(exportable)
     replace_transposed_convs(exportable)
     return exportable
 

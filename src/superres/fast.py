@@ -25,11 +25,12 @@ development machine (A/B runs in one process; `superres bench` for the totals):
 - stride-1 transposed convolutions as convolutions with flipped kernels (`FusedConv2d`,
   `ConvTransposeAsConv2d`), which is what makes RED-Net's decoder fusable.
 - strided transposed convs as an LR conv + pixel shuffle (`SubpixelConvTranspose2d`, FSRCNN's
-  9x9 deconv: 90 -> 38 ms on 56 x 256x256 channels-last, 2.3x).
+  9x9 deconv: 90 -> 38 ms on 56 x 256x256 channels-last, 2.3x), frozen; FSRCNN trains through
+  the same rewrite (`superres.models.subpixel.LRSpaceConvTranspose2d`).
 - `torch.inference_mode()` around inference; torch's default of one thread per core.
 
 For training (`prepare_for_training`): channels-last plus `retain_freed_memory`. The fused
-kernels have no backward, and transposed convs as convs trained no faster (within 2%).
+kernels have no backward, and stride-1 transposed convs as convs trained no faster (within 2%).
 
 Measured and dropped: bf16 autocast for inference (on a CPU with AVX-512 BF16 but no AMX, RED20
 got slower, 15.7 s vs 9.0 s, and lost 0.10 dB PSNR on Set5 x2, SRCNN too; with AMX tiles SPAN x2
@@ -63,6 +64,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from superres.models.reparam import fuse_reparameterizable
+from superres.models.subpixel import LRSpaceConvTranspose2d, computes_in_lr_space, subpixel_conv_weight
 
 logger = logging.getLogger(__name__)
 
@@ -202,59 +204,22 @@ def _replace_children(
 # --------------------------------------------------------------------------- strided transposed convs
 
 
-def _subpixel_radius(kernel: int, stride: int, padding: int) -> int:
-    """Radius R of the LR-space kernel (2R + 1 taps) that covers every phase of a strided deconv.
-
-    Phase r reads input offset u = -t through kernel tap s*t + r + padding (see the class).
-    """
-    return max(
-        abs(t)
-        for phase in range(stride)
-        for t in range(-kernel, kernel + 1)
-        if 0 <= stride * t + phase + padding < kernel
-    )
-
-
 class SubpixelConvTranspose2d(nn.Sequential):
-    """A stride-s `nn.ConvTranspose2d` whose output is exactly s times its input, as a
-    convolution to out * s * s channels followed by a pixel shuffle (FSRCNN's last layer).
-
-    Output pixel s*q + r of a transposed conv reads input pixels q - t through kernel tap
-    s*t + r + padding; for each phase r that is an ordinary correlation at LR resolution, so all
-    s*s phases together are one LR conv whose channels the shuffle interleaves. Same outputs;
-    oneDNN's dense conv ran FSRCNN's 2.3x faster than its strided deconvolution. Weights are
-    copied: this serves a frozen copy only.
+    """A frozen copy of a strided `nn.ConvTranspose2d` whose output is exactly s times its input,
+    as the plain LR convolution + pixel shuffle it equals (`superres.models.subpixel`), so that
+    inference runs a dense conv without gathering its weight on every call.
     """
 
     def __init__(self, deconv: nn.ConvTranspose2d) -> None:
-        stride, kernel, padding = deconv.stride[0], deconv.kernel_size[0], deconv.padding[0]
-        radius = _subpixel_radius(kernel, stride, padding)
-        taps = 2 * radius + 1
-        source = deconv.weight.detach()  # (in, out, k, k)
-        weight = source.new_zeros(deconv.out_channels, stride, stride, deconv.in_channels, taps, taps)
-        for phase_y in range(stride):
-            for phase_x in range(stride):
-                for u_y in range(-radius, radius + 1):
-                    for u_x in range(-radius, radius + 1):
-                        k_y, k_x = -stride * u_y + phase_y + padding, -stride * u_x + phase_x + padding
-                        if 0 <= k_y < kernel and 0 <= k_x < kernel:
-                            weight[:, phase_y, phase_x, :, u_y + radius, u_x + radius] = source[:, :, k_y, k_x].T
-        conv = nn.Conv2d(deconv.in_channels, deconv.out_channels * stride * stride, taps, padding=radius)
-        conv.weight.data.copy_(weight.reshape(conv.weight.shape))
+        stride = deconv.stride[0]
+        weight, radius = subpixel_conv_weight(deconv.weight.detach(), stride, deconv.padding[0])
+        conv = nn.Conv2d(deconv.in_channels, weight.shape[0], weight.shape[-1], padding=radius)
+        conv.weight.data.copy_(weight)
         bias = torch.zeros(deconv.out_channels) if deconv.bias is None else deconv.bias.detach()
         conv.bias.data.copy_(bias.repeat_interleave(stride * stride))
         super().__init__(conv, nn.PixelShuffle(stride))
 
-    @staticmethod
-    def can_replace(module: nn.Module) -> bool:
-        """True for a square, ungrouped, undilated strided deconv whose output is stride x input."""
-        if type(module) is not nn.ConvTranspose2d or module.padding_mode != "zeros":
-            return False
-        (s_y, s_x), (k_y, k_x), (p_y, p_x) = module.stride, module.kernel_size, module.padding
-        square = s_y == s_x > 1 and k_y == k_x and p_y == p_x and module.output_padding[0] == module.output_padding[1]
-        # Output (n - 1) s - 2p + k + output_padding equals n s exactly when this holds.
-        exact = k_y - 2 * p_y + module.output_padding[0] == s_y
-        return square and exact and module.groups == 1 and module.dilation == (1, 1)
+    can_replace = staticmethod(computes_in_lr_space)
 
 
 def replace_strided_transposed_convs(model: nn.Module) -> int:
@@ -263,6 +228,26 @@ def replace_strided_transposed_convs(model: nn.Module) -> int:
     Weights are copied (the frozen inference copy only). Returns how many were replaced.
     """
     return _replace_children(model, SubpixelConvTranspose2d.can_replace, SubpixelConvTranspose2d)
+
+
+def _plain_conv_transpose(module: nn.Module) -> nn.ConvTranspose2d:
+    assert isinstance(module, LRSpaceConvTranspose2d)
+    plain = nn.ConvTranspose2d(
+        module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+        padding=module.padding, output_padding=module.output_padding, bias=module.bias is not None,
+    )
+    plain.load_state_dict(module.state_dict())
+    return plain
+
+
+def restore_plain_transposed_convs(model: nn.Module) -> int:
+    """Swap every `LRSpaceConvTranspose2d` for the plain `nn.ConvTranspose2d` it computes, in place.
+
+    For ONNX export: the graph keeps the paper's deconvolution (FSRCNN's layers are then those
+    of OpenCV's dnn_superres files) instead of the gather that builds the LR conv's weight.
+    Weights are copied. Returns how many were replaced.
+    """
+    return _replace_children(model, lambda module: isinstance(module, LRSpaceConvTranspose2d), _plain_conv_transpose)
 
 
 # --------------------------------------------------------------------------- batch norm

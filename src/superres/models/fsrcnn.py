@@ -32,6 +32,7 @@ from superres.models.blocks import (
     require_positive_int,
     small_normal_,
 )
+from superres.models.subpixel import LRSpaceConvTranspose2d
 from superres.resize import imresize_tensor
 
 DECONV_KERNEL = 9
@@ -123,9 +124,9 @@ class FSRCNN(nn.Module):
             *(nn.Sequential(nn.Conv2d(s, s, 3, padding=1), nn.PReLU(s)) for _ in range(m))
         )
         self.expand = nn.Sequential(nn.Conv2d(s, d, 1), nn.PReLU(d))
-        self.deconv = nn.ConvTranspose2d(
-            d, 1, DECONV_KERNEL, stride=self.scale, padding=DECONV_KERNEL // 2, output_padding=self.scale - 1
-        )
+        # The paper's 9x9 deconvolution, computed as the LR conv + pixel shuffle it equals
+        # (same weights, faster to train and run on a CPU).
+        self.deconv = LRSpaceConvTranspose2d(d, 1, DECONV_KERNEL, stride=self.scale, padding=DECONV_KERNEL // 2)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
