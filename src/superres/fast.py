@@ -230,16 +230,6 @@ def replace_strided_transposed_convs(model: nn.Module) -> int:
     return _replace_children(model, SubpixelConvTranspose2d.can_replace, SubpixelConvTranspose2d)
 
 
-def _plain_conv_transpose(module: nn.Module) -> nn.ConvTranspose2d:
-    assert isinstance(module, LRSpaceConvTranspose2d)
-    plain = nn.ConvTranspose2d(
-        module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-        padding=module.padding, output_padding=module.output_padding, bias=module.bias is not None,
-    )
-    plain.load_state_dict(module.state_dict())
-    return plain
-
-
 def restore_plain_transposed_convs(model: nn.Module) -> int:
     """Swap every `LRSpaceConvTranspose2d` for the plain `nn.ConvTranspose2d` it computes, in place.
 
@@ -247,7 +237,9 @@ def restore_plain_transposed_convs(model: nn.Module) -> int:
     of OpenCV's dnn_superres files) instead of the gather that builds the LR conv's weight.
     Weights are copied. Returns how many were replaced.
     """
-    return _replace_children(model, lambda module: isinstance(module, LRSpaceConvTranspose2d), _plain_conv_transpose)
+    return _replace_children(
+        model, lambda module: isinstance(module, LRSpaceConvTranspose2d), LRSpaceConvTranspose2d.as_plain
+    )
 
 
 # --------------------------------------------------------------------------- batch norm

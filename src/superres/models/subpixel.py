@@ -10,7 +10,8 @@ step 1.1-1.3x.
 - `subpixel_conv_weight(weight, stride, padding)`: the LR conv's weight, gathered from the
   deconv's, differentiably (so a network can train through it).
 - `LRSpaceConvTranspose2d`: an `nn.ConvTranspose2d` (same parameters, same state-dict keys,
-  same card arithmetic) whose forward is the LR conv + shuffle. FSRCNN's last layer.
+  same card arithmetic) whose forward is the LR conv + shuffle. FSRCNN's last layer; `as_plain()`
+  gives the plain layer back (ONNX export writes that).
 - `computes_in_lr_space(module)`: whether a transposed conv's output is exactly stride x its
   input, the one case the rewrite covers.
 """
@@ -94,6 +95,15 @@ class LRSpaceConvTranspose2d(nn.ConvTranspose2d):
                 f"a {kernel_size}x{kernel_size} deconv with stride {stride} and padding {padding} "
                 "cannot give exactly stride x its input"
             )
+
+    def as_plain(self) -> nn.ConvTranspose2d:
+        """The plain `nn.ConvTranspose2d` this layer computes, with a copy of its weights."""
+        plain = nn.ConvTranspose2d(
+            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+            padding=self.padding, output_padding=self.output_padding, bias=self.bias is not None,
+        )
+        plain.load_state_dict(self.state_dict())
+        return plain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         stride = self.stride[0]
