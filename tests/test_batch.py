@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,27 @@ def test_the_summary_and_exit_code_count_done_skipped_and_failed(
     assert main(args) == 1
     assert "2 done, 1 skipped, 1 failed" in capsys.readouterr().out
     assert any(path.name.startswith(".superres-journal") for path in (tmp_path / "out").iterdir())
+
+
+def pipeline_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("superres-")]
+
+
+def test_a_batch_with_a_failed_input_exits_with_its_own_code(tmp_path: Path) -> None:
+    # The pipeline's daemon threads were left running when `main` returned, and the interpreter's
+    # shutdown then often died in a C++ terminate: exit code 134 (SIGABRT) instead of 1. The
+    # abort needs a race, so the exact check is that no pipeline thread outlives the batch.
+    make_folder(tmp_path / "in", count=1)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    assert main([*args, "--model", "bicubic"]) == 1
+    assert pipeline_threads() == []
+    result = subprocess.run(
+        [sys.executable, "-m", "superres", *args, "--overwrite"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "1 done, 0 skipped, 1 failed" in result.stdout
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["img00_x2.png"]
 
 
 def test_folder_throughput_measures_both_runners(tmp_path: Path) -> None:

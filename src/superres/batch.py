@@ -224,12 +224,15 @@ class _DaemonThread:
 
     Not a ThreadPoolExecutor: the interpreter joins those at exit, so a SIGTERM or Ctrl-C would
     wait for a stalled read or write. A daemon thread dies with the process, and what it was
-    writing is only ever a temporary file, which the caller removes.
+    writing is only ever a temporary file, which the caller removes. When the work ends normally
+    the thread is joined (`stop(wait=True)`): one still alive when the interpreter shuts down
+    can take the process down with a C++ `terminate` (exit code 134 instead of the batch's own).
     """
 
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
@@ -245,8 +248,11 @@ class _DaemonThread:
         self._calls.put((future, function, args))
         return future
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool) -> None:
+        """End the thread after the calls already submitted; `wait` joins it."""
         self._calls.put(None)
+        if wait:
+            self._thread.join()
 
 
 def run_overlapped(
@@ -301,12 +307,14 @@ def run_overlapped(
             settle(QUEUE_DEPTH)
         settle(0)
     except BaseException:
+        reader.stop(wait=False)  # an interrupt must not wait for a stalled read or write
+        writer.stop(wait=False)
         for item, _ in writes:
             remove_stale_temporaries(item.output_path, including_own=True)
         raise
-    finally:
-        reader.stop()
-        writer.stop()
+    # Every future has been settled, so both threads are idle and join at once.
+    reader.stop(wait=True)
+    writer.stop(wait=True)
 
 
 __all__ = ["Decoded", "Journal", "Shard", "describe_failure", "run_overlapped"]
