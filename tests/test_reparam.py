@@ -13,8 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from superres.errors import ModelError
 from superres.models import create_model, get_model_info, list_models
-from superres.models.reparam import RepConv3x3, fuse_reparameterizable, has_branches
+from superres.models.reparam import (
+    RepConv,
+    RepConv3x3,
+    copy_between_forms,
+    fuse_reparameterizable,
+    has_branches,
+    without_branches,
+)
 
 TOLERANCE = 1e-5
 
@@ -114,3 +122,69 @@ def test_a_branchless_span_loads_the_weights_of_a_fused_one() -> None:
     lr = torch.rand(1, 1, 9, 10)
     with torch.no_grad():
         torch.testing.assert_close(plain(lr), fused(lr))
+
+
+def _explicit_branches(block: RepConv, x: torch.Tensor) -> torch.Tensor:
+    """What the branches compute run one by one (the training form before online folding)."""
+    return block.reduce(block.body(block.expand(x))) + block.shortcut(x)
+
+
+@pytest.mark.parametrize(("kernel_size", "gain"), [(1, 2), (3, 1), (3, 2), (5, 2), (5, 4)])
+def test_the_online_fold_is_the_branches_in_output_and_gradients(kernel_size: int, gain: int) -> None:
+    torch.manual_seed(kernel_size * 10 + gain)
+    block = RepConv(3, 4, kernel_size, gain=gain).double()
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float64)
+    target = torch.rand(2, 4, 9, 7, dtype=torch.float64)
+    results = []
+    for forward in (block, lambda inputs: _explicit_branches(block, inputs)):
+        block.zero_grad()
+        output = forward(x)
+        ((output - target) ** 2).sum().backward()
+        results.append((output.detach(), {name: p.grad.clone() for name, p in block.named_parameters()}))
+    (online, online_grads), (explicit, explicit_grads) = results
+    torch.testing.assert_close(online, explicit)  # the whole image: borders included
+    for name, grad in explicit_grads.items():
+        torch.testing.assert_close(online_grads[name], grad, msg=name)
+
+
+def test_start_from_plain_is_exact_and_every_branch_can_learn() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(3, 5, 5, padding=2).double()
+    block = RepConv(3, 5, 5, gain=2).double()
+    block.start_from_plain(plain.weight, plain.bias)
+    x = torch.rand(2, 3, 8, 9, dtype=torch.float64)
+    torch.testing.assert_close(block(x), plain(x))
+    block(x).square().sum().backward()
+    for name, parameter in block.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    # The parts that start at zero (the reduction's untrained inputs, the shortcut) have gradients.
+    assert block.reduce.weight.grad[:, 5:].abs().sum() > 0
+    assert block.shortcut.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["fsrcnn", "espcn"])
+def test_a_network_moves_between_its_plain_and_branched_forms_exactly(name: str) -> None:
+    torch.manual_seed(1)
+    kwargs = {**get_model_info(name).test_kwargs, "reparam_gain": 0}
+    plain = create_model(name, 3, **kwargs).eval()
+    branched = create_model(name, 3, **{**kwargs, "reparam_gain": 2}).eval()
+    copy_between_forms(plain, branched)
+    lr = torch.rand(1, 1, 11, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(branched(lr), plain(lr), rtol=0, atol=TOLERANCE)
+        for parameter in branched.parameters():  # as after training: every branch weight moved
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        shipped = without_branches(branched)
+        torch.testing.assert_close(shipped(lr), branched(lr), rtol=0, atol=TOLERANCE)
+    # The shipped form is the plain network: the same names as one built without branches.
+    assert shipped.model_kwargs == plain.model_kwargs
+    assert list(shipped.state_dict()) == list(plain.state_dict())
+    with pytest.raises(ModelError, match="one of the two networks must be without branches"):
+        copy_between_forms(branched, copy.deepcopy(branched))
+
+
+def test_an_even_kernel_or_an_unknown_gain_is_refused() -> None:
+    with pytest.raises(ValueError, match="odd kernel"):
+        RepConv(2, 2, 4)
+    with pytest.raises(ModelError, match="reparam_gain must be 0"):
+        create_model("fsrcnn", 2, reparam_gain=5)

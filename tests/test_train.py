@@ -474,6 +474,23 @@ def test_init_weights_from_a_narrower_span_widens_it_and_starts_at_its_score(
     assert weights_of(tmp_path / "wide" / "last.safetensors")["merge.weight"].shape[0] == 7
 
 
+def test_init_weights_from_a_plain_network_starts_a_branched_run_at_its_score(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tiny_fsrcnn = {"num_features": 6, "shrink_features": 3, "mapping_layers": 1, "bicubic_skip": True}
+    plain = {"model": "fsrcnn", "model_kwargs": tiny_fsrcnn}
+    first = train(tiny_config(data_dirs, **plain, iterations=4), tmp_path / "plain")
+    branched = {"model": "fsrcnn", "model_kwargs": {**tiny_fsrcnn, "reparam_gain": 2}}
+    # A learning rate of ~0 keeps the start: the branches give exactly the plain network's output.
+    continued = train(
+        tiny_config(data_dirs, **branched, iterations=2, val_every=2, learning_rate=1e-30,
+                    init_weights=str(tmp_path / "plain" / "best.safetensors")),
+        tmp_path / "branched",
+    )
+    assert continued.best_psnr == pytest.approx(first.best_psnr, abs=1e-4)
+    assert "features.0.body.weight" in weights_of(tmp_path / "branched" / "last.safetensors")
+
+
 def test_init_weights_from_another_scale_refuses_other_kwargs(
     data_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ from superres.checkpoint import load_checkpoint, load_model, save_checkpoint
 from superres.complexity import conv_macs_per_output_pixel
 from superres.ema import averaged_state
 from superres.frontier import relative_speed
+from superres.models.reparam import has_branches, without_branches
 from superres.pretrained import list_pretrained, load_pretrained, write_model_card
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
@@ -85,6 +86,10 @@ def refresh_cards(bicubic_report: dict[str, Any], retime: bool = False) -> None:
 
 def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
     model, metadata = released_model(args.run_dir, args.checkpoint)
+    if has_branches(model) and model.info.default_kwargs.get("reparam_gain") == 0:
+        # Trained with branches, shipped as the plain network they fold into (the card's default).
+        model = without_branches(model)
+        metadata = {**metadata, "model_kwargs": model.model_kwargs}
     config = json.loads((args.run_dir / "config.json").read_text())
     gan = bool(config.get("gan"))
     history = list(csv.DictReader((args.run_dir / "history.csv").open()))

@@ -193,8 +193,9 @@ def count_conv_flops(model: nn.Module, input_shape: Iterable[int], *, training: 
     """
     meta_model = copy.deepcopy(model).to("meta")
     meta_model.train(training)
-    if not training:
-        fuse_reparameterizable(meta_model)  # inference runs the folded convs
+    # Inference runs the folded convolutions, and so does training (online folding: the branches
+    # only fold their small weight tensors, a cost that does not grow with the image).
+    fuse_reparameterizable(meta_model)
     total = 0
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

@@ -27,6 +27,7 @@ from superres.checkpoint import (
 from superres.config import TrainConfig
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError
+from superres.models.reparam import copy_between_forms, has_branches
 from superres.models.widen import widen_span
 from superres.pretrained import list_pretrained, resolve_model
 from superres.runlog import read_history
@@ -157,7 +158,9 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`.
 
     Same scale: every tensor, strictly, or a wider span (`superres.models.widen`: the trained
-    network's output at step 0, new features to grow into). Another scale of the same
+    network's output at step 0, new features to grow into), or the same network with or without
+    re-parameterisable branches (`superres.models.reparam.copy_between_forms`: again the trained
+    output at step 0). Another scale of the same
     architecture (a x2 run starting a x4 one): the tensors whose names and shapes match (the
     body); the upsampler stays fresh.
     """
@@ -171,6 +174,13 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
         logger.info(
             "starting from the weights of %s, widened from %d to %d features (same output at step 0)",
             config.init_weights, source.model_kwargs["num_features"], model.model_kwargs["num_features"],
+        )
+        return
+    if _differs_only_in_branches(source, model, config.scale):
+        copy_between_forms(source, model)
+        logger.info(
+            "starting from the weights of %s, %s training-time branches (same output at step 0)",
+            config.init_weights, "with" if has_branches(model) else "folded, without",
         )
         return
     if int(source.scale) == config.scale:
@@ -190,6 +200,16 @@ def _is_widening(source: nn.Module, model: nn.Module, scale: int) -> bool:
         return False
     ignored = ("num_features", "reparam_gain")
     return all(old[key] == new[key] for key in old if key not in ignored)
+
+
+def _differs_only_in_branches(source: nn.Module, model: nn.Module, scale: int) -> bool:
+    """Whether `model` is `source` at this scale, one with re-parameterisable branches and one not."""
+    if source.info.name != model.info.name or int(source.scale) != scale:
+        return False
+    if has_branches(source) == has_branches(model):
+        return False
+    old, new = dict(source.model_kwargs), dict(model.model_kwargs)
+    return all(old.get(key) == new.get(key) for key in {*old, *new} if key != "reparam_gain")
 
 
 def _shipped_scales(spec: str) -> set[int]:

@@ -11,7 +11,9 @@ Differences from the paper (also in the cards' `deviations`): He-normal init for
 padding everywhere so that the output is exactly `scale` times the input (the deconvolution is
 padded by 4 with `scale - 1` extra output rows and columns on the bottom/right, as OpenCV's port
 does); `bicubic_skip=True` optionally adds the bicubic upscale of the input so that the network
-learns a residual (off by default, as in the paper).
+learns a residual (off by default, as in the paper). `reparam_gain` > 0 trains every LR-space
+convolution with re-parameterisable branches (`superres.models.reparam`); the network it folds
+into, and ships as, is the plain one (`reparam_gain=0`, the default).
 
 Parameter names are stable (`features`, `shrink`, `mapping.{i}`, `expand`, `deconv`).
 """
@@ -32,6 +34,7 @@ from superres.models.blocks import (
     require_positive_int,
     small_normal_,
 )
+from superres.models.reparam import conv_or_rep, require_gain
 from superres.models.subpixel import LRSpaceConvTranspose2d
 from superres.resize import imresize_tensor
 
@@ -73,7 +76,9 @@ FSRCNN_INFO = ModelInfo(
     degradation="bicubic",
     paper=_PAPER,
     deviations=_DEVIATIONS,
-    default_kwargs={"num_features": 56, "shrink_features": 12, "mapping_layers": 4, "bicubic_skip": False},
+    default_kwargs={
+        "num_features": 56, "shrink_features": 12, "mapping_layers": 4, "bicubic_skip": False, "reparam_gain": 0,
+    },
     receptive_field_function=_receptive_field,
     activation_function=_activations,
     test_kwargs={"num_features": 8, "shrink_features": 4, "mapping_layers": 1, "bicubic_skip": False},
@@ -87,10 +92,12 @@ FSRCNN_S_INFO = ModelInfo(
     degradation="bicubic",
     paper=_PAPER + " (FSRCNN-s)",
     deviations=_DEVIATIONS,
-    default_kwargs={"num_features": 32, "shrink_features": 5, "mapping_layers": 1, "bicubic_skip": False},
+    default_kwargs={
+        "num_features": 32, "shrink_features": 5, "mapping_layers": 1, "bicubic_skip": False, "reparam_gain": 0,
+    },
     receptive_field_function=_receptive_field,
     activation_function=_activations,
-    test_kwargs={"num_features": 8, "shrink_features": 4, "mapping_layers": 1, "bicubic_skip": True},
+    test_kwargs={"num_features": 8, "shrink_features": 4, "mapping_layers": 1, "bicubic_skip": True, "reparam_gain": 2},
 )
 
 
@@ -107,6 +114,7 @@ class FSRCNN(nn.Module):
         shrink_features: int = 12,
         mapping_layers: int = 4,
         bicubic_skip: bool = False,
+        reparam_gain: int = 0,
     ) -> None:
         super().__init__()
         name = self.info.name
@@ -115,15 +123,15 @@ class FSRCNN(nn.Module):
         s = require_positive_int(name, "shrink_features", shrink_features)
         m = require_positive_int(name, "mapping_layers", mapping_layers)
         self.bicubic_skip = require_bool(self.info.name, "bicubic_skip", bicubic_skip)
+        gain = require_gain(name, reparam_gain)
         self.model_kwargs: dict[str, Any] = {
             "num_features": d, "shrink_features": s, "mapping_layers": m, "bicubic_skip": self.bicubic_skip,
+            "reparam_gain": gain,
         }
-        self.features = nn.Sequential(nn.Conv2d(1, d, 5, padding=2), nn.PReLU(d))
-        self.shrink = nn.Sequential(nn.Conv2d(d, s, 1), nn.PReLU(s))
-        self.mapping = nn.Sequential(
-            *(nn.Sequential(nn.Conv2d(s, s, 3, padding=1), nn.PReLU(s)) for _ in range(m))
-        )
-        self.expand = nn.Sequential(nn.Conv2d(s, d, 1), nn.PReLU(d))
+        self.features = nn.Sequential(conv_or_rep(1, d, 5, gain), nn.PReLU(d))
+        self.shrink = nn.Sequential(conv_or_rep(d, s, 1, gain), nn.PReLU(s))
+        self.mapping = nn.Sequential(*(nn.Sequential(conv_or_rep(s, s, 3, gain), nn.PReLU(s)) for _ in range(m)))
+        self.expand = nn.Sequential(conv_or_rep(s, d, 1, gain), nn.PReLU(d))
         # The paper's 9x9 deconvolution, computed as the LR conv + pixel shuffle it equals
         # (same weights, faster to train and run on a CPU).
         self.deconv = LRSpaceConvTranspose2d(d, 1, DECONV_KERNEL, stride=self.scale, padding=DECONV_KERNEL // 2)
@@ -156,6 +164,7 @@ class FSRCNNSmall(FSRCNN):
         shrink_features: int = 5,
         mapping_layers: int = 1,
         bicubic_skip: bool = False,
+        reparam_gain: int = 0,
     ) -> None:
         super().__init__(
             scale,
@@ -163,4 +172,5 @@ class FSRCNNSmall(FSRCNN):
             shrink_features=shrink_features,
             mapping_layers=mapping_layers,
             bicubic_skip=bicubic_skip,
+            reparam_gain=reparam_gain,
         )

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superres.errors import ModelError
 from superres.models.blocks import (
     ModelInfo,
     check_channels,
@@ -43,7 +42,7 @@ from superres.models.blocks import (
     require_bool,
     require_positive_int,
 )
-from superres.models.reparam import RepConv3x3
+from superres.models.reparam import RepConv3x3, require_gain
 from superres.resize import imresize_tensor
 
 #: The paper's `img_range`: the centred input is multiplied by it, the output divided by it.
@@ -120,12 +119,11 @@ class SPAN(nn.Module):
         self.scale = self.info.check_scale(scale)
         width = require_positive_int(name, "num_features", num_features)
         depth = require_positive_int(name, "num_blocks", num_blocks)
-        if isinstance(reparam_gain, bool) or reparam_gain not in (0, 1, 2, 3, 4):
-            raise ModelError(f"model '{name}': reparam_gain must be 0 (no branches) to 4, got {reparam_gain!r}")
+        reparam_gain = require_gain(name, reparam_gain)
         image_channels = check_channels(name, channels)
         self.bicubic_skip = require_bool(self.info.name, "bicubic_skip", bicubic_skip)
         self.model_kwargs: dict[str, Any] = {
-            "num_features": width, "num_blocks": depth, "reparam_gain": int(reparam_gain),
+            "num_features": width, "num_blocks": depth, "reparam_gain": reparam_gain,
             "bicubic_skip": self.bicubic_skip, "channels": channels,
         }
         self.register_buffer("mean", mean_buffer(image_channels), persistent=False)
