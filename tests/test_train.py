@@ -458,37 +458,35 @@ def test_init_weights_from_another_scale_takes_the_body_and_starts_the_upsampler
     assert not (tmp_path / "other").exists()
 
 
-def test_init_weights_from_a_narrower_span_widens_it_and_starts_at_its_score(
-    data_dirs: tuple[Path, Path], tmp_path: Path
-) -> None:
-    span = {"model": "span", "model_kwargs": TINY_SPAN}
-    first = train(tiny_config(data_dirs, **span, iterations=4), tmp_path / "narrow")
-    wider = {"model": "span", "model_kwargs": {**TINY_SPAN, "num_features": 7}}
-    # A learning rate of ~0 keeps the widened start: it validates where the narrow network stood.
-    widened = train(
-        tiny_config(data_dirs, **wider, iterations=2, val_every=2, learning_rate=1e-30,
-                    init_weights=str(tmp_path / "narrow" / "best.safetensors")),
-        tmp_path / "wide",
-    )
-    assert widened.best_psnr == pytest.approx(first.best_psnr, abs=1e-4)
-    assert weights_of(tmp_path / "wide" / "last.safetensors")["merge.weight"].shape[0] == 7
+TINY_FSRCNN = {"num_features": 6, "shrink_features": 3, "mapping_layers": 1, "bicubic_skip": True}
 
 
-def test_init_weights_from_a_plain_network_starts_a_branched_run_at_its_score(
-    data_dirs: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("model", "source_kwargs", "grown_kwargs", "grown_tensor", "shape"),
+    [  # a wider span (`superres.models.widen`); an FSRCNN that trains with branches (`reparam`)
+        ("span", TINY_SPAN, {**TINY_SPAN, "num_features": 7}, "merge.weight", (7, 28, 1, 1)),
+        ("fsrcnn", TINY_FSRCNN, {**TINY_FSRCNN, "reparam_gain": 2}, "features.0.body.weight", (12, 2, 5, 5)),
+    ],
+)
+def test_init_weights_from_a_smaller_form_grows_it_and_starts_at_its_score(
+    data_dirs: tuple[Path, Path],
+    tmp_path: Path,
+    model: str,
+    source_kwargs: dict,
+    grown_kwargs: dict,
+    grown_tensor: str,
+    shape: tuple[int, ...],
 ) -> None:
-    tiny_fsrcnn = {"num_features": 6, "shrink_features": 3, "mapping_layers": 1, "bicubic_skip": True}
-    plain = {"model": "fsrcnn", "model_kwargs": tiny_fsrcnn}
-    first = train(tiny_config(data_dirs, **plain, iterations=4), tmp_path / "plain")
-    branched = {"model": "fsrcnn", "model_kwargs": {**tiny_fsrcnn, "reparam_gain": 2}}
-    # A learning rate of ~0 keeps the start: the branches give exactly the plain network's output.
-    continued = train(
-        tiny_config(data_dirs, **branched, iterations=2, val_every=2, learning_rate=1e-30,
-                    init_weights=str(tmp_path / "plain" / "best.safetensors")),
-        tmp_path / "branched",
+    source = tiny_config(data_dirs, model=model, model_kwargs=source_kwargs, iterations=4)
+    first = train(source, tmp_path / "a")
+    # A learning rate of ~0 keeps the grown start: it validates where the source network stood.
+    grown = train(
+        tiny_config(data_dirs, model=model, model_kwargs=grown_kwargs, iterations=2, val_every=2,
+                    learning_rate=1e-30, init_weights=str(tmp_path / "a" / "best.safetensors")),
+        tmp_path / "grown",
     )
-    assert continued.best_psnr == pytest.approx(first.best_psnr, abs=1e-4)
-    assert "features.0.body.weight" in weights_of(tmp_path / "branched" / "last.safetensors")
+    assert grown.best_psnr == pytest.approx(first.best_psnr, abs=1e-4)
+    assert weights_of(tmp_path / "grown" / "last.safetensors")[grown_tensor].shape == shape
 
 
 def test_init_weights_from_another_scale_refuses_other_kwargs(
