@@ -3,9 +3,10 @@
 `RepConv` is SPAN's `Conv3XC` (Wan et al., NTIRE 2024 efficient SR winner) for any odd kernel: a
 k x k convolution whose training form is a 1x1 expansion, a k x k convolution at `gain` times the
 width, a 1x1 reduction, plus a parallel 1x1 shortcut. All of it is linear, so it folds exactly into
-one k x k convolution for inference (`fuse()`), export and the fast CPU path. `gain=0` trains the
-plain convolution directly (no branches): the same inference network for a fraction of the
-training cost. `RepConv3x3` is the 3x3 one SPAN is built of.
+one k x k convolution for inference (`fuse()`), export and the fast CPU path, and training folds
+it too on every call (see `forward`), so a step costs about what the plain convolution's does.
+`gain=0` trains the plain convolution directly (no branches). `RepConv3x3` is the 3x3 one SPAN is
+built of.
 
 The branches change how training moves through the same set of functions, not the set: networks
 as small as FSRCNN and ESPCN train their convolutions this way with `reparam_gain` and ship plain
