@@ -21,8 +21,8 @@ Differences from the paper (also in `SPAN_INFO.deviations`): Y channel by defaul
 skip (bicubic or the mean); the expansion 1x1 has no bias (it would only differ at the zero padding, where it would make the
 re-parameterisation inexact); `bicubic_skip` (on by default) adds the bicubic upscale of the input
 so that the network learns a residual, which trains faster on a CPU; `reparam_gain=0` trains plain
-3x3 convolutions without the branches (the same inference network, about a quarter of the
-training cost). `num_blocks` and `num_features` are free (the paper: 6 and 48).
+3x3 convolutions without the branches (the same inference network; it used to cost a quarter of
+the branches' training time, which online folding, `superres.models.reparam`, now mostly saves). `num_blocks` and `num_features` are free (the paper: 6 and 48).
 """
 
 from __future__ import annotations
