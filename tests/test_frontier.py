@@ -13,6 +13,7 @@ from superres.complexity import conv_macs_per_output_pixel
 from superres.frontier import (
     FrontierPoint,
     Timing,
+    best_interleaved_rates,
     frontier_markdown,
     measure_frontier,
     opencv_fsrcnn_rate,
@@ -71,6 +72,21 @@ def test_frontier_scores_bicubic_on_set5(shared_data: Path) -> None:
 def test_opencv_reference_runs_the_fsrcnn_graph() -> None:
     pytest.importorskip("cv2", reason="OpenCV (the 'compare' extra) is not installed")
     assert opencv_fsrcnn_rate(2, TINY_TIMING) > 0
+
+
+def test_models_are_timed_in_interleaved_rounds_and_keep_their_best() -> None:
+    calls: list[str] = []
+    lr = torch.zeros(1, 1, 4, 4)
+
+    def runner(label: str) -> tuple:
+        return (lambda _: calls.append(label)), lr
+
+    rates = best_interleaved_rates(
+        {"a": runner("a"), "b": runner("b")}, 2, Timing(min_calls=1, min_seconds=0.0, rounds=2)
+    )
+    # Each timing is a warm-up call and one timed call; the rounds alternate the two models.
+    assert calls == ["a", "a", "b", "b", "a", "a", "b", "b"]
+    assert set(rates) == {"a", "b"} and all(rate > 0 for rate in rates.values())
 
 
 def _points() -> list[FrontierPoint]:

@@ -6,17 +6,20 @@ image per scale, and pairs each with its card's Set5 score (bicubic's is compute
 when a Set5 folder is given). `frontier_markdown` and
 `plot_frontier` turn the points into the README's table and picture. Speeds are output
 megapixels per second on the machine that runs it, and are reported together with their ratio to
-bicubic in the same run, since shared machines are noisy; the MAC count per output pixel
-(`superres.complexity`) is the machine-independent cost beside them.
+bicubic in the same run, since shared machines are noisy: the models of a scale are timed in
+interleaved rounds (`best_interleaved_rates`), so that a change in the machine's load meets them
+all alike. The MAC count per output pixel (`superres.complexity`) is the machine-independent cost
+beside them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,19 +51,24 @@ class FrontierPoint:
 
 @dataclass(frozen=True)
 class Timing:
-    """How long to time each model: LR image size, least calls and least seconds."""
+    """How to time each model: LR image size, least calls and least seconds per timing, and
+    rounds (every model timed once per round, in turn; each keeps its best round)."""
 
     lr_size: tuple[int, int] = TIMING_LR_SIZE
     min_calls: int = MIN_TIMED_CALLS
     min_seconds: float = MIN_TIMING_SECONDS
+    rounds: int = 3
 
 
 #: A quicker timing for `superres models`: a quarter of the pixels, one call after the warm-up.
-QUICK_TIMING = Timing(lr_size=(120, 160), min_calls=1, min_seconds=0.0)
+QUICK_TIMING = Timing(lr_size=(120, 160), min_calls=1, min_seconds=0.0, rounds=1)
+
+#: Something to time: a function of the LR input, and that input.
+Runner = tuple[Callable[[torch.Tensor], Any], torch.Tensor]
 
 
 def time_output_rate(
-    function: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor, scale: int, timing: Timing = Timing()
+    function: Callable[[torch.Tensor], Any], lr: torch.Tensor, scale: int, timing: Timing = Timing()
 ) -> float:
     """Output megapixels per second of `function` on `lr` (the median of the timed calls)."""
     function(lr)  # warm-up: allocations, oneDNN primitive creation
@@ -76,17 +84,29 @@ def time_output_rate(
     return pixels / median / 1e6
 
 
+def best_interleaved_rates(runners: Mapping[str, Runner], scale: int, timing: Timing = Timing()) -> dict[str, float]:
+    """Output MP/s of each runner: `timing.rounds` rounds, each timing every runner in turn, and
+    each runner's best round. On a shared machine the load drifts over minutes; timed one after
+    another, two models would meet different loads, while interleaved, each round meets the
+    same, and the best round is the one least disturbed."""
+    best = dict.fromkeys(runners, 0.0)
+    for _ in range(max(1, timing.rounds)):
+        for label, (function, lr) in runners.items():
+            best[label] = max(best[label], time_output_rate(function, lr, scale, timing))
+    return best
+
+
 def _timing_input(model: nn.Module, lr_size: tuple[int, int]) -> torch.Tensor:
     channels = 1 if model.info.channels_for(getattr(model, "model_kwargs", {})) == "Y" else 3
     generator = torch.Generator().manual_seed(0)
     return torch.rand((1, channels, *lr_size), generator=generator)
 
 
-def _measure(model: nn.Module, scale: int, timing: Timing) -> float:
+def _torch_runner(model: nn.Module, timing: Timing) -> Runner:
     from superres.backends import make_backend
 
     backend = make_backend(model, "torch", "cpu")  # what `superres upscale` runs on a CPU
-    return time_output_rate(backend, _timing_input(model, timing.lr_size), scale, timing)
+    return backend, _timing_input(model, timing.lr_size)
 
 
 #: The reference point from OpenCV: its dnn module running FSRCNN (d=56, s=12, m=4) as
@@ -95,8 +115,8 @@ def _measure(model: nn.Module, scale: int, timing: Timing) -> float:
 OPENCV_LABEL = "opencv-dnn FSRCNN"
 
 
-def opencv_fsrcnn_rate(scale: int, timing: Timing = Timing()) -> float | None:
-    """Output MP/s of OpenCV's dnn engine on the FSRCNN graph at `scale`; None without OpenCV.
+def _opencv_fsrcnn_runner(scale: int, timing: Timing) -> Runner | None:
+    """OpenCV's dnn engine on the FSRCNN graph at `scale`; None without OpenCV.
 
     The graph is superres's own FSRCNN without its optional bicubic skip, i.e. the layers of
     OpenCV's dnn_superres FSRCNN files, exported to ONNX and read by `cv2.dnn.readNetFromONNX`.
@@ -119,29 +139,27 @@ def opencv_fsrcnn_rate(scale: int, timing: Timing = Timing()) -> float | None:
         network.setInput(lr.numpy())
         return network.forward()
 
-    return time_output_rate(run, _timing_input(model, timing.lr_size), scale, timing)
+    return run, _timing_input(model, timing.lr_size)
 
 
-#: Rounds of `relative_speed`: model and bicubic alternate, so a load change hits both alike.
-RELATIVE_SPEED_ROUNDS = 3
+def opencv_fsrcnn_rate(scale: int, timing: Timing = Timing()) -> float | None:
+    """Output MP/s of OpenCV's dnn engine on the FSRCNN graph at `scale`; None without OpenCV."""
+    runner = _opencv_fsrcnn_runner(scale, timing)
+    return None if runner is None else best_interleaved_rates({OPENCV_LABEL: runner}, scale, timing)[OPENCV_LABEL]
 
 
 def relative_speed(model: nn.Module, scale: int, timing: Timing = Timing()) -> dict[str, float]:
     """What a model card records of its speed: output MP/s of `model` and of bicubic on this CPU,
-    each the best of `RELATIVE_SPEED_ROUNDS` alternating timings, and their ratio."""
+    each the best of `timing.rounds` interleaved timings, and their ratio."""
     from superres.models import create_model
 
-    bicubic = create_model("bicubic", scale)
-    rates: dict[str, list[float]] = {"model": [], "bicubic": []}
-    for _ in range(RELATIVE_SPEED_ROUNDS):
-        rates["model"].append(_measure(model, scale, timing))
-        rates["bicubic"].append(_measure(bicubic, scale, timing))
-    best_model, best_bicubic = max(rates["model"]), max(rates["bicubic"])
+    runners = {"model": _torch_runner(model, timing), "bicubic": _torch_runner(create_model("bicubic", scale), timing)}
+    rates = best_interleaved_rates(runners, scale, timing)
     return {
         # Significant digits, not decimals: a slow model (or a loaded machine) still keeps its ratio.
-        "output_mp_per_s": float(f"{best_model:.4g}"),
-        "bicubic_output_mp_per_s": float(f"{best_bicubic:.4g}"),
-        "relative_to_bicubic": round(best_model / best_bicubic, 4),
+        "output_mp_per_s": float(f"{rates['model']:.4g}"),
+        "bicubic_output_mp_per_s": float(f"{rates['bicubic']:.4g}"),
+        "relative_to_bicubic": round(rates["model"] / rates["bicubic"], 4),
         "lr_size": list(timing.lr_size),
         "threads": torch.get_num_threads(),
     }
@@ -160,35 +178,40 @@ def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
 def measure_frontier(
     scales: Sequence[int], set5_dir: Path | None = None, timing: Timing = Timing()
 ) -> list[FrontierPoint]:
-    """Time bicubic and every shipped PSNR-trained model at `scales` on this machine, in one run
-    (a perceptual model trades PSNR for detail on purpose: on a PSNR axis it is no competitor)."""
+    """Time bicubic and every shipped PSNR-trained model at `scales` on this machine, in one run,
+    interleaved (`best_interleaved_rates`), with OpenCV's FSRCNN as a reference when OpenCV is
+    installed (a perceptual model trades PSNR for detail on purpose: on a PSNR axis it is no
+    competitor)."""
     from superres.models import create_model
     from superres.pretrained import list_pretrained, load_pretrained
 
     points = []
     for scale in scales:
-        bicubic = create_model("bicubic", scale)
-        bicubic_rate = _measure(bicubic, scale, timing)
+        entries = [entry for entry in list_pretrained() if entry.scale == scale and not entry.perceptual]
+        models = {entry.name: load_pretrained(entry.name, scale) for entry in entries}
+        runners = {"bicubic": _torch_runner(create_model("bicubic", scale), timing)}
+        runners.update({name: _torch_runner(model, timing) for name, model in models.items()})
+        opencv = _opencv_fsrcnn_runner(scale, timing)
+        if opencv is not None:
+            runners[OPENCV_LABEL] = opencv
+        rates = best_interleaved_rates(runners, scale, timing)
+        bicubic_rate = rates["bicubic"]
         points.append(
             FrontierPoint("bicubic", scale, "bicubic", bicubic_set5_psnr(set5_dir, scale), None,
                           bicubic_rate, 1.0, 0.0)
         )
-        for entry in list_pretrained():
-            if entry.scale != scale or entry.perceptual:
-                continue
-            model = load_pretrained(entry.name, scale)
-            rate, macs = _measure(model, scale, timing), conv_macs_per_output_pixel(model)
+        for entry in entries:
+            rate, macs = rates[entry.name], conv_macs_per_output_pixel(models[entry.name])
             logger.info("%s x%d: %.2f output MP/s", entry.name, scale, rate)
             points.append(
                 FrontierPoint(entry.name, scale, entry.architecture, entry.metric("Set5", "psnr"),
                               entry.metric("Set14", "psnr"), rate, rate / bicubic_rate, macs)
             )
-        opencv_rate = opencv_fsrcnn_rate(scale, timing)
-        if opencv_rate is not None:
+        if opencv is not None:
             fsrcnn_macs = conv_macs_per_output_pixel(create_model("fsrcnn", scale, bicubic_skip=False))
             points.append(
-                FrontierPoint(OPENCV_LABEL, scale, "fsrcnn", None, None, opencv_rate,
-                              opencv_rate / bicubic_rate, fsrcnn_macs)
+                FrontierPoint(OPENCV_LABEL, scale, "fsrcnn", None, None, rates[OPENCV_LABEL],
+                              rates[OPENCV_LABEL] / bicubic_rate, fsrcnn_macs)
             )
     return points
 
