@@ -33,6 +33,8 @@ TIMING_LR_SIZE = (240, 320)
 #: Each model runs at least this many timed calls, and for at least `MIN_TIMING_SECONDS`.
 MIN_TIMED_CALLS = 3
 MIN_TIMING_SECONDS = 1.5
+#: Rounds of interleaved timing (`best_interleaved_rates`): each model keeps its best round.
+TIMING_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Timing:
     lr_size: tuple[int, int] = TIMING_LR_SIZE
     min_calls: int = MIN_TIMED_CALLS
     min_seconds: float = MIN_TIMING_SECONDS
-    rounds: int = 3
+    rounds: int = TIMING_ROUNDS
 
 
 #: A quicker timing for `superres models`: a quarter of the pixels, one call after the warm-up.
