@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from superres.cli import main
 from superres.complexity import conv_macs_per_output_pixel
+from superres.curves import plot_learning_curves, run_lineage
 from superres.frontier import (
     FrontierPoint,
     Timing,
@@ -20,7 +22,7 @@ from superres.frontier import (
     plot_frontier,
 )
 from superres.models import create_model, get_model_info, list_models
-from superres.runlog import plot_learning_curves, write_history
+from superres.runlog import write_history
 
 TINY_TIMING = Timing(lr_size=(12, 16), min_calls=1, min_seconds=0.0)
 
@@ -136,9 +138,15 @@ def test_frontier_command_writes_plot_and_table(tmp_path: Path, capsys: pytest.C
     assert "| x4 | bicubic |" in capsys.readouterr().out
 
 
-def _fake_run(folder: Path, model: str, psnrs: list[float]) -> Path:
+def _fake_run(
+    folder: Path, model: str, psnrs: list[float], *, scale: int = 2, init_weights: str | None = None
+) -> Path:
+    """A run folder with `psnrs` validated every 100 steps, half an hour apart."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(f'{{"model": "{model}", "scale": 2}}')
+    config = {"model": model, "scale": scale, "model_kwargs": {"num_features": 48}}
+    if init_weights is not None:
+        config["init_weights"] = init_weights
+    (folder / "config.json").write_text(json.dumps(config))
     rows = [
         {
             "step": 100 * (i + 1),
@@ -160,6 +168,33 @@ def test_learning_curves_plot_runs_with_scores(tmp_path: Path) -> None:
     runs = [_fake_run(tmp_path / "a", "span", [35.0, 36.0]), _fake_run(tmp_path / "b", "espcn", [])]
     assert plot_learning_curves(runs, tmp_path / "curves.png") == 1
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curves_continue_the_runs_behind_them(tmp_path: Path) -> None:
+    # x2 (1.5 h) -> x3 from its step-200 checkpoint (1 h in) -> x3 continued from its best (after 1 h).
+    base = _fake_run(tmp_path / "runs" / "base", "span", [30.0, 31.0, 30.5])
+    warm = _fake_run(tmp_path / "runs" / "warm", "span", [27.0, 28.0], scale=3,
+                     init_weights="checkpoints/base/step200.safetensors")  # found beside it, by name
+    more = _fake_run(tmp_path / "runs" / "more", "span", [28.5], scale=3,
+                     init_weights=str(warm / "best.safetensors"))
+    curves = {curve.run_dir.name: curve for curve in run_lineage([more])}
+    assert list(curves) == ["base", "warm", "more"]  # ancestors first, drawn though not given
+    assert curves["base"].hours == [0.5, 1.0, 1.5] and curves["base"].start is None
+    assert curves["warm"].hours == [1.5, 2.0]
+    assert curves["warm"].start is None  # another scale: nothing to join in its panel
+    assert curves["more"].hours == [2.5] and curves["more"].start == (2.0, 28.0)  # 1 h + 1 h behind
+    assert curves["more"].network == "span (48 features)" and curves["more"].scale == 3
+    assert plot_learning_curves([more, base], tmp_path / "curves.png") == 3
+
+
+def test_learning_curves_survive_a_loop_and_a_missing_parent(tmp_path: Path) -> None:
+    loop_back = str(tmp_path / "second" / "best.safetensors")
+    first = _fake_run(tmp_path / "first", "span", [30.0], init_weights=loop_back)
+    second = _fake_run(tmp_path / "second", "span", [31.0], init_weights=str(first / "best.safetensors"))
+    orphan = _fake_run(tmp_path / "orphan", "span", [29.0], init_weights="gone/best.safetensors")
+    curves = run_lineage([second, orphan])
+    assert sorted(curve.run_dir.name for curve in curves) == ["first", "orphan", "second"]
+    assert [curve.hours for curve in curves if curve.run_dir.name == "orphan"] == [[0.5]]
 
 
 def test_curves_command_refuses_a_folder_without_history(

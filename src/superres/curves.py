@@ -1,0 +1,171 @@
+"""Learning curves: validation PSNR against the training hours behind a run's weights.
+
+A run that starts from another run's weights (`init_weights` in its config.json naming a file in
+another run folder) continues that run: its hours start where the hours of the runs behind it end,
+so a curve's x is all the CPU time that made those weights, not only the last run's. `run_lineage`
+finds the runs behind the given ones (their folders named by `init_weights`, or folders of that
+name beside the run); `plot_learning_curves` draws one panel per scale and one colour per network,
+each continued run joined to the score of the weights it started from. A teacher's hours (for a
+distilled run) are not counted: the teacher is a model of its own, with its own curve.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from superres.atomic import atomic_write_bytes
+from superres.runlog import HISTORY_FILE, png_bytes, read_history
+
+_STEP_CHECKPOINT = re.compile(r"step(\d+)\.safetensors")
+
+
+@dataclass(frozen=True)
+class RunCurve:
+    """One run's validation scores, placed after the runs whose weights it started from."""
+
+    run_dir: Path
+    network: str
+    scale: int | None
+    hours: list[float]  # training hours behind each score, the earlier runs' included
+    psnr: list[float]
+    start: tuple[float, float] | None  # (hours, PSNR) of the weights it started from, same scale only
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def network_name(config: dict[str, Any]) -> str:
+    """'span (48 features)' from a run's config: what one colour of the plot stands for."""
+    model = str(config.get("model", "?"))
+    features = config.get("model_kwargs", {}).get("num_features")
+    return f"{model} ({features} features)" if isinstance(features, int) else model
+
+
+def parent_run(run_dir: Path, config: dict[str, Any]) -> tuple[Path, str] | None:
+    """The run folder whose weights this run started from, and the weights file's name.
+
+    `init_weights` is relative to where training ran; when that folder is not found from here,
+    a folder of the same name beside `run_dir` is (run folders are usually kept together).
+    """
+    init = config.get("init_weights")
+    if not isinstance(init, str) or not init.endswith(".safetensors"):
+        return None  # no start, or a shipped model's name: no run behind it
+    init_path = Path(init)
+    for folder in (init_path.parent, run_dir.parent / init_path.parent.name):
+        if (folder / HISTORY_FILE).is_file() and folder.resolve() != run_dir.resolve():
+            return folder, init_path.name
+    return None
+
+
+def _scored(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in history if row.get("val_psnr") is not None and row.get("elapsed_s") is not None]
+
+
+def _weights_point(history: list[dict[str, Any]], weights_name: str) -> tuple[float, float | None]:
+    """Hours a run had spent when `weights_name` was taken from it, and that checkpoint's score.
+
+    A `stepN` checkpoint was taken at step N; any other (best, last) after the whole run, which
+    had to finish to know its best; `best` scores the run's highest validation PSNR.
+    """
+    scored = _scored(history)
+    match = _STEP_CHECKPOINT.fullmatch(weights_name)
+    if match:
+        step = int(match.group(1))
+        done = [row for row in history if row.get("step") is not None and row["step"] <= step]
+        seconds = max((row["elapsed_s"] for row in done if row.get("elapsed_s") is not None), default=0.0)
+        at_step = [row["val_psnr"] for row in scored if row["step"] == step]
+        return seconds / 3600.0, at_step[0] if at_step else None
+    seconds = max((row["elapsed_s"] for row in history if row.get("elapsed_s") is not None), default=0.0)
+    if weights_name.startswith("best"):
+        return seconds / 3600.0, max((row["val_psnr"] for row in scored), default=None)
+    return seconds / 3600.0, scored[-1]["val_psnr"] if scored else None
+
+
+def run_lineage(run_dirs: list[Path]) -> list[RunCurve]:
+    """The given runs and every run behind them, ancestors first, each with its hours offset."""
+    curves: dict[Path, RunCurve] = {}
+    offsets: dict[Path, float] = {}
+
+    def place(run_dir: Path, visiting: frozenset[Path]) -> float:
+        """Add `run_dir` (after its parents); returns the hours behind its first step."""
+        key = run_dir.resolve()
+        if key in offsets:
+            return offsets[key]
+        config = _read_config(run_dir)
+        parent = parent_run(run_dir, config)
+        offset, start = 0.0, None
+        if parent is not None and parent[0].resolve() not in visiting:
+            parent_dir, weights_name = parent
+            parent_offset = place(parent_dir, visiting | {key})
+            hours, score = _weights_point(read_history(parent_dir), weights_name)
+            offset = parent_offset + hours
+            same_scale = _read_config(parent_dir).get("scale") == config.get("scale")
+            if score is not None and same_scale:
+                start = (offset, score)
+        offsets[key] = offset
+        scored = _scored(read_history(run_dir))
+        scale = config.get("scale")
+        curves[key] = RunCurve(
+            run_dir=run_dir,
+            network=network_name(config),
+            scale=scale if isinstance(scale, int) else None,
+            hours=[offset + row["elapsed_s"] / 3600.0 for row in scored],
+            psnr=[row["val_psnr"] for row in scored],
+            start=start,
+        )
+        return offset
+
+    for run_dir in run_dirs:
+        place(Path(run_dir), frozenset())
+    return list(curves.values())
+
+
+def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "this CPU") -> int:
+    """Draw the given runs and the runs behind them into one PNG; returns the runs drawn.
+
+    One panel per scale (their PSNRs are dB apart), one colour per network; each run's curve
+    starts at the score of the weights it continued, so a chain of runs reads as one line.
+    """
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    curves = [curve for curve in run_lineage(run_dirs) if curve.psnr]
+    scales = sorted({curve.scale for curve in curves}, key=lambda scale: (scale is None, scale or 0))
+    networks = list(dict.fromkeys(curve.network for curve in curves))
+    palette = matplotlib.colormaps["tab10"]
+    colours = {network: palette(index % 10) for index, network in enumerate(networks)}
+
+    figure = Figure(figsize=(4.4 * max(len(scales), 1) + 0.6, 4.6), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, max(len(scales), 1), squeeze=False)[0]
+    for axes, scale in zip(panels, scales or [None]):
+        labelled: set[str] = set()
+        for curve in (curve for curve in curves if curve.scale == scale):
+            hours, psnr = curve.hours, curve.psnr
+            if curve.start is not None:
+                hours, psnr = [curve.start[0], *hours], [curve.start[1], *psnr]
+            label = None if curve.network in labelled else curve.network
+            labelled.add(curve.network)
+            axes.plot(hours, psnr, color=colours[curve.network], linewidth=1.3, label=label)
+            axes.plot(hours[-1:], psnr[-1:], "o", color=colours[curve.network], markersize=2.5)
+        axes.set_title(f"x{scale}" if scale is not None else "scale unknown")
+        axes.set_xlabel(f"training hours on {machine}")
+        axes.grid(True, alpha=0.3)
+        if labelled:
+            axes.legend(fontsize=7, loc="lower right")
+    panels[0].set_ylabel("validation PSNR (dB, Y, paper protocol)")
+    figure.suptitle("Learning curves (a continued run starts where the runs behind it ended; dots: run ends)",
+                    fontsize=10)
+    figure.tight_layout()
+    atomic_write_bytes(Path(path), png_bytes(figure))
+    return len(curves)
