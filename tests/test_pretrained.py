@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,12 @@ def weights(empty_weights: Path) -> Path:
 
 
 def test_shipped_weights_list_and_load() -> None:
+    unfilled_field = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(:[^{}]*)?\}")  # "{s5:.2f}" left by a template
     for entry in list_pretrained():
         assert entry.path.name == f"{entry.name}_x{entry.scale}.safetensors"
+        for field in ("note", "recipe", "hardware", "training_data"):
+            text = str(entry.card.get(field, ""))
+            assert not unfilled_field.search(text), f"{entry.name} x{entry.scale}: {field} {text!r}"
         assert entry.metric("Set5", "psnr") is not None, f"{entry.name} x{entry.scale}: no card"
         model = load_pretrained(entry.name, entry.scale)
         assert model.scale == entry.scale and not model.training
