@@ -94,25 +94,33 @@ def run_lineage(run_dirs: list[Path]) -> list[RunCurve]:
     """The given runs and every run behind them, ancestors first, each with its hours offset."""
     curves: dict[Path, RunCurve] = {}
     offsets: dict[Path, float] = {}
+    records: dict[Path, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+
+    def record(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A run's config and history, read once however many runs continue it."""
+        key = run_dir.resolve()
+        if key not in records:
+            records[key] = (_read_config(run_dir), read_history(run_dir))
+        return records[key]
 
     def place(run_dir: Path, visiting: frozenset[Path]) -> float:
         """Add `run_dir` (after its parents); returns the hours behind its first step."""
         key = run_dir.resolve()
         if key in offsets:
             return offsets[key]
-        config = _read_config(run_dir)
+        config, history = record(run_dir)
         parent = parent_run(run_dir, config)
         offset, start = 0.0, None
         if parent is not None and parent[0].resolve() not in visiting:
             parent_dir, weights_name = parent
             parent_offset = place(parent_dir, visiting | {key})
-            hours, score = _weights_point(read_history(parent_dir), weights_name)
+            parent_config, parent_history = record(parent_dir)
+            hours, score = _weights_point(parent_history, weights_name)
             offset = parent_offset + hours
-            same_scale = _read_config(parent_dir).get("scale") == config.get("scale")
-            if score is not None and same_scale:
+            if score is not None and parent_config.get("scale") == config.get("scale"):
                 start = (offset, score)
         offsets[key] = offset
-        scored = _scored(read_history(run_dir))
+        scored = _scored(history)
         scale = config.get("scale")
         curves[key] = RunCurve(
             run_dir=run_dir,
