@@ -204,6 +204,10 @@ def test_curves_command_refuses_a_folder_without_history(
     assert main(["curves", str(run), "-o", str(tmp_path / "c.png")]) == 0
     assert main(["curves", str(tmp_path), "-o", str(tmp_path / "c.png")]) != 0
     assert "no history.csv" in capsys.readouterr().err
+    (run / "history.csv").write_text("step,elapsed_s,val_psnr\n100,1.5,abc\n")
+    assert main(["curves", str(run), "-o", str(tmp_path / "c.png")]) != 0
+    error = capsys.readouterr().err
+    assert "line 2: val_psnr is 'abc', not a number" in error and "Traceback" not in error
 
 
 def test_relative_speed_times_model_and_bicubic_alike() -> None:

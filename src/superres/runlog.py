@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from superres.atomic import atomic_write_bytes
+from superres.errors import ConfigError
 
 HISTORY_FILE = "history.csv"
 HISTORY_COLUMNS = (
@@ -60,18 +61,28 @@ def append_history(run_dir: Path, row: dict[str, Any], columns: tuple[str, ...] 
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """history.csv as rows of numbers (empty cells as None); a missing file is an empty history."""
+    """history.csv as rows of numbers (empty cells as None); a missing file is an empty history.
+
+    A cell that is not a number (a damaged or foreign file) is a ConfigError naming file and line.
+    """
     path = run_dir / HISTORY_FILE
     if not path.is_file():
         return []
     rows = []
     with open(path, encoding="utf-8", newline="") as stream:
-        for record in csv.DictReader(stream):
+        reader = csv.DictReader(stream)
+        for record in reader:
             row: dict[str, Any] = {}
             # The file's own columns: a GAN run's has more.
             for column in HISTORY_COLUMNS + tuple(c for c in record if c not in HISTORY_COLUMNS):
                 text = record.get(column) or ""
-                row[column] = None if text == "" else (int(text) if column == "step" else float(text))
+                try:
+                    row[column] = None if text == "" else (int(text) if column == "step" else float(text))
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"{path}, line {reader.line_num}: {column} is {text!r}, not a number "
+                        "(a damaged history.csv?)"
+                    ) from None
             rows.append(row)
     return rows
 
