@@ -240,13 +240,18 @@ def test_a_full_disk_during_a_training_checkpoint(
 
 # --- 5. leftovers and surprises in upscale ----------------------------------------------------
 
+# The write stalls for a minute; SELF_SIGNAL makes the writing thread send SIGTERM to itself first,
+# as the kernel may do with a process-directed signal (any thread can receive it).
 _SLOW_WRITE = """
-import sys, time
+import os, signal, sys, threading, time
 import superres.images as images
 real = images.atomic_write
 def slow(path, write_to):
     def stalled(stream):
-        stream.write(b"x" * 4096); stream.flush(); print("WRITING", flush=True); time.sleep(60)
+        stream.write(b"x" * 4096); stream.flush(); print("WRITING", flush=True)
+        if os.environ.get("SELF_SIGNAL"):
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        time.sleep(60)
     real(path, stalled)
 images.atomic_write = slow
 from superres.cli import main
@@ -254,20 +259,25 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("receiver", ["process", "writing thread"])
+def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path: Path, receiver: str) -> None:
     source = tmp_path / "a.png"
     write_image(source, photo(8, 8))
+    environment = {**os.environ, "SELF_SIGNAL": "1" if receiver == "writing thread" else ""}
     process = subprocess.Popen(
         [sys.executable, "-c", _SLOW_WRITE, "upscale", str(source), "--model", "bicubic"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=environment,
     )
     try:
         assert process.stdout.readline().strip() == "WRITING"
-        assert any(".tmp-" in p.name for p in tmp_path.iterdir())
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        if receiver == "process":
+            assert any(".tmp-" in p.name for p in tmp_path.iterdir())
+            process.send_signal(signal.SIGTERM)
+        # Well inside the write's minute: the interrupt must not wait for the stalled write.
+        _, err = process.communicate(timeout=40)
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM, err

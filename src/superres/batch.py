@@ -31,7 +31,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,23 @@ def describe_failure(input_path: Path, error: Exception) -> str:
     return f"{input_path}: {describe_os_error(error)}" if isinstance(error, OSError) else str(error)
 
 
+#: Seconds between the calling thread's looks at a future it waits on (see `_result`).
+SIGNAL_POLL_SECONDS = 0.2
+
+
+def _result(future: Future) -> Any:
+    """`future.result()`, waited for in short slices.
+
+    A process-directed SIGTERM or Ctrl-C may be delivered to any thread, e.g. the reader or writer.
+    CPython then runs the handler on the main thread only when that thread next runs Python code,
+    and a plain `result()` blocked on a lock would not run any until the stalled read or write
+    ends. Between slices it does, so an interrupt takes effect at once whichever thread got it.
+    """
+    while not future.done():
+        wait([future], timeout=SIGNAL_POLL_SECONDS)
+    return future.result()
+
+
 def _decoded_ahead(
     jobs: Sequence[tuple[Path, Path]], read: Callable[[Path], Any], reader: _DaemonThread
 ) -> Iterator[Decoded]:
@@ -197,7 +214,7 @@ def _decoded_ahead(
         if len(pending) >= QUEUE_DEPTH:
             break
     while pending:
-        decoded = pending.popleft().result()
+        decoded = _result(pending.popleft())
         next_job = next(upcoming, None)
         if next_job is not None:
             pending.append(reader.submit(_decode, next_job, read))
@@ -283,7 +300,7 @@ def run_overlapped(
         while writes and (len(writes) > until or writes[0][1].done()):
             item, future = writes[0]
             try:
-                future.result()
+                _result(future)
             except (SuperresError, OSError) as error:
                 on_failed(item, describe_failure(item.input_path, error))
             else:
