@@ -29,9 +29,11 @@ from superres.config import (
 from superres.data import DeviceBatches, open_patch_source
 from superres.distill import teacher_images
 from superres.ema import EMA_PREFIX
+from superres.ensemble import ensemble_average
 from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
 from superres.images import write_image
 from superres.models import create_model
+from superres.pretrained import resolve_model
 from superres.resize import imresize
 from superres.runlog import HISTORY_COLUMNS
 from superres.train import learning_rate_at, train
@@ -681,10 +683,33 @@ def test_a_student_at_its_teacher_has_almost_no_distillation_loss(
     assert to_teacher < 0.01 * to_hr
 
 
+def test_a_self_ensemble_teacher_teaches_its_mean_over_the_eight_symmetries(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train(tiny_config(data_dirs, iterations=4), tmp_path / "teacher")
+    teacher_path = str(tmp_path / "teacher" / "last.safetensors")
+    source = _sampler(data_dirs)
+    config = tiny_config(data_dirs, teacher=teacher_path, teacher_self_ensemble=True)
+    outputs = teacher_images(config, source.lr_images, torch.device("cpu"))
+    plain = teacher_images(config.replace(teacher_self_ensemble=False), source.lr_images, torch.device("cpu"))
+
+    teacher = resolve_model(teacher_path, 2, device="cpu").eval()
+    lr = torch.from_numpy(source.lr_images[0]).permute(2, 0, 1)[None].float() / 255.0
+    with torch.no_grad():
+        expected = ensemble_average(teacher, lr)[0, 0].clamp(0, 1).mul(255).round().numpy()
+    assert np.abs(outputs[0][..., 0].astype(np.int64) - expected).max() <= 1
+    # A barely trained network is far from flip- and rotation-equivariant: the mean differs.
+    assert any(not np.array_equal(a, b) for a, b in zip(outputs, plain))
+    # Only a run that asks for it records the field: older configs stay as they were.
+    assert config.to_dict()["teacher_self_ensemble"] is True
+    assert "teacher_self_ensemble" not in config.replace(teacher_self_ensemble=False).to_dict()
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"distill_weight": 0.3}, "'distill_weight' needs a teacher"),
+        ({"teacher_self_ensemble": True}, "'teacher_self_ensemble' needs a teacher"),
         ({"teacher": "bicubic", "distill_weight": 0.0}, r"distill_weight must be in \(0, 1\]"),
         ({"teacher": "bicubic", "gan": True}, "a GAN run .* takes none"),
     ],

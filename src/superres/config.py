@@ -117,7 +117,9 @@ class TrainConfig:
     training image (`superres.distill`), and the loss becomes `(1 - distill_weight) * loss(sr, hr)
     + distill_weight * loss(sr, teacher's output)` on the same crop (Hinton-style soft targets,
     here images). The teacher's output is smoother and easier to fit than HR, which is what a
-    small network gains from.
+    small network gains from. `teacher_self_ensemble` teaches with the teacher's self-ensemble
+    (`superres.ensemble`, the "+" of EDSR): a better target than the teacher alone, so that a
+    student as large as its teacher still has something to learn from it.
 
     `gan` trains the model as the generator of a GAN (`superres.gan`): the generator's loss is
     `pixel_weight * loss + perceptual_weight * perceptual (by `loss` on features) +
@@ -230,6 +232,16 @@ class TrainConfig:
         default=0.5,
         metadata=flag(_DISTILL, "share of the loss measured against the teacher's output", type=float),
     )
+    teacher_self_ensemble: bool = field(
+        default=False,
+        metadata=flag(
+            _DISTILL,
+            "teach with the teacher's geometric self-ensemble (the mean over the 8 flips and "
+            "rotations; 8x its one pass at start-up)",
+            action="store_const",
+            const=True,
+        ),
+    )
     gan: bool = field(
         default=False,
         metadata=gan_flag(
@@ -296,6 +308,8 @@ class TrainConfig:
         if self.teacher is None:
             for name in DISTILL_FIELDS:
                 values.pop(name, None)
+        if not self.teacher_self_ensemble:  # the configs written before it existed stay as they were
+            values.pop("teacher_self_ensemble", None)
         return values
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -309,7 +323,7 @@ MIN_PATCH_SIZE = 8
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 REQUIRED_FIELDS = ("model", "scale", "train_data")
 GAN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("gan"))
-DISTILL_FIELDS = ("teacher", "distill_weight")
+DISTILL_FIELDS = ("teacher", "distill_weight", "teacher_self_ensemble")
 
 
 def config_from_dict(values: dict[str, Any], *, source: str = "configuration") -> TrainConfig:
@@ -532,6 +546,8 @@ def _validate_distillation(config: TrainConfig) -> None:
     if config.teacher is None:
         if config.distill_weight != 0.5:
             raise ConfigError("'distill_weight' needs a teacher (--teacher MODEL)")
+        if config.teacher_self_ensemble:
+            raise ConfigError("'teacher_self_ensemble' needs a teacher (--teacher MODEL)")
         return
     if config.gan:
         raise ConfigError("a teacher distils a pixel-loss run; a GAN run (gan: true) takes none")

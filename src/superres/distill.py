@@ -6,6 +6,9 @@ LR and returns its outputs, rounded to uint8 like the HR images they sit beside.
 cuts each teacher crop where it cuts the HR crop (`superres.data.DeviceBatches`), so the teacher
 costs one pass over the training set at start-up, not a forward pass per step; a resumed run
 recomputes the same outputs. Rounding to 8 bits costs the targets under 0.001 dB at these PSNRs.
+With `teacher_self_ensemble` the teacher is its geometric self-ensemble (`superres.ensemble`):
+the mean of its outputs over the 8 flips and rotations, which scores above the teacher alone
+(span80 x4 on Set5: 31.63 against 31.41 dB) at 8x the start-up pass.
 
 `distilled_loss` mixes the two targets: `(1 - w) * loss(sr, hr) + w * loss(sr, teacher)`.
 """
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from superres.config import TrainConfig
+from superres.ensemble import ENSEMBLE_LABEL, SelfEnsemble
 from superres.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ def teacher_images(
     except ModelError as error:
         raise ConfigError(f"teacher: {error}") from None
     teacher.eval()
+    if config.teacher_self_ensemble:
+        teacher = SelfEnsemble(teacher)
     outputs = []
     with torch.no_grad():
         for lr in lr_images:
@@ -54,7 +60,8 @@ def teacher_images(
                 )
             pixels = sr[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
             outputs.append(np.ascontiguousarray(pixels.cpu().numpy()))
-    logger.info("teacher %s ran once over the %d training images", config.teacher, len(outputs))
+    label = f"{config.teacher}{ENSEMBLE_LABEL if config.teacher_self_ensemble else ''}"
+    logger.info("teacher %s ran once over the %d training images", label, len(outputs))
     return outputs
 
 
