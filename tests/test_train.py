@@ -705,6 +705,35 @@ def test_a_self_ensemble_teacher_teaches_its_mean_over_the_eight_symmetries(
     assert "teacher_self_ensemble" not in config.replace(teacher_self_ensemble=False).to_dict()
 
 
+def _teacher_worker(rank: int, world_size: int, port: int, config_values: dict, root: str) -> None:
+    import torch.distributed as torch_dist
+
+    from superres.distributed import setup_distributed
+
+    act_as_rank(rank, world_size, port)
+    dist = setup_distributed(torch.device("cpu"))
+    config = config_from_dict(config_values)
+    source = open_patch_source(config.train_data, scale=2, patch_size=8, degradation="bicubic", channels="Y")
+    outputs = teacher_images(config, source.lr_images, torch.device("cpu"), dist)
+    np.savez(Path(root) / f"teacher{rank}.npz", *outputs)
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.slow  # seconds: left out by `make test-fast`
+def test_ranks_share_the_teacher_pass_and_all_end_with_every_output(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(data_dirs, teacher="bicubic")
+    spawn_two_ranks(_teacher_worker, config, tmp_path)
+    alone = teacher_images(config, _sampler(data_dirs).lr_images, torch.device("cpu"))
+    assert len(alone) > 2  # each rank then computed some of them
+    for rank in (0, 1):
+        with np.load(tmp_path / f"teacher{rank}.npz") as shared:
+            received = [shared[f"arr_{index}"] for index in range(len(shared.files))]
+        assert len(received) == len(alone)
+        assert all(np.array_equal(a, b) for a, b in zip(received, alone))
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

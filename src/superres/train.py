@@ -276,7 +276,7 @@ def _set_up(
     if config.teacher is not None:
         if not isinstance(source, PairedPatchSampler):
             raise ConfigError("a teacher needs HR images sampled on the fly, not a prepared patch file")
-        taught = teacher_images(config, source.lr_images, device)
+        taught = teacher_images(config, source.lr_images, device, dist)
     batches = DeviceBatches(source, device, channels_last=channels_last, teacher_images=taught)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotuning pays off at once
