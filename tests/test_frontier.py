@@ -197,6 +197,21 @@ def test_learning_curves_survive_a_loop_and_a_missing_parent(tmp_path: Path) -> 
     assert [curve.hours for curve in curves if curve.run_dir.name == "orphan"] == [[0.5]]
 
 
+def test_learning_curves_follow_a_shipped_name_to_the_run_its_card_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shipped span96 x4 card's recipe names --run-dir checkpoints/span96-x4-ens; away from
+    # the repository's own checkpoints/, the folder of that name beside the run is the one.
+    monkeypatch.chdir(tmp_path)
+    shipped = _fake_run(tmp_path / "runs" / "span96-x4-ens", "span", [31.4, 31.5], scale=4)
+    wider = _fake_run(tmp_path / "runs" / "wider", "span", [31.6], scale=4, init_weights="span96")
+    unknown = _fake_run(tmp_path / "runs" / "unknown", "span", [30.0], scale=4, init_weights="red20")
+    curves = {curve.run_dir.name: curve for curve in run_lineage([wider, unknown])}
+    assert curves["span96-x4-ens"].run_dir == shipped
+    assert curves["wider"].hours == [1.5] and curves["wider"].start == (1.0, 31.5)
+    assert curves["unknown"].hours == [0.5] and curves["unknown"].start is None  # no recorded run
+
+
 def test_curves_command_refuses_a_folder_without_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,8 +4,9 @@ A run that starts from another run's weights (`init_weights` in its config.json 
 another run folder) continues that run: its hours start where the hours of the runs behind it end,
 so a curve's x is all the CPU time that made those weights, not only the last run's. `run_lineage`
 finds the runs behind the given ones (their folders named by `init_weights`, or folders of that
-name beside the run); `plot_learning_curves` draws one panel per scale and one colour per network,
-each continued run joined to the score of the weights it started from. A teacher's hours (for a
+name beside the run; for a shipped model's name, the run its card's recipe names);
+`plot_learning_curves` draws one panel per scale and one colour per network, each continued run
+joined to the score of the weights it started from. A teacher's hours (for a
 distilled run) are not counted: the teacher is a model of its own, with its own curve.
 """
 
@@ -21,6 +22,7 @@ from superres.atomic import atomic_write_bytes
 from superres.runlog import HISTORY_FILE, png_bytes, read_history
 
 _STEP_CHECKPOINT = re.compile(r"step(\d+)\.safetensors")
+_RUN_DIR_OPTION = re.compile(r"--run-dir (\S+)")
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,32 @@ def parent_run(run_dir: Path, config: dict[str, Any]) -> tuple[Path, str] | None
     """The run folder whose weights this run started from, and the weights file's name.
 
     `init_weights` is relative to where training ran; when that folder is not found from here,
-    a folder of the same name beside `run_dir` is (run folders are usually kept together).
+    a folder of the same name beside `run_dir` is (run folders are usually kept together). A
+    shipped model's name leads to the run its card's recipe names (`--run-dir`), whose best
+    weights are what shipped.
     """
     init = config.get("init_weights")
-    if not isinstance(init, str) or not init.endswith(".safetensors"):
-        return None  # no start, or a shipped model's name: no run behind it
+    if not isinstance(init, str):
+        return None
+    if not init.endswith(".safetensors"):
+        return _shipped_model_run(run_dir, init, config.get("scale"))
     init_path = Path(init)
     for folder in (init_path.parent, run_dir.parent / init_path.parent.name):
         if (folder / HISTORY_FILE).is_file() and folder.resolve() != run_dir.resolve():
             return folder, init_path.name
     return None
+
+
+def _shipped_model_run(run_dir: Path, name: str, scale: Any) -> tuple[Path, str] | None:
+    """The run behind the shipped model `name` (at `scale`, else x2, as training loads it)."""
+    from superres.pretrained import list_pretrained  # the weights registry, only for a name
+
+    entries = {entry.scale: entry for entry in list_pretrained() if entry.name == name}
+    entry = entries.get(scale) or entries.get(2)
+    match = _RUN_DIR_OPTION.search(str(entry.card.get("recipe", ""))) if entry else None
+    if match is None:
+        return None  # not shipped here, or trained by no recorded run (red20, srcnn)
+    return parent_run(run_dir, {"init_weights": f"{match.group(1)}/best.safetensors"})
 
 
 def _scored(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
