@@ -20,6 +20,10 @@ _RGB_TO_YCBCR = np.array(
 )
 _OFFSET = np.array([16.0, 128.0, 128.0])
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+#: Y on the 0..1 scale is `Y_OFFSET + Y_FROM_RGB . rgb` (rgb in 0..1): linear, which is what lets a
+#: Y network be rewritten as an RGB one (`superres.models.colour`).
+Y_FROM_RGB = _RGB_TO_YCBCR[0] / 255.0
+Y_OFFSET = _OFFSET[0] / 255.0
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:

@@ -43,7 +43,9 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 CHANNELS = ("Y", "RGB")
-DEGRADATIONS = ("bicubic", "bilinear")
+#: How training LR images are made: a MATLAB `imresize` kernel, or "real", the real-world chain of
+#: `superres.degradations` (blur, resize, noise, JPEG, twice) applied to every HR patch on the fly.
+DEGRADATIONS = ("bicubic", "bilinear", "real")
 #: GAN training (`superres.gan`): discriminators, feature networks of the perceptual loss, and
 #: adversarial losses a config may name.
 DISCRIMINATORS = ("vgg", "unet")
@@ -193,6 +195,15 @@ class TrainConfig:
     log_every: int = field(default=100, metadata=flag(_RUN, type=int))
     seed: int = field(default=0, metadata=flag(_OPTIM, type=int))
     degradation: str | None = field(default=None, metadata=flag(_DATA, choices=DEGRADATIONS))
+    degradation_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=flag(
+            _DATA,
+            "with degradation real: fields of superres.degradations.RealDegradation to change, as a "
+            'JSON object, e.g. \'{"second_order": false}\' (default: Real-ESRGAN\'s ranges)',
+            type=_json_object,
+        ),
+    )
     channels: str | None = field(default=None, metadata=flag(_DATA, choices=CHANNELS))
     amp: str = field(
         default="auto",
@@ -310,6 +321,8 @@ class TrainConfig:
                 values.pop(name, None)
         if not self.teacher_self_ensemble:  # the configs written before it existed stay as they were
             values.pop("teacher_self_ensemble", None)
+        if not self.degradation_options:
+            values.pop("degradation_options", None)
         return values
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -484,6 +497,7 @@ def validate_config(config: TrainConfig) -> None:
         _check_choice("channels", config.channels, CHANNELS)
     if config.degradation is not None:
         _check_choice("degradation", config.degradation, DEGRADATIONS)
+    _validate_degradation_options(config)
     if config.channels_last not in ("auto", True, False):
         raise ConfigError(f"channels_last must be \"auto\", true or false, got {config.channels_last!r}")
     for name in ("scale", "patch_size", "batch_size", "val_every", "checkpoint_every", "log_every"):
@@ -539,6 +553,21 @@ def _validate_gan(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not (_is_number(value) and value >= 0):
             raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _validate_degradation_options(config: TrainConfig) -> None:
+    """`degradation_options` only with the real-world chain, and every field known and in range."""
+    if not isinstance(config.degradation_options, dict):
+        raise ConfigError(f"degradation_options must be a JSON object, got {config.degradation_options!r}")
+    if config.degradation != "real":
+        if config.degradation_options:
+            raise ConfigError("'degradation_options' needs degradation \"real\"")
+        return
+    from superres.degradations import RealDegradation  # torch: not at the top (see resolve_config)
+
+    RealDegradation.from_options(config.degradation_options)
+    if config.teacher is not None:
+        raise ConfigError("a teacher needs the same LR images at every step; degradation \"real\" takes none")
 
 
 def _validate_distillation(config: TrainConfig) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import torch
 from superres.atomic import atomic_write
 from superres.color import rgb_to_y
 from superres.config import missing_path_message
+from superres.degradations import RealDegradation, degrade_batch
 from superres.errors import ConfigError
 from superres.images import IMAGE_EXTENSIONS, read_image
 from superres.resize import imresize, modcrop
@@ -275,6 +277,7 @@ class PairedPatchSampler:
         patch_size: int,
         *,
         degradation: str = "bicubic",
+        degradation_options: dict[str, Any] | None = None,
         augment: bool = True,
         names: Sequence[str] | None = None,
     ) -> None:
@@ -283,6 +286,8 @@ class PairedPatchSampler:
         self.hr_patch_size = self.scale * self.lr_patch_size
         self.augment = augment
         self.degradation = degradation
+        # "real": every HR crop gets its own random chain at sampling time; no LR image is kept.
+        self.real = RealDegradation.from_options(degradation_options) if degradation == "real" else None
         names = list(names) if names is not None else [f"image {i}" for i in range(len(hr_images))]
         self.hr_images: list[np.ndarray] = []
         self.lr_images: list[np.ndarray] = []
@@ -293,9 +298,10 @@ class PairedPatchSampler:
             if min(hr.shape[:2]) < self.hr_patch_size:
                 too_small.append(f"{name} ({hr.shape[1]}x{hr.shape[0]})")
                 continue
-            lr = imresize(hr, 1.0 / self.scale, kernel=degradation)
             self.hr_images.append(np.ascontiguousarray(hr))
-            self.lr_images.append(np.ascontiguousarray(lr.reshape(lr.shape[0], lr.shape[1], -1)))
+            if self.real is None:
+                lr = imresize(hr, 1.0 / self.scale, kernel=degradation)
+                self.lr_images.append(np.ascontiguousarray(lr.reshape(lr.shape[0], lr.shape[1], -1)))
             self.names.append(name)
         if too_small and self.hr_images:
             # One line, not one per image: a scale-augmented pack can hold hundreds of small copies.
@@ -310,11 +316,13 @@ class PairedPatchSampler:
                 f"{self.hr_patch_size} px (patch_size {self.lr_patch_size} x scale {self.scale})"
             )
         self.num_channels = self.hr_images[0].shape[2]
-        self._positions_y = np.array([lr.shape[0] - patch_size + 1 for lr in self.lr_images])
-        self._positions_x = np.array([lr.shape[1] - patch_size + 1 for lr in self.lr_images])
+        # LR sizes are HR / scale exactly (HR is modcropped), whether or not the LR is kept.
+        lr_shapes = [(hr.shape[0] // self.scale, hr.shape[1] // self.scale) for hr in self.hr_images]
+        self._positions_y = np.array([height - patch_size + 1 for height, _ in lr_shapes])
+        self._positions_x = np.array([width - patch_size + 1 for _, width in lr_shapes])
         positions = (self._positions_y * self._positions_x).astype(np.float64)
         self._cumulative = np.cumsum(positions) / positions.sum()
-        self.total_lr_pixels = int(sum(lr.shape[0] * lr.shape[1] for lr in self.lr_images))
+        self.total_lr_pixels = int(sum(height * width for height, width in lr_shapes))
 
     def __len__(self) -> int:
         return len(self.hr_images)
@@ -338,7 +346,9 @@ class PairedPatchSampler:
         return PatchDraw(image_index, lr_y, lr_x, transform)
 
     def crop(self, draw: PatchDraw) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs a draw describes: (lr (B, p, p, C), hr (B, s*p, s*p, C)) uint8."""
+        """The pairs a draw describes: (lr (B, p, p, C), hr (B, s*p, s*p, C)) uint8 (kept LR only)."""
+        if self.real is not None:
+            raise ValueError("a real-world sampler makes LR at sampling time: use sample()")
         count = len(draw.image_index)
         p, hp, s = self.lr_patch_size, self.hr_patch_size, self.scale
         lr_batch = np.empty((count, p, p, self.num_channels), dtype=np.uint8)
@@ -352,9 +362,26 @@ class PairedPatchSampler:
             )
         return lr_batch, hr_batch
 
+    def crop_hr(self, draw: PatchDraw) -> np.ndarray:
+        """The HR patches (B, s*p, s*p, C) uint8 a draw describes."""
+        hp, s = self.hr_patch_size, self.scale
+        return np.stack([
+            apply_transform(self.hr_images[index][s * y : s * y + hp, s * x : s * x + hp], transform)
+            for index, y, x, transform in zip(
+                draw.image_index.tolist(), draw.lr_y.tolist(), draw.lr_x.tolist(), draw.transform.tolist()
+            )
+        ])
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """`batch_size` random aligned pairs (uint8 NHWC), reproducible from `rng`'s state."""
-        return self.crop(self.draw(batch_size, rng))
+        """`batch_size` random aligned pairs (uint8 NHWC), reproducible from `rng`'s state.
+
+        With the real-world chain the HR patch is cut first and degraded after, with random numbers
+        drawn from `rng` after the crop positions (so the positions match a bicubic run's)."""
+        draw = self.draw(batch_size, rng)
+        if self.real is None:
+            return self.crop(draw)
+        hr = self.crop_hr(draw)
+        return degrade_batch(hr, self.scale, rng, self.real), hr
 
 
 class PatchFileDataset:
@@ -457,6 +484,7 @@ def open_patch_source(
     degradation: str,
     channels: str,
     augment: bool = True,
+    degradation_options: dict[str, Any] | None = None,
 ) -> PairedPatchSampler | PatchFileDataset:
     """The trainer's source of pairs: one prepared patch file, or HR images sampled on the fly."""
     sources = [Path(path) for path in train_data]
@@ -466,7 +494,8 @@ def open_patch_source(
     if not patch_files:
         images, names = load_hr_images(sources, channels)
         return PairedPatchSampler(
-            images, scale, patch_size, degradation=degradation, augment=augment, names=names
+            images, scale, patch_size, degradation=degradation, degradation_options=degradation_options,
+            augment=augment, names=names,
         )
     if len(sources) > 1:
         raise ConfigError(f"a prepared patch file ({patch_files[0]}) must be the only training data")
@@ -585,7 +614,15 @@ class DeviceBatches:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self._teacher_images = None
-        if isinstance(source, PairedPatchSampler):
+        # The real-world chain runs on the host, per patch: its batches cross to the device whole.
+        self._on_host = isinstance(source, PairedPatchSampler) and source.real is not None
+        self._host_seconds = 0.0
+        if self._on_host:
+            if teacher_images is not None:
+                raise ConfigError(
+                    "a teacher needs fixed LR images; degradation \"real\" makes new ones each step"
+                )
+        elif isinstance(source, PairedPatchSampler):
             self._lr_images = _FlatImages(source.lr_images, self.device)
             self._hr_images = _FlatImages(source.hr_images, self.device)
             if teacher_images is not None:
@@ -598,7 +635,23 @@ class DeviceBatches:
     def has_teacher(self) -> bool:
         return self._teacher_images is not None
 
+    @property
+    def on_host(self) -> bool:
+        """Whether batches are made on the host (the real-world chain), timed by `take_host_seconds`."""
+        return self._on_host
+
+    def take_host_seconds(self) -> float:
+        """Seconds spent making batches on the host since the last call."""
+        seconds, self._host_seconds = self._host_seconds, 0.0
+        return seconds
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._on_host:
+            started = time.perf_counter()
+            lr, hr = self.source.sample(batch_size, rng)
+            batch = to_batch(lr, hr, self.device, channels_last=self.channels_last)
+            self._host_seconds += time.perf_counter() - started
+            return batch
         if isinstance(self.source, PairedPatchSampler):
             lr, hr = self._crop_images(batch_size, rng)[:2]
         else:

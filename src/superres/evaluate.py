@@ -31,7 +31,8 @@ import torch
 
 from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
-from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, write_image
+from superres.degradations import apply_preset
+from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, uint16_to_uint8, write_image
 from superres.metrics import psnr, shave_border, ssim
 from superres.resize import imresize, modcrop
 
@@ -48,6 +49,10 @@ class Protocol:
     gray_as_y: bool = True  # a single-channel image is its own Y (not R=G=B through BT.601)
     quantize_lr: bool = False  # round the synthetic LR to uint8 (the papers' scripts did not)
     degradation: str = "bicubic"  # MATLAB imresize kernel that makes the LR: bicubic | bilinear
+    # A fixed test degradation of `superres.degradations.PRESETS` (jpeg, noise-jpeg, real), made in
+    # memory exactly as `superres degrade --preset NAME --seed lr_seed` writes it; None: `degradation`.
+    lr_preset: str | None = None
+    lr_seed: int = 0
 
     def shave_for(self, scale: int) -> int:
         return scale if self.shave is None else self.shave
@@ -58,6 +63,8 @@ class Protocol:
             shave = f"{self.shave_for(scale)} px"
         channel = "BT.601 Y channel" if self.y_only else "RGB channels"
         lr = f"LR by MATLAB {self.degradation} imresize(modcrop(HR), 1/scale)"
+        if self.lr_preset is not None:
+            lr = f"LR by `superres degrade --preset {self.lr_preset} --seed {self.lr_seed}`"
         return (
             f"PSNR/SSIM on the {channel} ({'rounded to uint8, ' if self.round_y else ''}"
             f"gray images as Y), border of {shave} shaved, SR rounded to uint8, {lr}"
@@ -114,6 +121,11 @@ class EvalResult:
 
 def _round_uint8(values: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(values, 0, 255) + 0.5)
+
+
+def as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit samples: a 16-bit image's nearest levels, an 8-bit one as it is."""
+    return uint16_to_uint8(pixels) if pixels.dtype == np.uint16 else pixels
 
 
 def evaluation_plane(image_uint8: np.ndarray, protocol: Protocol) -> np.ndarray:
@@ -239,6 +251,14 @@ def dataset_name(folder: Path) -> str:
     return folder.parent.name if folder.name.upper() == "HR" else folder.name
 
 
+def _lr_file(lr_dir: Path, hr_path: Path) -> Path:
+    """The LR file of an HR image: the same name, else the same stem as PNG (what `superres
+    degrade` writes for any HR format)."""
+    same_name = lr_dir / hr_path.name
+    as_png = lr_dir / f"{hr_path.stem}.png"
+    return as_png if not same_name.is_file() and as_png.is_file() else same_name
+
+
 def evaluate_model(
     model: torch.nn.Module,
     hr_dir: Path,
@@ -276,8 +296,9 @@ def evaluate_model(
         hr = read_image(path, max_pixels=limit).pixels
         lr = None
         if lr_dir is not None:
-            lr_path = Path(lr_dir) / path.name
-            lr = read_image(lr_path, max_pixels=limit).pixels
+            lr = read_image(_lr_file(Path(lr_dir), path), max_pixels=limit).pixels
+        elif protocol.lr_preset is not None:
+            lr = apply_preset(as_uint8(hr), scale, protocol.lr_preset, name=path.name, seed=protocol.lr_seed)
         score, sr = score_image(
             backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, perceptual=perceptual,
             no_reference=no_reference, name=path.stem,

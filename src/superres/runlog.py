@@ -27,9 +27,16 @@ GAN_HISTORY_COLUMNS = (
 )
 
 
-def history_columns(gan: bool) -> tuple[str, ...]:
-    """The columns of a run's history.csv: a GAN run's has its loss terms too."""
-    return HISTORY_COLUMNS + GAN_HISTORY_COLUMNS if gan else HISTORY_COLUMNS
+#: Appended for a run on the real-world degradation chain, which makes every LR patch on the host
+#: while the step waits: the seconds per step spent doing so, over the log window (rank 0).
+DEGRADE_HISTORY_COLUMNS = ("degrade_s_per_step",)
+
+
+def history_columns(gan: bool, degrading: bool = False) -> tuple[str, ...]:
+    """The columns of a run's history.csv: a GAN run's has its loss terms too, a run on the
+    real-world chain the time its batches took to make."""
+    columns = HISTORY_COLUMNS + GAN_HISTORY_COLUMNS if gan else HISTORY_COLUMNS
+    return columns + DEGRADE_HISTORY_COLUMNS if degrading else columns
 
 
 def _format_cell(value: Any) -> str:

@@ -258,6 +258,7 @@ def _set_up(
         degradation=config.degradation,
         channels=config.channels,
         augment=config.augment,
+        degradation_options=config.degradation_options,
     )
     val_dir = check_val_dir(config.val_data)
     global_batch = config.batch_size * dist.world_size
@@ -304,7 +305,7 @@ def _set_up(
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir)
-        write_history(run_dir, state.history, history_columns(gan is not None))
+        write_history(run_dir, state.history, history_columns(gan is not None, batches.on_host))
     net: nn.Module = model
     if dist.world_size > 1:
         net = nn.parallel.DistributedDataParallel(
@@ -418,10 +419,12 @@ def _sync_point(
     }
     if run.gan is not None:
         row.update(run.gan.window_means())
+    if run.batches.on_host:
+        row["degrade_s_per_step"] = round(run.batches.take_host_seconds() / max(clock.window_steps, 1), 4)
     if dist.is_main:
         if due_validation:
             validate_into(row, state, run.released, run.val_dir, config, run.device)
-        append_history(run.run_dir, row, history_columns(run.gan is not None))
+        append_history(run.run_dir, row, history_columns(run.gan is not None, run.batches.on_host))
         state.history.append(row)
         if due_validation:
             if state.best_step == step:
@@ -592,7 +595,12 @@ def validate_into(
     device: torch.device,
 ) -> None:
     """Score the model on `val_dir` by the paper protocol; update the row and the best so far."""
-    protocol = Protocol(degradation=config.degradation)
+    if config.degradation == "real":
+        # Validation on the training distribution: the chain with a fixed seed per image (the
+        # `real` preset of `superres degrade`), not on the clean benchmark LR.
+        protocol = Protocol(lr_preset="real")
+    else:
+        protocol = Protocol(degradation=config.degradation)
     was_training = model.training
     with torch.no_grad():
         result = evaluate_model(

@@ -102,6 +102,8 @@ def log_progress(
         f"lr {row['learning_rate']:.3g}{psnr} | {row['hr_pixels_per_s'] / 1e6:.2f} M HR px/s "
         f"| ETA {_format_duration(eta_s)}"
     )
+    if row.get("degrade_s_per_step") is not None:
+        text += f" | degrading {row['degrade_s_per_step']:.3f} s/step"
     logger.info("%s", text)
     last_psnr = f" psnr={state.last_psnr:.2f}" if state.last_psnr is not None else ""
     speed = row["hr_pixels_per_s"] / 1e6

@@ -27,6 +27,7 @@ from superres.checkpoint import (
 from superres.config import TrainConfig
 from superres.ema import WeightAverage
 from superres.errors import CheckpointError
+from superres.models.colour import span_y_to_rgb
 from superres.models.reparam import copy_between_forms, has_branches
 from superres.models.widen import widen_span
 from superres.pretrained import list_pretrained, resolve_model
@@ -176,6 +177,13 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
             config.init_weights, source.model_kwargs["num_features"], model.model_kwargs["num_features"],
         )
         return
+    if _is_colourising(source, model, config.scale):
+        load_state_strictly(model, span_y_to_rgb(source).state_dict(), config.init_weights)
+        logger.info(
+            "starting from the weights of %s, turned from Y into RGB (its Y output, bicubic chroma)",
+            config.init_weights,
+        )
+        return
     if _differs_only_in_branches(source, model, config.scale):
         copy_between_forms(source, model)
         logger.info(
@@ -200,6 +208,16 @@ def _is_widening(source: nn.Module, model: nn.Module, scale: int) -> bool:
         return False
     ignored = ("num_features", "reparam_gain")
     return all(old[key] == new[key] for key in old if key not in ignored)
+
+
+def _is_colourising(source: nn.Module, model: nn.Module, scale: int) -> bool:
+    """Whether `model` is `source` (a Y span at this scale) on RGB, plain, and nothing else new."""
+    if source.info.name != "span" or model.info.name != "span" or int(source.scale) != scale:
+        return False
+    old, new = dict(source.model_kwargs), dict(model.model_kwargs)
+    if old["channels"] != "Y" or new["channels"] != "RGB" or new["reparam_gain"] != 0:
+        return False
+    return all(old[key] == new[key] for key in old if key not in ("channels", "reparam_gain"))
 
 
 def _differs_only_in_branches(source: nn.Module, model: nn.Module, scale: int) -> bool:

@@ -23,6 +23,7 @@ from superres.errors import SuperresError
 COMMANDS = {
     "evaluate": "evaluate",
     "prepare": "prepare",
+    "degrade": "degrade",
     "pack": "pack",
     "train": "train",
     "models": "models",

@@ -38,6 +38,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="read LR images from this folder instead (with one folder: LR_DIR/X{scale}/NAME or LR_DIR/NAME)",
     )
+    parser.add_argument(
+        "--lr-preset",
+        choices=["jpeg", "noise-jpeg", "real"],
+        help="make the LR by this fixed degradation in memory, exactly as `superres degrade --preset` "
+        "writes it (with --lr-seed)",
+    )
+    parser.add_argument("--lr-seed", type=int, default=0, help="seed of --lr-preset (default 0)")
     parser.add_argument("--per-image", action="store_true", help="also print every image's score")
     parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     parser.add_argument("--save-dir", type=Path, help="write the SR images here")
@@ -93,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
         round_y=not args.no_round_y,
         gray_as_y=not args.gray_through_rgb,
         quantize_lr=args.quantize_lr,
+        lr_preset=args.lr_preset,
+        lr_seed=args.lr_seed,
     )
+    if args.lr_dir is not None and args.lr_preset is not None:
+        raise ConfigError("--lr-dir reads LR files, --lr-preset makes them: give one")
     if args.lr_dir is not None and len(args.folders) != 1:
         raise ConfigError("--lr-dir goes with exactly one HR folder")
     device = resolve_device(args.device)
