@@ -65,6 +65,25 @@ def released_model(run_dir: Path, checkpoint: str) -> tuple[Any, dict[str, Any]]
     return model, metadata
 
 
+def real_world_fields(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """A run on the real-world chain: `degradation: real` (chosen by name or by the input check,
+    never as the default), the Y model whose RGB form is denoise strength 0 (`denoise_base`: the
+    shipped name the run started from), and its scores on the `superres degrade` presets."""
+    if config.get("degradation") != "real":
+        return {}
+    fields: dict[str, Any] = {"degradation": "real"}
+    init = config.get("init_weights")
+    if not config.get("gan") and init and "/" not in init and not init.endswith(".safetensors"):
+        fields["denoise_base"] = init
+    presets = {}
+    for item in args.preset_eval:
+        preset, _, path = item.partition("=")
+        presets[preset] = mean_scores(json.loads(Path(path).read_text()))
+    if presets:
+        fields["metrics_degraded"] = presets
+    return fields
+
+
 def write_card(card_path: Path, card: dict[str, Any]) -> None:
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
 
@@ -119,6 +138,7 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
                 else "the weight average (EMA) at the run's last step"
             ),
             "objective": "perceptual" if gan else "psnr",
+            **real_world_fields(args, config),
             "training_data": args.training_data
             or f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
             "note": args.note,
@@ -173,6 +193,10 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", choices=["best", "last"], default="best",
         help="best.safetensors, or the EMA of last.safetensors (GAN runs)",
+    )
+    parser.add_argument(
+        "--preset-eval", action="append", default=[], metavar="PRESET=EVAL.json",
+        help="a real-world model's `evaluate --lr-preset PRESET --format json` report (repeatable)",
     )
     parser.add_argument("--refresh", action="store_true", help="complete the shipped cards, publish nothing")
     parser.add_argument("--retime", action="store_true", help="with --refresh: time every model again")

@@ -183,13 +183,13 @@ def measure_frontier(
     """Time bicubic and every shipped PSNR-trained model at `scales` on this machine, in one run,
     interleaved (`best_interleaved_rates`), with OpenCV's FSRCNN as a reference when OpenCV is
     installed (a perceptual model trades PSNR for detail on purpose: on a PSNR axis it is no
-    competitor)."""
+    competitor; nor is a real-world model on the clean LR it was not made for)."""
     from superres.models import create_model
     from superres.pretrained import list_pretrained, load_pretrained
 
     points = []
     for scale in scales:
-        entries = [entry for entry in list_pretrained() if entry.scale == scale and not entry.perceptual]
+        entries = [entry for entry in list_pretrained() if entry.scale == scale and not entry.by_name_only]
         models = {entry.name: load_pretrained(entry.name, scale) for entry in entries}
         runners = {"bicubic": _torch_runner(create_model("bicubic", scale), timing)}
         runners.update({name: _torch_runner(model, timing) for name, model in models.items()})

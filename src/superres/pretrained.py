@@ -29,12 +29,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from superres.atomic import atomic_write_bytes
 from superres.checkpoint import load_model
 from superres.errors import ModelError
 from superres.models import create_model, get_model_info, list_models
+from superres.models.colour import span_y_to_rgb
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -56,6 +58,8 @@ FAST_ALIAS = "fast"
 FAST_MIN_GAIN_DB = 1.0
 #: Set5 PSNR differences below this are noise for the default choice: the faster model wins.
 DEFAULT_TIE_DB = 0.05
+#: `NAME@denoise=S`: a real-world model at denoising strength S in [0, 1] (`load_denoised`).
+_DENOISE_SPEC = re.compile(r"^(?P<name>[^@]+)@denoise=(?P<strength>[^@]*)$")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,18 @@ class PretrainedEntry:
     def perceptual(self) -> bool:
         """Trained for perceptual quality (a GAN), not PSNR: never the default nor `fast`."""
         return self.card.get("objective") == "perceptual"
+
+    @property
+    def real_world(self) -> bool:
+        """Trained on the real-world degradation chain (the card's `degradation: real`): made for
+        compressed, noisy or blurred inputs; its card's Set5 score is on clean LR, where it is not
+        meant to win, so it is chosen by name or by `superres.input_check`, never as the default."""
+        return self.card.get("degradation") == "real"
+
+    @property
+    def by_name_only(self) -> bool:
+        """Not a candidate for `default`, `fast` or the clean-benchmark frontier."""
+        return self.perceptual or self.real_world
 
     @property
     def architecture(self) -> str:
@@ -193,15 +209,57 @@ def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
     return model
 
 
+def denoise_spec(name: str, strength: float) -> str:
+    """The model name that asks for `name` at denoising strength `strength` (see `load_denoised`)."""
+    return f"{name}@denoise={strength:g}"
+
+
+def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -> nn.Module:
+    """The real-world model `name` with its denoising turned to `strength` in [0, 1].
+
+    As Real-ESRGAN's general model does with its two networks (`--denoise_strength`), the weights
+    are interpolated: `strength * real + (1 - strength) * base`, where base is the clean network the
+    real-world one was fine-tuned from (the card's `denoise_base`, a Y model, in its RGB form of
+    `superres.models.colour`: the same luminance output, no denoising learned). 1 is the trained
+    model (noise and JPEG artefacts removed, some fine texture with them), 0 keeps them and
+    sharpens everything; both networks started from the same weights, which is what makes the
+    networks in between work.
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ModelError(f"a denoise strength lies in [0, 1], got {strength!r}")
+    entry = _find_entry(name, scale)
+    base_name = entry.card.get("denoise_base")
+    if not base_name:
+        raise ModelError(f"'{name}' has no denoise strength (only the real-world models have one)")
+    model = load_pretrained(name, scale)
+    base = span_y_to_rgb(load_pretrained(str(base_name), scale)).state_dict()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            tensor.copy_(strength * tensor + (1.0 - strength) * base[key])
+    return model.to(device).eval()
+
+
+def _denoised(spec: str, scale: int, device: str) -> nn.Module | None:
+    """The model a `NAME@denoise=S` spec names, or None if `spec` is not one."""
+    match = _DENOISE_SPEC.match(spec)
+    if match is None:
+        return None
+    try:
+        strength = float(match["strength"])
+    except ValueError:
+        raise ModelError(f"{spec}: the denoise strength must be a number in [0, 1]") from None
+    return load_denoised(match["name"], scale, strength, device)
+
+
 def default_model_for(scale: int) -> str:
     """The shipped PSNR-trained model with the best Set5 PSNR at `scale`; `"bicubic"` when none
-    ships. Perceptual models (`PretrainedEntry.perceptual`) are chosen by name only.
+    ships. Perceptual and real-world models (`PretrainedEntry.by_name_only`) are chosen by name only.
 
     Models within `DEFAULT_TIE_DB` of the best score are tied (five images cannot tell them
     apart), and the fastest of them wins (`_speed_rank`). Weights whose card lacks a Set5 PSNR
     still beat bicubic (shipping them implies training) but rank below any with a measured score.
     """
-    candidates = [entry for entry in list_pretrained() if entry.scale == scale and not entry.perceptual]
+    candidates = [entry for entry in list_pretrained() if entry.scale == scale and not entry.by_name_only]
     if not candidates:
         return FALLBACK_MODEL
     scored = [entry for entry in candidates if entry.metric("Set5", "psnr") is not None]
@@ -236,7 +294,7 @@ def fastest_model_for(scale: int) -> str:
     """
     candidates = [
         entry for entry in list_pretrained()
-        if entry.scale == scale and entry.macs_per_pixel is not None and not entry.perceptual
+        if entry.scale == scale and entry.macs_per_pixel is not None and not entry.by_name_only
         and (entry.gain_over_bicubic() or 0.0) >= FAST_MIN_GAIN_DB
     ]
     if not candidates:
@@ -287,6 +345,9 @@ def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Modul
     scale = 2 if scale is None else int(scale)
     if spec == FAST_ALIAS:
         spec = fastest_model_for(scale)
+    denoised = _denoised(spec, scale, device)
+    if denoised is not None:
+        return denoised
     entries = list_pretrained()
     shipped_scales = sorted(entry.scale for entry in entries if entry.name == spec)
     if scale in shipped_scales:

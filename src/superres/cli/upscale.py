@@ -46,8 +46,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="shipped model name, 'bicubic', or a .safetensors checkpoint "
-        "(default: the best shipped model for the scale)",
+        help="shipped model name ('real' for compressed, noisy or blurred photos), 'fast', 'bicubic', "
+        "or a .safetensors checkpoint (default: per image, the real-world model 'real' for a JPEG of "
+        "quality <= 90 or a noisy image where it ships at the scale, else the best shipped model for "
+        "the scale)",
+    )
+    p.add_argument(
+        "--denoise",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with a real-world model: denoising strength from 0 (keep noise and JPEG artefacts, sharpest) "
+        "to 1 (the trained model, the default), as Real-ESRGAN's --denoise_strength",
     )
     add_device_arguments(p)
     p.add_argument("--half", action="store_true", help="run the network in float16 (CUDA only)")
@@ -123,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     from superres.video import is_video
 
     spec, scale = choose_model(args.model, args.scale)
+    if args.denoise is not None:
+        spec = _with_denoise(args.model, spec, args.denoise)
     # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
     cpu_only = args.backend == "onnxruntime" and args.device == "auto"
     device = resolve_device("cpu" if cpu_only else args.device)
@@ -130,12 +142,18 @@ def run(args: argparse.Namespace) -> int:
     videos = [Path(item) for item in args.inputs if is_video(item)]
     images = [item for item in args.inputs if not is_video(item)]
     report = BatchReport()
-    if images:
-        report = upscale_files(
-            images,
+    # No model named: each image goes to the clean default or, when compressed or noisy, to the
+    # real-world model (superres.input_check); a named model takes them all.
+    if args.model is None and args.denoise is None:
+        routes = _route_by_condition(images, scale, args.max_pixels, args.output)
+    else:
+        routes = {spec: images}
+    for route_spec, route_images in routes.items():
+        report.extend(upscale_files(
+            route_images,
             args.output,
             scale=scale,
-            model=spec,
+            model=route_spec,
             overwrite=args.overwrite,
             tile=args.tile,
             device=device,
@@ -147,14 +165,71 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
             cluster=cluster,
             workers=args.workers,
-        )
+        ))
     if videos:
         report.extend(_upscale_videos(videos, args, spec, scale, device))
-    method = f"{spec} (x8 self-ensemble)" if args.self_ensemble else spec
+    method = " / ".join(routes) if images else spec
+    method = f"{method} (x8 self-ensemble)" if args.self_ensemble else method
     print(f"upscaled with {method} on {device}: {report.summary()}")
     if len(report.written) == 1:
         print(f"wrote {report.written[0]}")
     return report.exit_code
+
+
+def _with_denoise(named: str | None, spec: str, strength: float) -> str:
+    """The model name for --denoise: the real-world model named, or `real` when none is (then every
+    input goes to it: asking for a denoise strength is asking for the real-world model)."""
+    from superres.input_check import REAL_WORLD_MODEL
+    from superres.pretrained import denoise_spec
+
+    return denoise_spec(REAL_WORLD_MODEL if named is None else spec, strength)
+
+
+def _route_by_condition(
+    inputs: list, scale: int, max_pixels: int | None, output: str | None
+) -> dict[str, list]:
+    """{model name: the inputs it upscales}: each readable image by its condition
+    (`superres.input_check`); unreadable ones go with the default, whose batch reports them."""
+    import logging
+    from pathlib import Path
+
+    from superres.errors import SuperresError
+    from superres.images import read_image
+    from superres.input_check import inspect_input, model_for_input
+    from superres.pretrained import default_model_for
+    from superres.upscale import expand_inputs, plan_outputs
+
+    logger = logging.getLogger("superres.upscale")
+    named, found, problems = expand_inputs(inputs)
+    # The inputs the batch would take: without the previous outputs found beside them.
+    planned = plan_outputs(named, found, Path(output) if output else None, scale, conflicts=[])
+    routes: dict[str, list] = {default_model_for(scale): [path for path, _ in problems]}
+    for path, _ in planned:
+        model = default_model_for(scale)
+        try:
+            condition = inspect_input(path, read_image(path, max_pixels=max_pixels).pixels)
+            model = model_for_input(condition, scale)
+            if condition.degraded:
+                logger.info("%s: %s -> %s", path, condition.describe(), model)
+        except SuperresError:
+            pass  # the batch reads it again and reports why it cannot
+        routes.setdefault(model, []).append(path)
+    routes = {model: paths for model, paths in routes.items() if paths}
+    if len(routes) == 1:
+        return {model: list(inputs) for model in routes}  # one model: the batch exactly as named
+    _check_one_output_file(output, sum(map(len, routes.values())))
+    return routes
+
+
+def _check_one_output_file(output: str | None, count: int) -> None:
+    """-o naming a file takes one input, however the inputs were split between models."""
+    from pathlib import Path
+
+    from superres.errors import ConfigError
+    from superres.images import IMAGE_EXTENSIONS
+
+    if output and count > 1 and Path(output).suffix.lower() in IMAGE_EXTENSIONS and not Path(output).is_dir():
+        raise ConfigError(f"-o {output} names a file, but {count} images are being upscaled; give a folder")
 
 
 def _upscale_videos(
