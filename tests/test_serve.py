@@ -137,6 +137,8 @@ def bomb_png(width: int, height: int) -> bytes:
         ({"scale": 5}, None, 400, "scale must be one of 2, 3, 4"),
         ({"tile": "-3"}, None, 400, "tile must be 'auto'"),
         ({"self_ensemble": "maybe"}, None, 400, "self_ensemble must be true or false"),
+        ({"model": "bicubic", "denoise": "0.5"}, None, 400, "has no denoise strength"),
+        ({"denoise": "2"}, None, 400, "denoise must be a number from 0 to 1"),
         ({}, bomb_png(30000, 30000), 400, "decompression bomb guard"),
         ({}, b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 400, "bad.png"),
         ({}, b"\x89PNG" + b"\0" * 2_000_000, 413, "larger than the limit of 1 MiB"),

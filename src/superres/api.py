@@ -6,8 +6,11 @@
 
 One name grammar for models, parsed here and only here (`parse_model`); a `model` argument is:
 
-- `"default"`: the shipped model with the best Set5 PSNR at the scale (what `superres upscale`
-  uses); `"fast"`: the cheapest shipped model that still beats bicubic by 1 dB;
+- `"default"`: the shipped model with the best Set5 PSNR at the scale, or, in `upscale`, for a
+  compressed or noisy input the real-world model `real` where it ships (`superres.input_check`,
+  as `superres upscale` does); `"fast"`: the cheapest shipped model that still beats bicubic by
+  1 dB;
+- `"NAME@denoise=S"`: a real-world model at denoising strength S in [0, 1] (`denoise=` of `upscale`);
 - a shipped pretrained name (`"red20"`, `"srcnn"`; `list_pretrained()`);
 - a registered architecture that needs no weights (`"bicubic"`; `list_models()`);
 - a path to a `.safetensors` checkpoint written by `superres train`.
@@ -106,6 +109,9 @@ def _parse_name(spec: str, scale: int | None) -> ModelChoice:
     if _looks_like_path(spec):
         return ModelChoice(spec, "checkpoint", spec, scale)
     at_scale = DEFAULT_SCALE if scale is None else scale
+    if "@" in spec:  # NAME@denoise=S: checked when loaded, on NAME's card
+        base = _parse_name(spec.split("@", 1)[0], scale)
+        return ModelChoice(spec, "pretrained", f"{base.name}@{spec.split('@', 1)[1]}", base.scale, base.alias)
     alias = spec if spec in ALIASES else None
     name = spec
     if alias == "default":
@@ -345,6 +351,7 @@ def upscale(
     device: str = "auto",
     backend: str = "torch",
     self_ensemble: bool = False,
+    denoise: float | None = None,
     output: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Upscale one image by `scale` with `model`; the result is the same kind as the input.
@@ -358,18 +365,24 @@ def upscale(
 
     `tile`: "auto", LR pixels per tile, or None for one pass; the result is the same.
     `scale=None` with a checkpoint path uses the checkpoint's scale.
+    `model="default"` looks at the input first: a compressed (a JPEG file of quality <= 90) or
+    noisy one goes to the real-world model `real` where it ships at the scale.
+    `denoise`: with a real-world model (`model="real"`, or the default), its denoising strength
+    from 0 (keep noise and artefacts) to 1 (the trained model).
     """
     from PIL import Image as PILImage
 
+    if denoise is not None:
+        model = f"{'real' if model == 'default' else model}@denoise={denoise:g}"
     options = dict(
         model=model, scale=scale, tile=tile, device=device, backend=backend,
         self_ensemble=self_ensemble,
     )
     if isinstance(image, np.ndarray):
-        return upscale_pixels(image, **options)
+        return upscale_pixels(image, **_for_input(options, image))
     if isinstance(image, PILImage.Image):
         pixels, icc_profile = _pixels_of_pil(image)
-        sr = upscale_pixels(pixels, **options)
+        sr = upscale_pixels(pixels, **_for_input(options, pixels))
         return _pil_of_pixels(sr, icc_profile)
     if isinstance(image, (str, os.PathLike)):
         return _upscale_file(Path(image), output, options)
@@ -378,11 +391,28 @@ def upscale(
     )
 
 
+def model_for_image(model: str, pixels: np.ndarray, scale: int | None, path: Path | None = None) -> str:
+    """`model`, with "default" resolved for this image: the real-world model for a compressed
+    (`path` a JPEG of quality <= 90) or noisy one where it ships at `scale`
+    (`superres.input_check`), else the clean default."""
+    from superres.images.jpeg import estimate_jpeg_quality
+    from superres.input_check import InputCondition, model_for_input, noise_sigma
+
+    if model != "default":
+        return model
+    quality = estimate_jpeg_quality(path) if path is not None else None
+    return model_for_input(InputCondition(quality, noise_sigma(pixels)), scale or DEFAULT_SCALE)
+
+
+def _for_input(options: dict, pixels: np.ndarray, path: Path | None = None) -> dict:
+    return {**options, "model": model_for_image(options["model"], pixels, options["scale"], path)}
+
+
 def _upscale_file(path: Path, output: str | os.PathLike[str] | None, options: dict) -> Path:
     from superres.upscale import output_name
 
     loaded = read_image(path)
-    sr = upscale_pixels(loaded.pixels, **options)
+    sr = upscale_pixels(loaded.pixels, **_for_input(options, loaded.pixels, path))
     scale = sr.shape[0] // loaded.pixels.shape[0]
     target = Path(output) if output is not None else path.with_name(output_name(path, scale))
     if target.resolve() == path.resolve():

@@ -6,7 +6,7 @@ Routes:
 - `GET /api/models`: the models the page offers (the aliases, the shipped models and the
   weight-free ones, never a path) with their card: Set5/Set14 scores, MACs per pixel, and the
   speed measured by this server's last run;
-- `POST /api/jobs?model=&scale=&tile=&self_ensemble=&name=`: the image file as the raw request
+- `POST /api/jobs?model=&scale=&tile=&self_ensemble=&name=[&denoise=]`: the image file as the raw request
   body (no multipart parser: the body is counted as it streams in and refused past the limit);
 - `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel`, `GET /api/jobs/{id}/{before,after,result}`.
 
@@ -162,6 +162,8 @@ class _Server:
                     "architecture": entry.architecture if entry else choice.name,
                     "scores": {key: metrics[key] for key in ("Set5", "Set14") if key in metrics},
                     "macs_per_pixel": entry.macs_per_pixel if entry else None,
+                    # A real-world model's denoising strength can be turned (`load_denoised`).
+                    "denoise": bool(entry and entry.card.get("denoise_base")),
                     "speed_mp_s": {
                         str(ensemble).lower(): self.jobs.speeds.get((choice.name, scale, ensemble))
                         for ensemble in (False, True)
@@ -196,11 +198,29 @@ class _Server:
         ensemble = query.get("self_ensemble", "false").lower()
         if ensemble not in ("true", "false", "1", "0"):
             raise BadRequest("self_ensemble must be true or false")
-        parse_model(model, scale)  # a shipped model lacking this scale: a ModelError, said so
+        choice = parse_model(model, scale)  # a shipped model lacking this scale: a ModelError, said so
+        if query.get("denoise"):
+            model = self._denoised(model, choice.name, scale, query["denoise"])
         return {
             "model": model, "scale": scale, "tile": tile,
             "self_ensemble": ensemble in ("true", "1"), "name": clean_name(query.get("name")),
         }
+
+    @staticmethod
+    def _denoised(model: str, name: str, scale: int, text: str) -> str:
+        """`model` at denoising strength `text` (0..1), for a real-world model only."""
+        from superres.api import list_pretrained
+
+        try:
+            strength = float(text)
+        except ValueError:
+            strength = -1.0
+        if not 0.0 <= strength <= 1.0:
+            raise BadRequest("denoise must be a number from 0 to 1")
+        cards = [entry.card for entry in list_pretrained() if (entry.name, entry.scale) == (name, scale)]
+        if not cards or not cards[0].get("denoise_base"):
+            raise BadRequest(f"model {model!r} has no denoise strength at x{scale}")
+        return f"{name}@denoise={strength:g}"
 
     async def receive_upload(self, request: Request, folder: Path) -> tuple[str, str, Path]:
         """Stream the body into `folder/upload<ext>`, counting bytes; (format, extension, path)."""

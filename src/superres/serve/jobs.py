@@ -182,7 +182,14 @@ class JobQueue:
         return str(error).replace(str(job.upload_path), job.name)
 
     def _run(self, job: Job) -> None:
-        from superres.api import parse_model, read_image, runtime_for, upscale_pixels, write_image
+        from superres.api import (
+            model_for_image,
+            parse_model,
+            read_image,
+            runtime_for,
+            upscale_pixels,
+            write_image,
+        )
 
         def progress(done: int, total: int) -> None:
             if job.cancel_requested.is_set():
@@ -192,6 +199,8 @@ class JobQueue:
         loaded = read_image(job.upload_path)
         if job.image_format not in BROWSER_FORMATS:
             write_image(job.preview_path("before"), loaded.pixels)
+        # "default" looks at the image: a compressed or noisy one goes to the real-world model.
+        job.model = model_for_image(job.model, loaded.pixels, job.scale, job.upload_path)
         job.model_label = parse_model(job.model, job.scale).label
         # Loaded (once per model) before the clock starts: the card's speed is the network's.
         runtime_for(job.model, job.scale, device=self.device, self_ensemble=job.self_ensemble)

@@ -44,6 +44,9 @@ function score(scores, set) {
 function renderCard() {
   const model = catalogue.models.find((m) => m.name === $("#model").value);
   const card = model && model.scales[$("#scale").value];
+  // A real-world model's denoising strength: 0 keeps noise and JPEG artefacts, 1 removes them.
+  $("#denoise-control").hidden = !(card && card.denoise);
+  $("#denoise-value").textContent = $("#denoise").value;
   if (!card) {
     $("#card").textContent = "This model does not ship for this scale.";
     return;
@@ -86,6 +89,7 @@ async function upload(file) {
     model: $("#model").value, scale: $("#scale").value, tile: $("#tile").value,
     self_ensemble: $("#self-ensemble").checked, name: file.name,
   });
+  if (!$("#denoise-control").hidden) query.set("denoise", $("#denoise").value);
   try {
     const job = await api(`/api/jobs?${query}`, {
       method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" },
@@ -173,6 +177,7 @@ function uploadAll(files) {
 document.addEventListener("DOMContentLoaded", () => {
   loadModels().catch((error) => notice(`cannot list the models: ${error.message}`));
   for (const id of ["#model", "#scale", "#self-ensemble"]) $(id).addEventListener("change", renderCard);
+  $("#denoise").addEventListener("input", renderCard);
   $("#files").addEventListener("change", (event) => {
     uploadAll([...event.target.files]);
     event.target.value = ""; // choosing the same file again uploads it again
