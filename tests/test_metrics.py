@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from superres.metrics import psnr, score_pair, ssim, y_channel
+from superres.metrics import phase_error_spread, psnr, score_pair, ssim, y_channel
 
 
 def test_psnr_golden():
@@ -68,3 +68,14 @@ def test_score_pair_protocol():
         score_pair(hr, hr[:-1], scale=2)
     with pytest.raises(ValueError, match="too small"):
         psnr(hr[:4, :4, 0], hr[:4, :4, 0], shave=2)
+
+
+def test_phase_error_spread_measures_a_planted_lattice_and_ignores_a_uniform_error() -> None:
+    rng = np.random.default_rng(0)
+    hr = rng.uniform(0, 255, (48, 40))
+    offsets = np.array([[1.0, -1.0], [2.0, 0.0]])  # one bias per 2x2 output phase
+    lattice = hr + np.tile(offsets, (24, 20))
+    assert phase_error_spread(lattice, hr, scale=2) == pytest.approx(offsets.std())
+    assert phase_error_spread(hr + 3.0, hr, scale=2) == pytest.approx(0.0, abs=1e-12)
+    # Noise without a period averages out: a small spread.
+    assert phase_error_spread(hr + rng.normal(0, 5, hr.shape), hr, scale=2) < 0.5

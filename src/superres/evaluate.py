@@ -33,7 +33,7 @@ from superres.backends import Backend, TensorFunction, make_backend
 from superres.color import rgb_to_y
 from superres.degradations import apply_preset
 from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, uint16_to_uint8, write_image
-from superres.metrics import psnr, shave_border, ssim
+from superres.metrics import phase_error_spread, psnr, shave_border, ssim
 from superres.resize import imresize, modcrop
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class ImageScore:
     ssim: float
     lpips: float | None = None  # with a perceptual distance only
     niqe: float | None = None  # with a no-reference score only
+    grid: float | None = None  # with `grid`: the sub-pixel lattice, `superres.metrics.phase_error_spread`
 
 
 @dataclass
@@ -112,6 +113,10 @@ class EvalResult:
     @property
     def niqe(self) -> float | None:
         return self._mean_of("niqe")
+
+    @property
+    def grid(self) -> float | None:
+        return self._mean_of("grid")
 
     def _mean_of(self, score: str) -> float | None:
         """The mean of an optional per-image score; None unless every image has it."""
@@ -209,6 +214,7 @@ def score_image(
     lr_uint8: np.ndarray | None = None,
     perceptual: PlaneDistance | None = None,
     no_reference: PlaneScore | None = None,
+    grid: bool = False,
     name: str = "",
 ) -> tuple[ImageScore, np.ndarray]:
     """The scores of one HR image and the SR image (uint8 HWC in the model's channels).
@@ -230,6 +236,9 @@ def score_image(
         score.lpips = perceptual(shave_border(sr_plane, shave), shave_border(hr_plane, shave))
     if no_reference is not None:
         score.niqe = no_reference(shave_border(sr_plane, shave))
+    if grid:  # shaved by the scale, so that the phases stay aligned to HR pixel 0
+        sr_aligned, hr_aligned = shave_border(sr_plane, scale), shave_border(hr_plane, scale)
+        score.grid = phase_error_spread(sr_aligned, hr_aligned, scale=scale)
     return score, sr
 
 
@@ -274,6 +283,7 @@ def evaluate_model(
     backend: Backend | None = None,
     perceptual: PlaneDistance | None = None,
     no_reference: PlaneScore | None = None,
+    grid: bool = False,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a superres model with its card) on the HR
     images of `hr_dir` at `scale`.
@@ -284,6 +294,7 @@ def evaluate_model(
     `max_pixels`: the decompression-bomb limit per image (None: `superres.images.DEFAULT_MAX_PIXELS`).
     `perceptual`: also score each image by this distance (`ImageScore.lpips`, `EvalResult.lpips`);
     `no_reference`: by this score of SR alone (`ImageScore.niqe`, `EvalResult.niqe`).
+    `grid`: also the sub-pixel lattice (`ImageScore.grid`, `EvalResult.grid`, gray levels).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
@@ -301,7 +312,7 @@ def evaluate_model(
             lr = apply_preset(as_uint8(hr), scale, protocol.lr_preset, name=path.name, seed=protocol.lr_seed)
         score, sr = score_image(
             backend, hr, scale, channels=channels, protocol=protocol, lr_uint8=lr, perceptual=perceptual,
-            no_reference=no_reference, name=path.stem,
+            no_reference=no_reference, grid=grid, name=path.stem,
         )
         result.per_image.append(score)
         logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, score.psnr, score.ssim)

@@ -42,6 +42,23 @@ def psnr(sr: np.ndarray, hr: np.ndarray, *, shave: int, data_range: float = 255.
     return float(10.0 * np.log10(data_range**2 / mse))
 
 
+def phase_error_spread(sr: np.ndarray, hr: np.ndarray, *, scale: int) -> float:
+    """The sub-pixel lattice a model prints, in gray levels: the standard deviation, over the
+    scale x scale output phases (pixel (y, x) has phase (y mod scale, x mod scale)), of the mean
+    error SR - HR of each phase, on HW planes.
+
+    A sub-pixel upsampler (pixel shuffle, strided deconvolution) computes each phase with its own
+    weights; a bias of one phase shows as a faint grid with the period of the scale (GAN training
+    tends to make one). A model without a lattice has all phase means equal (spread ~0.1 from the
+    image content alone). The planes must be aligned to HR pixel 0 (not shaved, or shaved by a
+    multiple of the scale).
+    """
+    sr, hr = _check_pair(sr, hr)
+    height, width = (sr.shape[0] // scale) * scale, (sr.shape[1] // scale) * scale
+    error = (sr - hr)[:height, :width].reshape(height // scale, scale, width // scale, scale)
+    return float(error.mean(axis=(0, 2)).std())
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
     coords = np.arange(size, dtype=np.float64) - (size - 1) / 2
     window = np.exp(-(coords**2) / (2 * sigma**2))

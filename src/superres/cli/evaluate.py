@@ -14,6 +14,7 @@ from superres.errors import ConfigError
 
 #: How the LPIPS column is made (kept here so that `--help` does not import torch).
 LPIPS_LABEL = "LPIPS-approx: LPIPS's v0.1 VGG linear layers over the HED VGG16 trunk, Y as gray"
+GRID_LABEL = "grid: std over the scale x scale output phases of the mean Y error (gray levels)"
 NIQE_LABEL = "NIQE of SR alone (no reference; the MATLAB release's model, lower is more natural)"
 
 if TYPE_CHECKING:
@@ -76,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--niqe",
         action="store_true",
         help="also score NIQE of the SR plane alone (no reference, lower is more natural; superres.niqe)",
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="also the sub-pixel lattice: the spread over the scale x scale output phases of the mean "
+        "error, in gray levels (a pixel-shuffle grid; ~0.1-0.2 for a model without one)",
     )
     parser.set_defaults(run=run)
 
@@ -142,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
                     max_pixels=args.max_pixels,
                     perceptual=perceptual,
                     no_reference=no_reference,
+                    grid=args.grid,
                 )
             )
     print(format_results(results, args.format, per_image=args.per_image, protocol=protocol), end="")
@@ -152,7 +160,7 @@ def _row(result: EvalResult, score: EvalResult | ImageScore, image: str) -> dict
     """One output row: `score` is the result itself (its means) or one of its images."""
     row = {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": image,
            "psnr": round(score.psnr, 4), "ssim": round(score.ssim, 4)}
-    for key, value in (("lpips_approx", score.lpips), ("niqe", score.niqe)):
+    for key, value in (("lpips_approx", score.lpips), ("niqe", score.niqe), ("grid", score.grid)):
         if value is not None:
             row[key] = round(value, 4)
     return row
@@ -172,8 +180,10 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
     rows = _rows(results, per_image)
     perceptual = any("lpips_approx" in row for row in rows)
     natural = any("niqe" in row for row in rows)
+    lattice = any("grid" in row for row in rows)
     described = protocol.describe() + (f"; {LPIPS_LABEL} on the same planes" if perceptual else "")
     described += f"; {NIQE_LABEL} on the same planes" if natural else ""
+    described += f"; {GRID_LABEL}" if lattice else ""
     if fmt == "json":
         return json.dumps({"protocol": described, "results": rows}, indent=2) + "\n"
     if fmt == "csv":
@@ -185,10 +195,12 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
     header = ["model", "dataset", "scale", "image", "PSNR (dB)", "SSIM"]
     header += ["LPIPS-approx"] if perceptual else []
     header += ["NIQE"] if natural else []
+    header += ["grid"] if lattice else []
     lines = [
         [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
         + ([f"{r['lpips_approx']:.4f}"] if perceptual else [])
         + ([f"{r['niqe']:.3f}"] if natural else [])
+        + ([f"{r['grid']:.3f}"] if lattice else [])
         for r in rows
     ]
     if not per_image:
