@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 #: The aliases of the name grammar, beside shipped names, architectures and checkpoint paths.
 ALIASES = ("default", "fast")
-#: The scale a model name is resolved at when none is given (and none is stored in a checkpoint).
+#: The scale a model name is resolved at when none is given (and none is stored in a checkpoint,
+#: and the name ships at more than one scale): `superres.pretrained.DEFAULT_SCALE`.
 DEFAULT_SCALE = 2
 #: Networks (with their runtimes) kept ready by `upscale`: enough for a default, a fast model and
 #: one more without holding every shipped model in memory.
@@ -97,27 +98,19 @@ def list_models() -> list[str]:
     return registered()
 
 
-def _looks_like_path(spec: str) -> bool:
-    return spec.endswith(".safetensors") or "/" in spec or os.sep in spec
-
-
 @functools.lru_cache(maxsize=64)
 def _parse_name(spec: str, scale: int | None) -> ModelChoice:
     from superres import pretrained
     from superres.models import get_model_info
 
-    if _looks_like_path(spec):
+    if pretrained.looks_like_path(spec):
         return ModelChoice(spec, "checkpoint", spec, scale)
-    at_scale = DEFAULT_SCALE if scale is None else scale
+    at_scale = pretrained.implied_scale(spec, scale)
     if "@" in spec:  # NAME@denoise=S: checked when loaded, on NAME's card
         base = _parse_name(spec.split("@", 1)[0], scale)
         return ModelChoice(spec, "pretrained", f"{base.name}@{spec.split('@', 1)[1]}", base.scale, base.alias)
     alias = spec if spec in ALIASES else None
-    name = spec
-    if alias == "default":
-        name = pretrained.default_model_for(at_scale)
-    elif alias == "fast":
-        name = pretrained.fastest_model_for(at_scale)
+    name = pretrained.alias_target(spec, at_scale)
     entries = _pretrained_listing()
     shipped = sorted(entry.scale for entry in entries if entry.name == name)
     if at_scale in shipped:
@@ -346,7 +339,7 @@ def upscale(
     image: Any,
     model: str = "default",
     *,
-    scale: int = DEFAULT_SCALE,
+    scale: int | None = None,
     tile: str | int | None = "auto",
     device: str = "auto",
     backend: str = "torch",
@@ -364,7 +357,8 @@ def upscale(
       alpha, gray and the ICC profile as `superres upscale` does, and the output `Path` returned.
 
     `tile`: "auto", LR pixels per tile, or None for one pass; the result is the same.
-    `scale=None` with a checkpoint path uses the checkpoint's scale.
+    `scale=None`: the checkpoint's scale for a path, the one scale a shipped name ships at
+    (`span-gan`: x4), else 2.
     `model="default"` looks at the input first: a compressed (a JPEG file of quality <= 90) or
     noisy one goes to the real-world model `real` where it ships at the scale.
     `denoise`: with a real-world model (`model="real"`, or the default), its denoising strength

@@ -68,12 +68,27 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available here")
     try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{device}'; expected auto, cpu or cuda") from None
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device '{device}'; {_devices_here()}")
+    cuda_there = torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count()
+    mps_there = torch.backends.mps.is_available()
+    if (parsed.type == "cuda" and not cuda_there) or (parsed.type == "mps" and not mps_there):
+        raise ConfigError(f"device '{device}' is not available here; {_devices_here()}")
+    return parsed
+
+
+def _devices_here() -> str:
+    """What --device may name on this machine, for messages."""
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return f"this machine has: {', '.join(found)}"
 
 
 def make_backend(

@@ -50,8 +50,14 @@ PROTOCOL = (
     "PSNR (dB) / SSIM from `superres evaluate`: LR made with MATLAB bicubic imresize, "
     "Y channel (BT.601), `scale` pixels shaved from each border"
 )
-#: The model the upscaler falls back to when no pretrained weights ship for a scale.
+#: The model the upscaler falls back to when no pretrained weights ship at all.
 FALLBACK_MODEL = "bicubic"
+#: The scale of a request that names none, unless the model named ships at one other scale only.
+#: x2, not the x4 of the real-world upscalers: it is where the models gain most over bicubic and
+#: cost least, and a photo doubled is usually as large as anyone wants it.
+DEFAULT_SCALE = 2
+#: `--model default` (or no model): the best shipped model at the scale (`default_model_for`).
+DEFAULT_ALIAS = "default"
 #: `--model fast`: the fastest shipped model that beats bicubic on Set5 by at least
 #: `FAST_MIN_GAIN_DB`.
 FAST_ALIAS = "fast"
@@ -251,6 +257,33 @@ def _denoised(spec: str, scale: int, device: str) -> nn.Module | None:
     return load_denoised(match["name"], scale, strength, device)
 
 
+def implied_scale(spec: str, scale: int | None) -> int:
+    """`scale`, or when None: `DEFAULT_SCALE`, unless `spec` is a shipped name that ships at
+    exactly one other scale (`span-gan` ships at x4 only: naming it asks for x4)."""
+    if scale is not None:
+        return int(scale)
+    shipped = sorted({entry.scale for entry in list_pretrained() if entry.name == spec.split("@", 1)[0]})
+    return shipped[0] if len(shipped) == 1 else DEFAULT_SCALE
+
+
+def alias_target(spec: str, scale: int) -> str:
+    """The model an alias (`default`, `fast`) names at `scale`; any other name as it is.
+
+    A scale at which no trained model ships, while some ship at others, is a ModelError naming
+    them, not a silent fall back to bicubic (which `--model bicubic` asks for by name)."""
+    if spec not in (DEFAULT_ALIAS, FAST_ALIAS):
+        return spec
+    chosen = default_model_for(scale) if spec == DEFAULT_ALIAS else fastest_model_for(scale)
+    trained = sorted({entry.scale for entry in list_pretrained()})
+    if chosen == FALLBACK_MODEL and trained and scale not in trained:
+        listed = ", ".join(f"x{s}" for s in trained)
+        raise ModelError(
+            f"no trained model ships for x{scale} (they ship for {listed}); "
+            f"--model bicubic upscales x{scale} by interpolation"
+        )
+    return chosen
+
+
 def default_model_for(scale: int) -> str:
     """The shipped PSNR-trained model with the best Set5 PSNR at `scale`; `"bicubic"` when none
     ships. Perceptual and real-world models (`PretrainedEntry.by_name_only`) are chosen by name only.
@@ -302,7 +335,8 @@ def fastest_model_for(scale: int) -> str:
     return max(candidates, key=lambda entry: (_speed_rank(candidates, entry), entry.name)).name
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
+    """Whether a --model value names a checkpoint file rather than a model."""
     return spec.endswith(".safetensors") or "/" in spec or "\\" in spec
 
 
@@ -335,16 +369,17 @@ def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Modul
     """The network a `--model` value names, in eval mode on `device`.
 
     `spec` is, in this order: a path to a `.safetensors` checkpoint (its scale must match
-    `scale` unless `scale` is None), a shipped pretrained name, or a registered parameter-free
-    model such as `bicubic`. `scale=None` means the checkpoint's scale, or 2 otherwise.
+    `scale` unless `scale` is None), an alias (`default`, `fast`), a shipped pretrained name (with
+    `@denoise=S` for a real-world one), or a registered parameter-free model such as `bicubic`.
+    `scale=None` means the checkpoint's scale, or the one scale a shipped name ships at, or
+    `DEFAULT_SCALE`.
     Anything else raises `ModelError` listing what is available.
     """
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         return _load_path_model(Path(spec), scale, device)
     requested_scale = scale
-    scale = 2 if scale is None else int(scale)
-    if spec == FAST_ALIAS:
-        spec = fastest_model_for(scale)
+    scale = implied_scale(spec, scale)
+    spec = alias_target(spec, scale)
     denoised = _denoised(spec, scale, device)
     if denoised is not None:
         return denoised

@@ -501,6 +501,7 @@ class BatchSettings:
     self_ensemble: bool = False
     max_pixels: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    background: tuple[int, int, int] = (255, 255, 255)  # under alpha, for formats without it
 
     def journal_key(self, network: nn.Module) -> dict:
         """What decides the output pixels: a journal written with another key is not resumed."""
@@ -563,16 +564,16 @@ class ImageBatchWorker:
             )
         return [sr]
 
-    @staticmethod
-    def write(output_path: Path, sr: np.ndarray, image) -> None:
-        """`sr` to `output_path` atomically, with `image`'s colour profile; a killed earlier
-        writer's temporary files beside it are removed first."""
+    def write(self, output_path: Path, sr: np.ndarray, image) -> None:
+        """`sr` to `output_path` atomically, with `image`'s colour profile (alpha flattened on the
+        batch's background for a format without it); a killed earlier writer's temporary files
+        beside it are removed first."""
         from superres.atomic import remove_stale_temporaries
         from superres.images import write_image
 
         output_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_path)
-        write_image(output_path, sr, icc_profile=image.icc_profile)
+        write_image(output_path, sr, icc_profile=image.icc_profile, background=self.settings.background)
 
     def upscale_file(self, input_path: Path, output_path: Path) -> None:
         """One file from end to end (what a cluster task does)."""
@@ -692,6 +693,7 @@ def upscale_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
     cluster: str | None = None,
     workers: int | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -705,7 +707,8 @@ def upscale_files(
     skip what was finished. `shard`: "i/N" or a `superres.batch.Shard`, this process's part.
     `batch_size`: most small images of one shape per network call. `cluster`: run on Dask
     (`superres.cluster`): "local" for a local cluster of `workers` processes, or a scheduler
-    address.
+    address. `background`: the 8-bit RGB colour an image with alpha is flattened onto when its
+    output format has no alpha (JPEG, BMP).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -714,6 +717,7 @@ def upscale_files(
     settings = BatchSettings(
         model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
         half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
+        background=tuple(background),
     )
     plan = plan_batch(inputs, output, network, settings, overwrite=overwrite, shard=shard)
     if cluster is None:

@@ -50,11 +50,22 @@ def _available_commands() -> dict[str, object]:
     return modules
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), without importing torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("superres")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="superres", description="Single-image super-resolution: evaluate, train, upscale."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"superres {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _available_commands().values():
         module.add_parser(subparsers)

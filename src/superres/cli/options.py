@@ -26,6 +26,21 @@ def tile_argument(text: str) -> str | int:
     return positive_int_argument(text, also="'auto' or ")
 
 
+def colour_argument(text: str) -> tuple[int, int, int]:
+    """`--background` value: a CSS colour name, #rrggbb / #rgb, or R,G,B (0..255 each)."""
+    from PIL import ImageColor
+
+    try:
+        parts = [int(part) for part in text.split(",")] if "," in text else list(ImageColor.getrgb(text))[:3]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or not all(0 <= part <= 255 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected a colour such as white, #ffffff or 255,255,255, got '{text}'"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """--device, for every command that runs a model."""
     parser.add_argument(

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from superres.cli.options import add_device_arguments, add_max_pixels_argument, positive_int_argument
+from superres.cli.options import (
+    add_device_arguments,
+    add_max_pixels_argument,
+    colour_argument,
+    positive_int_argument,
+)
 from superres.errors import ModelError
-
-DEFAULT_SCALE = 2
 
 
 def supported_scales() -> tuple[int, ...]:
@@ -67,6 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="average the model over the 8 flips/rotations of each image (8x the time)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--background",
+        type=colour_argument,
+        default=(255, 255, 255),
+        metavar="COLOUR",
+        help="where an image with transparency is written to a format without it (JPEG, BMP): the colour "
+        "it is flattened onto, with a warning (a name, #rrggbb or R,G,B; default white)",
+    )
     add_max_pixels_argument(p)
     p.add_argument(
         "--backend", default="torch", help="inference runtime: torch or onnxruntime (default: torch)"
@@ -114,15 +125,18 @@ def check_scale(scale: int | None) -> None:
 
 
 def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
-    """The --model value to resolve (the best shipped one by default) and the scale to ask for."""
-    from superres.pretrained import FAST_ALIAS, default_model_for, fastest_model_for
+    """The --model value to resolve (the best shipped one by default) and the scale to ask for:
+    --scale, or the one scale a shipped name ships at (`span-gan`: x4), or the default scale.
+    A checkpoint path keeps None: its own scale."""
+    from superres.pretrained import DEFAULT_ALIAS, alias_target, implied_scale, looks_like_path
 
     check_scale(scale)
+    spec = DEFAULT_ALIAS if spec is None else spec
+    if scale is None and looks_like_path(spec):
+        return spec, None
+    scale = implied_scale(spec, scale)
     # The aliases are resolved here so that messages name the model that actually runs.
-    if spec is None or spec == FAST_ALIAS:
-        scale = DEFAULT_SCALE if scale is None else scale
-        return (default_model_for if spec is None else fastest_model_for)(scale), scale
-    return spec, scale
+    return alias_target(spec, scale), scale
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
             cluster=cluster,
             workers=args.workers,
+            background=args.background,
         ))
     if videos:
         report.extend(_upscale_videos(videos, args, spec, scale, device))

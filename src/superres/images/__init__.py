@@ -206,17 +206,24 @@ def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | No
 # --------------------------------------------------------------------------------------------
 
 
+#: The background an image with alpha is flattened onto for a format without alpha.
+WHITE = (255, 255, 255)
+
+
 def write_image(
     path: str | os.PathLike[str],
     pixels: np.ndarray,
     *,
     icc_profile: bytes | None = None,
     quality: int = 95,
+    background: tuple[int, int, int] = WHITE,
 ) -> None:
     """Write HW or HWC uint8/uint16 pixels to `path`, the format chosen by its extension.
 
     16 bits are kept in PNG and TIFF (any channel count); formats that cannot hold them get 8 bits,
-    rounded, with a warning. JPEG and BMP cannot hold alpha: it is dropped, with a warning.
+    rounded, with a warning. JPEG and BMP cannot hold alpha: the image is composited over
+    `background` (8-bit RGB; white by default, as browsers and image editors flatten), with a
+    warning, rather than its transparent pixels' leftover colours showing.
     `quality` (1..100) applies to JPEG and WebP. The write is atomic: a temporary file in the same
     folder is renamed over `path` only once complete, so a failure leaves any old file untouched.
     """
@@ -225,7 +232,7 @@ def write_image(
     pixels = _validated_pixels(pixels, path)
     if not 1 <= quality <= 100:
         raise ImageWriteError(f"{path}: quality must be between 1 and 100, got {quality}")
-    pixels = _fit_pixels_to_format(pixels, image_format, path)
+    pixels = _fit_pixels_to_format(pixels, image_format, path, background)
     if image_format == "BMP" and icc_profile:
         logger.warning("%s: BMP cannot store an ICC profile; it is dropped", path)
         icc_profile = None
@@ -272,17 +279,39 @@ def _validated_pixels(pixels: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
-def _fit_pixels_to_format(pixels: np.ndarray, image_format: str, path: Path) -> np.ndarray:
-    """Drop what the format cannot store (alpha, 16 bits), with a warning."""
+def _fit_pixels_to_format(
+    pixels: np.ndarray, image_format: str, path: Path, background: tuple[int, int, int] = WHITE
+) -> np.ndarray:
+    """Flatten what the format cannot store (alpha: over `background`; 16 bits), with a warning."""
     if image_format in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
-        logger.warning("%s: %s cannot store alpha; alpha is dropped", path, image_format)
-        pixels = pixels[:, :, : pixels.shape[2] - 1]
+        logger.warning(
+            "%s: %s cannot store alpha; transparent areas composited on RGB %s (--background)",
+            path, image_format, tuple(background),
+        )
+        pixels = composite_on(pixels, background)
     if pixels.dtype == np.uint16 and image_format in _EIGHT_BIT_ONLY_FORMATS:
         logger.warning(
             "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format
         )
         pixels = uint16_to_uint8(pixels)
     return np.ascontiguousarray(pixels)
+
+
+def composite_on(pixels: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """HWC pixels with alpha (gray+alpha or RGBA) composited over an 8-bit RGB `background`
+    (gray: its BT.601 luma), in the pixels' own type; straight (not premultiplied) alpha."""
+    top = _max_value(pixels.dtype)
+    colour = pixels[..., :-1].astype(np.float64)
+    alpha = pixels[..., -1:].astype(np.float64) / top
+    fill = np.asarray(background, dtype=np.float64) * (top / 255.0)
+    if colour.shape[2] == 1:
+        fill = np.array([fill @ np.array([0.299, 0.587, 0.114])])
+    flat = colour * alpha + fill * (1.0 - alpha)
+    return np.clip(np.floor(flat + 0.5), 0, top).astype(pixels.dtype)
+
+
+def _max_value(dtype: np.dtype) -> int:
+    return 65535 if dtype == np.uint16 else 255
 
 
 def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> None:

@@ -1,0 +1,126 @@
+"""What a new user trips over, each fixed: alpha into JPEG, unsupported scales and devices, a
+model name that implies its scale, `--version`, `superres models` without timing. CPU only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import superres
+from superres.cli import main
+from superres.images import read_image, write_image
+from superres.pretrained import list_pretrained
+
+
+def rgba_image() -> np.ndarray:
+    """Red where opaque (left half), a transparent right half whose hidden colours vary."""
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((16, 16, 4), np.uint8)
+    pixels[:, :8] = (200, 30, 30, 255)
+    pixels[:, 8:, :3] = rng.integers(0, 256, (16, 8, 3))
+    return pixels
+
+
+def test_alpha_into_jpeg_is_flattened_on_white_with_a_warning(tmp_path: Path, caplog) -> None:
+    write_image(tmp_path / "in.png", rgba_image())
+    assert (
+        main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.jpg"), "--model", "bicubic"])
+        == 0
+    )
+    out = read_image(tmp_path / "out.jpg").pixels.astype(int)
+    assert out.shape == (32, 32, 3)
+    assert np.abs(out[:, 20:] - 255).max() <= 3  # the transparent half is white, not its hidden colours
+    assert "composited on RGB (255, 255, 255)" in caplog.text
+    assert (
+        main(
+            [
+                "upscale",
+                str(tmp_path / "in.png"),
+                "-o",
+                str(tmp_path / "black.jpg"),
+                "--model",
+                "bicubic",
+                "--background",
+                "black",
+            ]
+        )
+        == 0
+    )
+    assert read_image(tmp_path / "black.jpg").pixels[:, 20:].max() <= 3
+    with pytest.raises(SystemExit):  # argparse: usage and the reason, exit code 2
+        main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.jpg"), "--background", "nope"])
+
+
+def test_a_scale_without_a_trained_model_is_one_line(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "a.png", rgba_image()[..., :3])
+    assert main(["upscale", str(tmp_path / "a.png"), "--scale", "5"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert "no trained model ships for x5" in error and "--model bicubic" in error and "\n" not in error
+    assert main(["upscale", str(tmp_path / "a.png"), "--scale", "5", "--model", "bicubic"]) == 0
+    assert read_image(tmp_path / "a_x5.png").pixels.shape == (80, 80, 3)
+    assert main(["upscale", str(tmp_path / "a.png"), "--scale", "9"]) != 0
+    assert "scale 9 is not supported" in capsys.readouterr().err
+
+
+def test_a_model_that_ships_at_one_scale_implies_it(tmp_path: Path) -> None:
+    only_x4 = sorted(
+        {e.name for e in list_pretrained()} - {e.name for e in list_pretrained() if e.scale != 4}
+    )
+    if not only_x4:
+        pytest.skip("no shipped model exists at x4 only")
+    write_image(tmp_path / "a.png", rgba_image()[..., :3])
+    assert (
+        main(["upscale", str(tmp_path / "a.png"), "--model", only_x4[0], "-o", str(tmp_path / "b.png")]) == 0
+    )
+    assert read_image(tmp_path / "b.png").pixels.shape == (64, 64, 3)
+    assert superres.upscale(rgba_image()[..., :3], model=only_x4[0]).shape == (64, 64, 3)
+
+
+def test_default_means_the_same_in_every_command(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", rgba_image()[..., :3])
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "a.png"),
+                "--model",
+                "default",
+                "--scale",
+                "2",
+                "-o",
+                str(tmp_path / "fig.png"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["upscale", str(tmp_path / "a.png"), "--model", "default", "-o", str(tmp_path / "b.png")]) == 0
+    )
+
+
+@pytest.mark.parametrize("device", ["mps", "tpu", "cuda:7"])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path: Path, capsys, device: str) -> None:
+    write_image(tmp_path / "a.png", rgba_image()[..., :3])
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", "bicubic", "--device", device]) != 0
+    error = capsys.readouterr().err.strip()
+    assert device in error and "this machine has: auto, cpu" in error and "\n" not in error
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("superres ")
+
+
+def test_models_answers_from_the_cards_without_timing(monkeypatch, capsys) -> None:
+    import superres.frontier
+
+    def no_timing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("superres models timed the models without --time")
+
+    monkeypatch.setattr(superres.frontier, "measure_frontier", no_timing)
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "speed" in out and "superres upscale` sends a JPEG of quality <= 90" in out
