@@ -32,6 +32,7 @@ from superres.errors import ConfigError
 from superres.images import read_image, write_image
 from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
+from superres.resize import imresize
 from superres.runlog import DEGRADE_HISTORY_COLUMNS
 from superres.train import train
 from test_train import read_history, synthetic_image, weights_of
@@ -140,6 +141,18 @@ def test_all_stages_off_leaves_only_the_final_resize() -> None:
         np.round(c[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8) for c in candidates
     ]
     assert any(np.array_equal(lr, candidate) for candidate in as_uint8)
+
+
+def test_the_light_share_is_a_matlab_bicubic_downscale_then_noise_and_jpeg() -> None:
+    hr = textured_image(32, 36, 4)
+    clean_only = RealDegradation(light_prob=1.0, noise=False, jpeg=False)
+    lr = degradations.degrade_image(hr, 2, np.random.default_rng(0), clean_only)
+    expected = np.clip(np.floor(imresize(hr.astype(np.float64) / 255, 0.5) * 255 + 0.5), 0, 255)
+    assert np.abs(lr.astype(int) - expected.astype(int)).max() <= 1  # float32 against float64
+    light = RealDegradation(light_prob=1.0)
+    first = degradations.degrade_image(hr, 2, np.random.default_rng(1), light)
+    assert np.array_equal(first, degradations.degrade_image(hr, 2, np.random.default_rng(1), light))
+    assert not np.array_equal(first, lr)
 
 
 def test_the_jpeg_stage_goes_through_a_real_codec(monkeypatch: pytest.MonkeyPatch) -> None:

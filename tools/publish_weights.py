@@ -73,7 +73,9 @@ def real_world_fields(args: argparse.Namespace, config: dict[str, Any]) -> dict[
         return {}
     fields: dict[str, Any] = {"degradation": "real"}
     init = config.get("init_weights")
-    if not config.get("gan") and init and "/" not in init and not init.endswith(".safetensors"):
+    if args.denoise_base:
+        fields["denoise_base"] = args.denoise_base
+    elif not config.get("gan") and init and "/" not in init and not init.endswith(".safetensors"):
         fields["denoise_base"] = init
     presets = {}
     for item in args.preset_eval:
@@ -193,6 +195,10 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", choices=["best", "last"], default="best",
         help="best.safetensors, or the EMA of last.safetensors (GAN runs)",
+    )
+    parser.add_argument(
+        "--denoise-base", default=None, metavar="NAME",
+        help="a real-world model's clean start (a shipped Y model) when its run started from a checkpoint",
     )
     parser.add_argument(
         "--preset-eval", action="append", default=[], metavar="PRESET=EVAL.json",

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from superres.errors import ConfigError
-from superres.resize import imresize, modcrop
+from superres.resize import imresize, imresize_tensor, modcrop
 
 KERNEL_SHAPES = (
     "iso",
@@ -113,6 +113,13 @@ class RealDegradation:
     jpeg_range2: tuple[float, float] = (30.0, 95.0)
     # the final stage
     final_sinc_prob: float = 0.8
+    # The simpler degradation family of BSRGAN and of most web images, for a share of the pairs
+    # (0 in Real-ESRGAN): MATLAB-bicubic downscale (what the benchmarks use), Gaussian noise with
+    # `light_noise_prob` (sigma in `noise_range2`, gray with `gray_noise_prob2`), then JPEG in
+    # `jpeg_range2`. Without it, every LR is blurred first, and a model sharpens such clean
+    # downscales too much.
+    light_prob: float = 0.0
+    light_noise_prob: float = 0.5
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None) -> RealDegradation:
@@ -410,6 +417,9 @@ def degrade_tensor(
     height, width = hr.shape[-2:]
     lr_size = (height // scale, width // scale)
     out = hr.float()
+    # Drawn only when asked for: with light_prob 0 the random stream is Real-ESRGAN's chain alone.
+    if options.light_prob > 0 and rng.random() < options.light_prob:
+        return _light_chain(out, scale, rng, options)
     # first order
     if options.blur:
         out = filter2d(
@@ -469,6 +479,19 @@ def degrade_tensor(
     if sinc is not None:
         out = filter2d(out, sinc)
     if not jpeg_first and options.jpeg:
+        out = _random_jpeg(out, rng, options.jpeg_range2)
+    return (out.clamp(0.0, 1.0) * 255.0).round() / 255.0
+
+
+def _light_chain(
+    hr: torch.Tensor, scale: int, rng: np.random.Generator, options: RealDegradation
+) -> torch.Tensor:
+    """MATLAB-bicubic downscale, maybe noise, then JPEG (each stage obeying its switch)."""
+    out = imresize_tensor(hr, 1.0 / scale).clamp(0.0, 1.0)
+    if options.noise and rng.random() < options.light_noise_prob:
+        sigma, gray = float(rng.uniform(*options.noise_range2)), bool(rng.random() < options.gray_noise_prob2)
+        out = add_gaussian_noise(out, rng, sigma, gray)
+    if options.jpeg:
         out = _random_jpeg(out, rng, options.jpeg_range2)
     return (out.clamp(0.0, 1.0) * 255.0).round() / 255.0
 
