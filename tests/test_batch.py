@@ -46,14 +46,14 @@ from superres.atomic import atomic_write
 from superres.upscale import ImageBatchWorker
 real = ImageBatchWorker.write
 calls = []
-def write(output_path, sr, image):
+def write(self, output_path, sr, image):
     calls.append(output_path)
     if len(calls) == 4:
         def stalled(stream):
             stream.write(b"x" * 4096); stream.flush(); print("WRITING", flush=True); time.sleep(60)
         atomic_write(output_path, stalled)
-    real(output_path, sr, image)
-ImageBatchWorker.write = staticmethod(write)
+    real(self, output_path, sr, image)
+ImageBatchWorker.write = write
 from superres.cli import main
 sys.exit(main(sys.argv[1:]))
 """

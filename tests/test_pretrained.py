@@ -264,7 +264,7 @@ def test_model_card_layout(tmp_path: Path) -> None:
 def test_models_command_lists_architectures_and_weights(
     weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["models"]) == 0
+    assert main(["models", "--time"]) == 0
     out = capsys.readouterr().out
     for name in ("bicubic", "srcnn", "srcnn-tutorial", "rednet", "red_small"):
         assert name in out
@@ -273,9 +273,10 @@ def test_models_command_lists_architectures_and_weights(
     assert "output MP/s here" in out and "bicubic in the same run" in out
 
 
-def test_models_command_can_skip_timing(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "--no-speed"]) == 0
-    assert "MP/s" not in capsys.readouterr().out
+def test_models_command_times_only_when_asked(weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["models"], ["models", "--no-speed"]):
+        assert main(args) == 0
+        assert "MP/s" not in capsys.readouterr().out
 
 
 def test_models_command_without_weights(

@@ -124,3 +124,17 @@ def test_models_answers_from_the_cards_without_timing(monkeypatch, capsys) -> No
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "speed" in out and "superres upscale` sends a JPEG of quality <= 90" in out
+
+
+def test_output_format_and_quality_for_a_batch(tmp_path: Path) -> None:
+    for name in ("a.png", "b.jpg"):
+        write_image(tmp_path / "in" / name, rgba_image()[..., :3])
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "bicubic"]
+    assert main([*args, "--format", "webp", "--quality", "40"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "a_x2.webp",
+        "b_x2.webp",
+    ]
+    small = (tmp_path / "out" / "a_x2.webp").stat().st_size
+    assert main([*args, "--format", "webp", "--quality", "95", "--overwrite"]) == 0
+    assert (tmp_path / "out" / "a_x2.webp").stat().st_size > small

@@ -380,12 +380,16 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def output_name(input_path: Path, scale: int) -> str:
+def output_name(input_path: Path, scale: int, output_format: str | None = None) -> str:
     """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension (a GIF, which
-    is not written, becomes a PNG)."""
+    is not written, becomes a PNG); `output_format` ("webp", "png", ...) replaces it."""
     from superres.images import IMAGE_EXTENSIONS
 
     suffix = input_path.suffix if input_path.suffix.lower() in IMAGE_EXTENSIONS else ".png"
+    if output_format is not None:
+        suffix = "." + output_format.lower().lstrip(".")
+        if suffix not in IMAGE_EXTENSIONS:
+            raise ConfigError(f"cannot write {output_format} files; choose one of {' '.join(IMAGE_EXTENSIONS)}")
     return f"{input_path.stem}_x{scale}{suffix}"
 
 
@@ -412,6 +416,7 @@ def plan_outputs(
     output: Path | None,
     scale: int,
     conflicts: list[tuple[Path, str]] | None = None,
+    output_format: str | None = None,
 ) -> list[tuple[Path, Path]]:
     """(input, output) pairs. Folder and glob finds that are another input's output (a previous
     run's results lying beside the inputs) are dropped; writing over any input is a ConfigError.
@@ -422,8 +427,8 @@ def plan_outputs(
 
     def target(path: Path) -> Path:
         if output is None:
-            return path.with_name(output_name(path, scale))
-        return output if single_file else output / output_name(path, scale)
+            return path.with_name(output_name(path, scale, output_format))
+        return output if single_file else output / output_name(path, scale, output_format)
 
     planned = {path: target(path) for path in inputs}
     outputs = {out.resolve() for out in planned.values()}
@@ -502,6 +507,8 @@ class BatchSettings:
     max_pixels: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     background: tuple[int, int, int] = (255, 255, 255)  # under alpha, for formats without it
+    output_format: str | None = None  # the outputs' extension ("webp"); None: each input's own
+    quality: int = 95  # JPEG and WebP
 
     def journal_key(self, network: nn.Module) -> dict:
         """What decides the output pixels: a journal written with another key is not resumed."""
@@ -573,7 +580,10 @@ class ImageBatchWorker:
 
         output_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_path)
-        write_image(output_path, sr, icc_profile=image.icc_profile, background=self.settings.background)
+        write_image(
+            output_path, sr, icc_profile=image.icc_profile, background=self.settings.background,
+            quality=self.settings.quality,
+        )
 
     def upscale_file(self, input_path: Path, output_path: Path) -> None:
         """One file from end to end (what a cluster task does)."""
@@ -618,7 +628,10 @@ def plan_batch(
     shard = Shard.parse(shard) if isinstance(shard, str) else (shard or Shard())
     named, found, problems = expand_inputs(inputs)
     output_path = Path(output) if output is not None else None
-    jobs = shard.select(plan_outputs(named, found, output_path, int(network.scale), conflicts=problems))
+    planned = plan_outputs(
+        named, found, output_path, int(network.scale), conflicts=problems, output_format=settings.output_format
+    )
+    jobs = shard.select(planned)
     journal = Journal.beside([out for _, out in jobs], settings.journal_key(network), shard)
 
     report = BatchReport()
@@ -694,6 +707,8 @@ def upscale_files(
     cluster: str | None = None,
     workers: int | None = None,
     background: tuple[int, int, int] = (255, 255, 255),
+    output_format: str | None = None,
+    quality: int = 95,
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -708,7 +723,8 @@ def upscale_files(
     `batch_size`: most small images of one shape per network call. `cluster`: run on Dask
     (`superres.cluster`): "local" for a local cluster of `workers` processes, or a scheduler
     address. `background`: the 8-bit RGB colour an image with alpha is flattened onto when its
-    output format has no alpha (JPEG, BMP).
+    output format has no alpha (JPEG, BMP). `output_format`: the outputs' extension (e.g. "webp")
+    instead of each input's own; `quality` (1..100): JPEG and WebP quality.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -717,7 +733,7 @@ def upscale_files(
     settings = BatchSettings(
         model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
         half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
-        background=tuple(background),
+        background=tuple(background), output_format=output_format, quality=quality,
     )
     plan = plan_batch(inputs, output, network, settings, overwrite=overwrite, shard=shard)
     if cluster is None:

@@ -17,6 +17,7 @@ from superres.cli.options import (
     positive_int_argument,
 )
 from superres.errors import ModelError
+from superres.images import IMAGE_EXTENSIONS
 
 
 def supported_scales() -> tuple[int, ...]:
@@ -70,6 +71,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="average the model over the 8 flips/rotations of each image (8x the time)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
+        default=None,
+        help="the outputs' format (default: each input's own; GIF becomes PNG)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=95,
+        choices=range(1, 101),
+        metavar="1..100",
+        help="JPEG and WebP quality (default 95)",
+    )
     p.add_argument(
         "--background",
         type=colour_argument,
@@ -159,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     # No model named: each image goes to the clean default or, when compressed or noisy, to the
     # real-world model (superres.input_check); a named model takes them all.
     if args.model is None and args.denoise is None:
-        routes = _route_by_condition(images, scale, args.max_pixels, args.output)
+        routes = _route_by_condition(images, scale, args.max_pixels, args.output, args.output_format)
     else:
         routes = {spec: images}
     for route_spec, route_images in routes.items():
@@ -180,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
             cluster=cluster,
             workers=args.workers,
             background=args.background,
+            output_format=args.output_format,
+            quality=args.quality,
         ))
     if videos:
         report.extend(_upscale_videos(videos, args, spec, scale, device))
@@ -201,7 +219,7 @@ def _with_denoise(named: str | None, spec: str, strength: float) -> str:
 
 
 def _route_by_condition(
-    inputs: list, scale: int, max_pixels: int | None, output: str | None
+    inputs: list, scale: int, max_pixels: int | None, output: str | None, output_format: str | None
 ) -> dict[str, list]:
     """{model name: the inputs it upscales}: each readable image by its condition
     (`superres.input_check`); unreadable ones go with the default, whose batch reports them."""
@@ -217,7 +235,9 @@ def _route_by_condition(
     logger = logging.getLogger("superres.upscale")
     named, found, problems = expand_inputs(inputs)
     # The inputs the batch would take: without the previous outputs found beside them.
-    planned = plan_outputs(named, found, Path(output) if output else None, scale, conflicts=[])
+    planned = plan_outputs(
+        named, found, Path(output) if output else None, scale, conflicts=[], output_format=output_format
+    )
     routes: dict[str, list] = {default_model_for(scale): [path for path, _ in problems]}
     for path, _ in planned:
         model = default_model_for(scale)
