@@ -23,6 +23,7 @@ from superres.gan.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
+    phase_lattice_loss,
 )
 from superres.images import write_image
 from superres.models import create_model
@@ -165,6 +166,18 @@ def test_a_vgg_file_of_the_wrong_layout_is_one_clear_error(tmp_path: Path) -> No
         create_perceptual_loss("vgg19", 3, F.mse_loss, layer="relu5_4", weights_path=None)
 
 
+def test_the_phase_term_measures_a_planted_lattice_and_ignores_content() -> None:
+    hr = torch.rand(3, 2, 16, 16)
+    offsets = torch.tensor([[1.0, -1.0], [2.0, 0.0]]) / 255
+    lattice = hr + offsets.repeat(8, 8)
+    expected = float(offsets.std(unbiased=False))
+    assert float(phase_lattice_loss(lattice, hr, 2)) == pytest.approx(expected)
+    assert float(phase_lattice_loss(hr + 0.1, hr, 2)) < 1e-5  # a uniform error has no lattice
+    sr = lattice.clone().requires_grad_(True)
+    phase_lattice_loss(sr, hr, 2).backward()
+    assert sr.grad.abs().sum() > 0  # trainable
+
+
 def test_feature_matching_is_zero_for_the_same_maps() -> None:
     maps = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4)]
     assert float(feature_matching_loss(maps, maps)) == 0.0
@@ -194,9 +207,9 @@ def test_gan_settings_leave_a_non_gan_config_unchanged(data_dirs: tuple[Path, Pa
     [
         {},
         {"discriminator": "unet", "adversarial_loss": "relativistic", "perceptual": "none",
-         "feature_matching_weight": 0.1, "loss": "l1", "ema_decay": 0.9},
+         "feature_matching_weight": 0.1, "loss": "l1", "ema_decay": 0.9, "phase_weight": 1.0},
     ],
-    ids=["vgg-vanilla-random", "unet-relativistic-matching"],
+    ids=["vgg-vanilla-random", "unet-relativistic-matching-phase"],
 )
 def test_a_few_gan_steps_change_both_networks(
     data_dirs: tuple[Path, Path], tmp_path: Path, changes: dict[str, object]

@@ -125,7 +125,8 @@ class TrainConfig:
 
     `gan` trains the model as the generator of a GAN (`superres.gan`): the generator's loss is
     `pixel_weight * loss + perceptual_weight * perceptual (by `loss` on features) +
-    feature_matching_weight * discriminator feature matching + adversarial_weight * adversarial`;
+    feature_matching_weight * discriminator feature matching + adversarial_weight * adversarial +
+    phase_weight * the sub-pixel lattice term`;
     the discriminator has its own optimizer (the same kind, `discriminator_learning_rate` on the
     same schedule). `ema_decay` then averages the generator. The other GAN fields must stay at
     their defaults when `gan` is false.
@@ -304,6 +305,15 @@ class TrainConfig:
         metadata=gan_flag("vanilla: SRGAN's BCE; relativistic: ESRGAN's", choices=ADVERSARIAL_LOSSES),
     )
     adversarial_weight: float = field(default=1e-3, metadata=gan_flag(type=float))
+    phase_weight: float = field(
+        default=0.0,
+        metadata=gan_flag(
+            "weight of the sub-pixel lattice term (superres.gan.losses.phase_lattice_loss): the spread of "
+            "the batch's mean error over the scale x scale output phases, which a GAN's pixel shuffle "
+            "otherwise prints as a grid",
+            type=float,
+        ),
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists) that `config_from_dict` reads back unchanged.
@@ -549,7 +559,10 @@ def _validate_gan(config: TrainConfig) -> None:
     rate = config.discriminator_learning_rate
     if rate is not None and not (_is_number(rate) and rate > 0):
         raise ConfigError(f"discriminator_learning_rate must be a positive number or null, got {rate!r}")
-    for name in ("pixel_weight", "perceptual_weight", "feature_matching_weight", "adversarial_weight"):
+    weights = (
+        "pixel_weight", "perceptual_weight", "feature_matching_weight", "adversarial_weight", "phase_weight",
+    )
+    for name in weights:
         value = getattr(config, name)
         if not (_is_number(value) and value >= 0):
             raise ConfigError(f"{name} must be a number >= 0, got {value!r}")

@@ -58,6 +58,19 @@ def generator_adversarial_loss(
     return _bce(fake_logits, 1.0)
 
 
+def phase_lattice_loss(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The lattice a sub-pixel upsampler prints, as a loss: per channel, the standard deviation over
+    the scale x scale output phases of the mean error SR - HR (pooled over the batch, so that image
+    content averages out), averaged over channels; 0..1 units. `superres.metrics.phase_error_spread`
+    is the same measure on one scored image, in gray levels."""
+    batch, channels, height, width = sr.shape
+    rows, cols = (height // scale) * scale, (width // scale) * scale
+    error = (sr - hr)[..., :rows, :cols].reshape(batch, channels, rows // scale, scale, cols // scale, scale)
+    phase_means = error.mean(dim=(0, 2, 4))  # (C, scale, scale)
+    spread = phase_means.flatten(1).var(dim=1, unbiased=False)
+    return torch.sqrt(spread + 1e-12).mean()
+
+
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     # With logits: the sigmoid inside the loss is stable where D is confident.
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))

@@ -37,6 +37,7 @@ from superres.gan.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
+    phase_lattice_loss,
 )
 from superres.runlog import GAN_HISTORY_COLUMNS
 from superres.train_state import load_optimizer_state
@@ -115,6 +116,8 @@ class GanTraining:
             config.pixel_weight * pixel + config.perceptual_weight * perceptual
             + config.feature_matching_weight * matching + config.adversarial_weight * adversarial
         )
+        if config.phase_weight:  # not a history column: the lattice is measured by `evaluate --grid`
+            loss = loss + config.phase_weight * phase_lattice_loss(sr, hr, config.scale)
         generator_optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
