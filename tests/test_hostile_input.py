@@ -88,9 +88,9 @@ def test_truncated_jpeg_with_an_end_marker_is_refused(tmp_path: Path, options: d
 
 def test_the_default_pixel_limit_fits_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     # A 23 KB JPEG claiming 16000 x 16000 decoded to 2.5 GB under a fixed 2**28 limit.
-    monkeypatch.setattr(limits, "_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(limits, "memory_bytes", lambda: 8 * 2**30)
     assert limits.default_max_pixels() < 16000 * 16000
-    monkeypatch.setattr(limits, "_memory_bytes", lambda: None)
+    monkeypatch.setattr(limits, "memory_bytes", lambda: None)
     assert limits.default_max_pixels() == 2**28
 
 

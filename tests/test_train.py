@@ -307,6 +307,20 @@ def test_unknown_keys_and_bad_values_are_config_errors(tmp_path: Path) -> None:
         resolve_config(config_from_dict({**base, "model": "vdsr"}))
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         build_config(preset="nope")
+    with pytest.raises(ConfigError, match="'train_data' must be a path or a list of paths, got 5"):
+        config_from_dict({**base, "train_data": 5})
+    (tmp_path / "utf16.json").write_text(json.dumps(base), encoding="utf-16")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        build_config(config_file=tmp_path / "utf16.json")
+
+
+def test_a_network_too_large_for_this_machine_is_refused_before_anything_is_allocated(
+    data_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = tiny_config(data_dirs, model="span", model_kwargs={"num_features": 100_000})
+    with pytest.raises(ConfigError, match=r"training state needs about [0-9.]+ GiB; this machine has"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_learning_rate_schedules() -> None:

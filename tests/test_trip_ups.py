@@ -138,3 +138,10 @@ def test_output_format_and_quality_for_a_batch(tmp_path: Path) -> None:
     small = (tmp_path / "out" / "a_x2.webp").stat().st_size
     assert main([*args, "--format", "webp", "--quality", "95", "--overwrite"]) == 0
     assert (tmp_path / "out" / "a_x2.webp").stat().st_size > small
+
+
+def test_an_empty_array_is_one_clear_error() -> None:
+    from superres.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least one pixel, got shape \\(0, 0, 3\\)"):
+        superres.upscale(np.zeros((0, 0, 3), np.uint8), model="bicubic")

@@ -288,6 +288,9 @@ def upscale_pixels(
     """
     from superres.upscale import _resolve_tile, upscale_image
 
+    if not isinstance(pixels, np.ndarray) or pixels.ndim not in (2, 3) or 0 in pixels.shape:
+        shape = getattr(pixels, "shape", None)
+        raise ConfigError(f"expected HW or HWC pixels with at least one pixel, got shape {shape}")
     network, runner = runtime_for(
         model, scale, device=device, backend=backend, self_ensemble=self_ensemble
     )

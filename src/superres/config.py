@@ -360,9 +360,12 @@ def config_from_dict(values: dict[str, Any], *, source: str = "configuration") -
         raise ConfigError(f"{source}: '{missing[0]}' is required")
     values = dict(values)
     train_data = values["train_data"]
-    values["train_data"] = (str(train_data),) if isinstance(train_data, (str, Path)) else tuple(
-        str(path) for path in train_data
-    )
+    if isinstance(train_data, (str, Path)):
+        train_data = [train_data]
+    if not isinstance(train_data, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in train_data):
+        given = values["train_data"]
+        raise ConfigError(f"{source}: 'train_data' must be a path or a list of paths, got {given!r}")
+    values["train_data"] = tuple(str(path) for path in train_data)
     if values.get("val_data") is not None:
         values["val_data"] = str(values["val_data"])
     if "betas" in values:
@@ -382,6 +385,8 @@ def read_json_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (save the config as UTF-8 JSON)") from None
     try:
         values = json.loads(text)
     except json.JSONDecodeError as error:

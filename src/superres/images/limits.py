@@ -17,7 +17,7 @@ MAX_PIXELS_CEILING = 2**28
 _BYTES_PER_PIXEL_AT_WORST = 160
 
 
-def _memory_bytes() -> int | None:
+def memory_bytes() -> int | None:
     """Physical memory, or the container's cgroup limit when that is lower; None if unknown."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -35,7 +35,7 @@ def _memory_bytes() -> int | None:
 
 def default_max_pixels() -> int:
     """The pixel limit that fits this machine's memory, at most `MAX_PIXELS_CEILING`."""
-    memory = _memory_bytes()
+    memory = memory_bytes()
     if memory is None:
         return MAX_PIXELS_CEILING
     return max(1, min(MAX_PIXELS_CEILING, memory // _BYTES_PER_PIXEL_AT_WORST))
