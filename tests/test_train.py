@@ -111,7 +111,8 @@ def test_a_short_run_learns_and_writes_its_run_folder(data_dirs: tuple[Path, Pat
     assert summary.stop_reason == "completed" and summary.steps == 40
     assert summary.best_psnr is not None and summary.hr_pixels_per_s > 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "best.safetensors", "config.json", "history.csv", "last.safetensors", "loss.png", "psnr.png",
+        "best.safetensors", "config.json", "history.csv", "last-previous.safetensors", "last.safetensors",
+        "loss.png", "psnr.png",
     ]
     rows = read_history(run_dir)
     assert list(rows[0]) == list(HISTORY_COLUMNS)
@@ -157,6 +158,32 @@ def test_a_killed_run_resumed_ends_with_identical_weights(
         return [(row["step"], row["loss"], row["learning_rate"], row["val_psnr"]) for row in rows]
 
     assert deterministic_columns("resumed") == deterministic_columns("whole")
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_a_damaged_last_checkpoint_resumes_from_the_one_before(
+    data_dirs: tuple[Path, Path], tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tiny_config(data_dirs, model="rednet", model_kwargs={"num_layers": 2, "num_features": 8})
+    whole = train(config, tmp_path / "whole")
+    run_dir = tmp_path / "run"
+    train(config, run_dir, stop_after=6)  # checkpoints at steps 3 and 6: last is 6, previous 3
+    last = run_dir / "last.safetensors"
+    data = bytearray(last.read_bytes())
+    if damage == "flipped":
+        for offset in range(len(data) - 1000, len(data)):  # 1,000 bytes of tensor data
+            data[offset] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    last.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(last)
+    resumed = train(load_run_config(run_dir), run_dir, resume=True)
+    assert "resuming from the checkpoint before it, last-previous.safetensors" in caplog.text
+    assert resumed.steps == whole.steps == 8
+    # Steps 4-6 were redone from step 3's state: the same weights as the uninterrupted run.
+    for name, tensor in weights_of(tmp_path / "whole" / "last.safetensors").items():
+        assert torch.equal(tensor, weights_of(last)[name]), name
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(

@@ -15,10 +15,17 @@ A checkpoint is untrusted input: its metadata is checked against the model's car
 name, supported scale, known kwargs of the card's types, within `MAX_KWARG_INT`) before anything is
 built, the network is then built on the "meta" device (no memory) and its tensor names and shapes
 compared with the file's, and weights that are NaN or infinite are refused.
+
+Damage after the write (a flipped bit, a copy cut short) is caught by a content hash: the
+metadata's `content_sha256` is the SHA-256 of every tensor's name, dtype, shape and bytes, in name
+order (`content_hash`), and reading a file whose tensors do not match it is a CheckpointError.
+Files written before the hash existed (the shipped weights among them) have none and are read as
+they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import numbers
@@ -40,6 +47,8 @@ METADATA_KEY = "superres"
 EXTRA_PREFIX = "_extra."
 OPTIMIZER_PREFIX = "optim."
 FORMAT_VERSION = 1
+#: The metadata key of the tensors' SHA-256 (`content_hash`), checked by `load_checkpoint`.
+CONTENT_HASH_KEY = "content_sha256"
 REQUIRED_METADATA = ("model", "scale", "model_kwargs", "channels")
 #: The largest whole number a model kwarg may hold in a checkpoint (layers, features, kernel
 #: sizes): ten times what any registered network uses, far below what would exhaust memory.
@@ -59,10 +68,10 @@ def save_checkpoint(
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
-    metadata = {"format_version": FORMAT_VERSION, **metadata}
     tensors = {name: _storable(tensor) for name, tensor in model.state_dict().items()}
     for name, tensor in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + name] = _storable(tensor)
+    metadata = {"format_version": FORMAT_VERSION, **metadata, CONTENT_HASH_KEY: content_hash(tensors)}
     header = {METADATA_KEY: json.dumps(metadata, allow_nan=True)}
     try:
         atomic_write_bytes(path, save(tensors, metadata=header))
@@ -71,6 +80,17 @@ def save_checkpoint(
         raise CheckpointError(
             f"cannot write checkpoint {path} ({describe_os_error(error)}){kept}"
         ) from error
+
+
+def content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order (hex)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _storable(tensor: torch.Tensor) -> torch.Tensor:
@@ -99,7 +119,7 @@ def load_checkpoint(
                 f"{path}: not a safetensors checkpoint (a PyTorch .pth/.pt or ONNX file? superres "
                 "reads only .safetensors and never loads pickles)"
             ) from None
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({error})") from None
+        raise CheckpointError(f"{path}: a damaged or truncated safetensors file ({error})") from None
     if METADATA_KEY not in header:
         raise CheckpointError(f"{path}: a safetensors file, but not a superres checkpoint")
     try:
@@ -109,6 +129,9 @@ def load_checkpoint(
     if not isinstance(metadata, dict) or any(key not in metadata for key in REQUIRED_METADATA):
         raise CheckpointError(f"{path}: superres metadata lacks one of {', '.join(REQUIRED_METADATA)}")
     validate_metadata(path, metadata)
+    saved_hash = metadata.pop(CONTENT_HASH_KEY, None)
+    if saved_hash is not None and saved_hash != content_hash(tensors):
+        raise CheckpointError(f"{path}: damaged (its tensors do not match the hash written with them)")
     state_dict = {name: t for name, t in tensors.items() if not name.startswith(EXTRA_PREFIX)}
     extra = {name[len(EXTRA_PREFIX):]: t for name, t in tensors.items() if name.startswith(EXTRA_PREFIX)}
     return state_dict, metadata, extra
@@ -153,17 +176,17 @@ def check_checkpoint_matches(
 
 
 def _looks_like_safetensors(path: Path) -> bool:
-    """A safetensors file opens with a little-endian u64 header length and a JSON object."""
+    """A safetensors file opens with a little-endian u64 header length and a JSON object (a file
+    cut short still does: it is a damaged checkpoint, not another format)."""
     try:
         with open(path, "rb") as stream:
             head = stream.read(9)
-        size = path.stat().st_size
     except OSError:
         return False
     if len(head) < 9:
         return False
     (header_length,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 8 + header_length <= size
+    return head[8:9] == b"{" and header_length < 2**30
 
 
 def _kind_error(value: Any, default: Any) -> str | None:

@@ -67,7 +67,6 @@ from superres.errors import CheckpointError, ConfigError, TrainingDiverged
 from superres.evaluate import Protocol, evaluate_model
 from superres.fast import has_amx_bf16, retain_freed_memory
 from superres.images import list_images
-from superres.images.limits import memory_bytes
 from superres.models import create_model
 from superres.runlock import hold_run_lock
 from superres.runlog import append_history, history_columns, write_history, write_plots
@@ -82,6 +81,7 @@ from superres.train_state import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     RunState,
+    check_model_fits,
     checkpoint_metadata,
     load_initial_weights,
     restore_training_state,
@@ -586,29 +586,6 @@ def agree_at_sync_point(
     mean_loss = float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
     first_bad = int(totals[2]) if totals[2] >= 0 else None
     return mean_loss, first_bad, bool(totals[3] > 0)
-
-
-#: float32 copies of every parameter a run holds: weights, gradients, Adam's two moments, an EMA.
-TRAINING_COPIES_PER_PARAMETER = 5
-
-
-def check_model_fits(config: TrainConfig) -> None:
-    """Refuse, in one line, a network whose training state alone exceeds this machine's memory
-    (a typo such as num_features 100000 would otherwise try to allocate a terabyte): it is built
-    first on the meta device, which allocates nothing, and its parameters counted."""
-    try:
-        with torch.device("meta"):
-            probe = create_model(config.model, config.scale, **config.model_kwargs)
-    except (NotImplementedError, RuntimeError):
-        return  # a network that cannot be built without data: the real build says what is wrong
-    parameters = sum(parameter.numel() for parameter in probe.parameters())
-    needed = parameters * 4 * TRAINING_COPIES_PER_PARAMETER
-    memory = memory_bytes()
-    if memory is not None and needed > memory:
-        raise ConfigError(
-            f"model_kwargs {config.model_kwargs} make a {config.model} of {parameters:,} parameters, whose "
-            f"training state needs about {needed / 2**30:.1f} GiB; this machine has {memory / 2**30:.1f} GiB"
-        )
 
 
 def validate_into(

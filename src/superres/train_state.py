@@ -9,6 +9,7 @@ start from trained weights alone (`load_initial_weights`, the `init_weights` set
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from superres.atomic import describe_os_error
 from superres.checkpoint import (
     OPTIMIZER_PREFIX,
     load_checkpoint,
@@ -26,7 +28,9 @@ from superres.checkpoint import (
 )
 from superres.config import TrainConfig
 from superres.ema import WeightAverage
-from superres.errors import CheckpointError
+from superres.errors import CheckpointError, ConfigError
+from superres.images.limits import memory_bytes
+from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
 from superres.models.reparam import copy_between_forms, has_branches
 from superres.models.widen import widen_span
@@ -36,6 +40,9 @@ from superres.runlog import read_history
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.safetensors"
+#: The checkpoint before `last`, kept until the next one is written and verified: what a run
+#: resumes from when `last` is found damaged or missing.
+PREVIOUS_CHECKPOINT = "last-previous.safetensors"
 BEST_CHECKPOINT = "best.safetensors"
 # Optimizer implementation switches that belong to this process, not to the saved state: a run
 # saved on CPU and resumed on CUDA must get the fused CUDA kernel, and the other way round.
@@ -120,7 +127,43 @@ def save_training_checkpoint(
     }
     if companion is not None:
         metadata["training"].update(companion.training_metadata())
-    save_checkpoint(path, model, metadata, extra)
+    # Written beside `last`, read back (the content hash) and only then put in its place; the
+    # last one before it stays as the previous checkpoint.
+    fresh = path.with_name(f".{path.name}.new")
+    try:
+        save_checkpoint(fresh, model, metadata, extra)
+    except CheckpointError as error:
+        cause = error.__cause__
+        reason = describe_os_error(cause) if isinstance(cause, OSError) else str(error)
+        kept = "; the previous checkpoint is kept" if path.is_file() else ""
+        raise CheckpointError(f"cannot write checkpoint {path} ({reason}){kept}") from cause
+    load_checkpoint(fresh)
+    if path.is_file():
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
+    os.replace(fresh, path)
+
+
+#: float32 copies of every parameter a run holds: weights, gradients, Adam's two moments, an EMA.
+TRAINING_COPIES_PER_PARAMETER = 5
+
+
+def check_model_fits(config: TrainConfig) -> None:
+    """Refuse, in one line, a network whose training state alone exceeds this machine's memory
+    (a typo such as num_features 100000 would otherwise try to allocate a terabyte): it is built
+    first on the meta device, which allocates nothing, and its parameters counted."""
+    try:
+        with torch.device("meta"):
+            probe = create_model(config.model, config.scale, **config.model_kwargs)
+    except (NotImplementedError, RuntimeError):
+        return  # a network that cannot be built without data: the real build says what is wrong
+    parameters = sum(parameter.numel() for parameter in probe.parameters())
+    needed = parameters * 4 * TRAINING_COPIES_PER_PARAMETER
+    memory = memory_bytes()
+    if memory is not None and needed > memory:
+        raise ConfigError(
+            f"model_kwargs {config.model_kwargs} make a {config.model} of {parameters:,} parameters, whose "
+            f"training state needs about {needed / 2**30:.1f} GiB; this machine has {memory / 2**30:.1f} GiB"
+        )
 
 
 def match_optimizer_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -267,6 +310,19 @@ def load_matching_tensors(model: nn.Module, source: nn.Module, label: str) -> No
     )
 
 
+def _load_last_or_previous(run_dir: Path) -> tuple[Path, tuple]:
+    """(path, load_checkpoint(path)) of last.safetensors, or of the previous checkpoint when the
+    last is damaged or missing (one warning line); the last's error when neither loads."""
+    last, previous = run_dir / LAST_CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    try:
+        return last, load_checkpoint(last)
+    except CheckpointError as error:
+        if not previous.is_file():
+            raise
+        logger.warning("%s; resuming from the checkpoint before it, %s", error, previous.name)
+        return previous, load_checkpoint(previous)
+
+
 def restore_training_state(
     run_dir: Path,
     config: TrainConfig,
@@ -280,8 +336,7 @@ def restore_training_state(
     """Load last.safetensors into model, optimizer, scaler, weight average, `companion` and torch
     RNG; return the counters. A run that had no weight average starts one from the restored
     weights."""
-    path = run_dir / LAST_CHECKPOINT
-    state_dict, metadata, extra = load_checkpoint(path)
+    path, (state_dict, metadata, extra) = _load_last_or_previous(run_dir)
     if metadata["model"] != config.model or int(metadata["scale"]) != config.scale:
         raise CheckpointError(
             f"{path} holds a '{metadata['model']}' x{metadata['scale']} model, but the run is "
