@@ -182,3 +182,52 @@ def test_folder_throughput_measures_both_runners(tmp_path: Path) -> None:
     assert "images/s" in format_throughput(result)
     assert sorted(path.name for path in tmp_path.iterdir()) == [f"img{i:02d}.png" for i in range(4)]
     assert read_image(tmp_path / "img00.png").pixels.shape == (18, 14, 3)
+
+
+def test_an_output_another_run_wrote_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    from superres.errors import ImageWriteError
+    from superres.images import write_image as write
+
+    target = tmp_path / "a_x2.png"
+    write(target, image(8, 8, seed=1), replace=False)
+    first = target.read_bytes()
+    with pytest.raises(ImageWriteError, match="another run wrote it meanwhile"):
+        write(target, image(8, 8, seed=2), replace=False)
+    assert target.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_x2.png"]  # no temporary left
+    write(target, image(8, 8, seed=2))  # replace=True (--overwrite): replaced
+    assert target.read_bytes() != first
+
+
+def test_two_batches_into_one_folder_write_every_output_once(tmp_path: Path) -> None:
+    make_folder(tmp_path / "in", count=16)
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "superres",
+                "upscale",
+                str(tmp_path / "in"),
+                "-o",
+                str(tmp_path / "out"),
+                "--model",
+                model,
+                "--device",
+                "cpu",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in ("bicubic", "srcnn")
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    done = []
+    for stdout, stderr in outputs:
+        summary = [line for line in stdout.splitlines() if line.startswith("upscaled with")][-1]
+        done.append(int(summary.split(": ")[1].split(" done")[0]))
+        assert "not replaced" in stderr or done[-1] == 16 or "exists (use --overwrite" in stderr
+    assert sum(done) == 16  # each output written by exactly one of the two runs
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert len(written) == 16

@@ -389,7 +389,7 @@ def test_failed_sixteen_bit_colour_write_keeps_old_file(
 
     real_write_atomically = images._write_atomically
     monkeypatch.setattr(
-        images, "_write_atomically", lambda target, _: real_write_atomically(target, write_then_fail)
+        images, "_write_atomically", lambda target, *_: real_write_atomically(target, write_then_fail)
     )
     expected = f"{file_named(path)}: cannot write image .*disk full"
     with pytest.raises(ImageWriteError, match=expected):

@@ -12,6 +12,7 @@ carries the writer's process id: `remove_stale_temporaries` deletes those whose 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -41,11 +42,16 @@ def _create_temporary_beside(path: Path) -> tuple[Path, BinaryIO]:
     raise FileExistsError(f"no free temporary file name beside {path}")
 
 
-def atomic_write(path: str | os.PathLike[str], write_to: Callable[[BinaryIO], object]) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write_to: Callable[[BinaryIO], object], *, replace: bool = True
+) -> None:
     """Run `write_to` on a temporary file beside `path`, then rename it over `path`.
 
     The destination's folder must exist; errors (OSError and whatever `write_to` raises) propagate
-    after the temporary file is removed.
+    after the temporary file is removed. `replace=False`: never over an existing file, even one
+    that appeared while `write_to` ran (another process writing the same name): the temporary is
+    hard-linked to `path`, which the file system refuses atomically if the name exists, and
+    FileExistsError is raised.
     """
     path = Path(path)
     temporary, stream = _create_temporary_beside(path)
@@ -54,10 +60,27 @@ def atomic_write(path: str | os.PathLike[str], write_to: Callable[[BinaryIO], ob
             write_to(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            _link_no_clobber(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _link_no_clobber(temporary: Path, path: Path) -> None:
+    """Give `temporary` the name `path` unless that name exists (FileExistsError)."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.replace(temporary, path)
+        return
+    temporary.unlink()
 
 
 def _process_is_alive(pid: int) -> bool:

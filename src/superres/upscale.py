@@ -509,6 +509,8 @@ class BatchSettings:
     background: tuple[int, int, int] = (255, 255, 255)  # under alpha, for formats without it
     output_format: str | None = None  # the outputs' extension ("webp"); None: each input's own
     quality: int = 95  # JPEG and WebP
+    overwrite: bool = False  # without it an output is never written over, not even one that
+    # another run of the same batch wrote while this one worked (no-clobber rename)
 
     def journal_key(self, network: nn.Module) -> dict:
         """What decides the output pixels: a journal written with another key is not resumed."""
@@ -582,7 +584,7 @@ class ImageBatchWorker:
         remove_stale_temporaries(output_path)
         write_image(
             output_path, sr, icc_profile=image.icc_profile, background=self.settings.background,
-            quality=self.settings.quality,
+            quality=self.settings.quality, replace=self.settings.overwrite,
         )
 
     def upscale_file(self, input_path: Path, output_path: Path) -> None:
@@ -733,7 +735,7 @@ def upscale_files(
     settings = BatchSettings(
         model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
         half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
-        background=tuple(background), output_format=output_format, quality=quality,
+        background=tuple(background), output_format=output_format, quality=quality, overwrite=overwrite,
     )
     plan = plan_batch(inputs, output, network, settings, overwrite=overwrite, shard=shard)
     if cluster is None:

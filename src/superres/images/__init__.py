@@ -217,6 +217,7 @@ def write_image(
     icc_profile: bytes | None = None,
     quality: int = 95,
     background: tuple[int, int, int] = WHITE,
+    replace: bool = True,
 ) -> None:
     """Write HW or HWC uint8/uint16 pixels to `path`, the format chosen by its extension.
 
@@ -226,6 +227,8 @@ def write_image(
     warning, rather than its transparent pixels' leftover colours showing.
     `quality` (1..100) applies to JPEG and WebP. The write is atomic: a temporary file in the same
     folder is renamed over `path` only once complete, so a failure leaves any old file untouched.
+    `replace=False`: never over an existing file, not even one another process wrote meanwhile
+    (ImageWriteError saying so).
     """
     path = Path(path)
     image_format = _format_for_path(path)
@@ -238,13 +241,13 @@ def write_image(
         icc_profile = None
     if image_format == "PNG" and pixels.dtype == np.uint16:
         encoded = png.encode(pixels, icc_profile)
-        _write_atomically(path, lambda fp: fp.write(encoded))
+        _write_atomically(path, lambda fp: fp.write(encoded), replace)
     elif image_format == "TIFF" and tiff.holds_sixteen_bit_colour(pixels):
         encoded = tiff.encode_sixteen_bit_colour(pixels, icc_profile)
-        _write_atomically(path, lambda fp: fp.write(encoded))
+        _write_atomically(path, lambda fp: fp.write(encoded), replace)
     else:
         _write_atomically(
-            path, lambda fp: pillow.save(fp, pixels, image_format, icc_profile, quality)
+            path, lambda fp: pillow.save(fp, pixels, image_format, icc_profile, quality), replace
         )
 
 
@@ -314,7 +317,7 @@ def _max_value(dtype: np.dtype) -> int:
     return 65535 if dtype == np.uint16 else 255
 
 
-def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> None:
+def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object], replace: bool = True) -> None:
     """`superres.atomic.atomic_write`, with file-system errors as one-line ImageWriteErrors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +326,9 @@ def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object]) -> Non
             f"{path}: cannot create folder {path.parent} ({exc.strerror or exc})"
         ) from exc
     try:
-        atomic_write(path, write_to)
+        atomic_write(path, write_to, replace=replace)
+    except FileExistsError as exc:
+        raise ImageWriteError(f"{path}: exists (another run wrote it meanwhile); not replaced") from exc
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write image ({describe_os_error(exc)})") from exc
     except (ValueError, KeyError) as exc:
