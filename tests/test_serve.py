@@ -139,7 +139,7 @@ def bomb_png(width: int, height: int) -> bytes:
         ({"self_ensemble": "maybe"}, None, 400, "self_ensemble must be true or false"),
         ({"model": "bicubic", "denoise": "0.5"}, None, 400, "has no denoise strength"),
         ({"denoise": "2"}, None, 400, "denoise must be a number from 0 to 1"),
-        ({}, bomb_png(30000, 30000), 400, "decompression bomb guard"),
+        ({}, bomb_png(30000, 30000), 400, "raise it with --max-megapixels"),
         ({}, b"\x89PNG\r\n\x1a\n" + b"\0" * 40, 400, "bad.png"),
         ({}, b"\x89PNG" + b"\0" * 2_000_000, 413, "larger than the limit of 1 MiB"),
         ({"scale": 4}, "big", 413, "exceeds the output limit"),
@@ -175,6 +175,24 @@ def test_jobs_queue_and_cancel(server: str, tmp_path: Path) -> None:
     assert second["state"] == "cancelled"
     assert request(f"{server}api/jobs/{running['id']}/result")[0] == 409
     assert request(f"{server}api/jobs/nonsense")[0] == 404
+    assert request(f"{server}api/jobs/{running['id']}/anything")[0] == 404  # only before/after/result
+
+
+def test_a_full_queue_answers_503(tmp_path: Path) -> None:
+    from superres.serve.jobs import Job, JobQueue, QueueFull
+
+    jobs = JobQueue("cpu", max_waiting=0)  # its worker is never started: nothing runs
+    job = Job("a.png", "PNG", ".png", tmp_path, "bicubic", 2, False, "auto", {})
+    with pytest.raises(QueueFull, match="already waiting; try again later") as full:
+        jobs.submit(job)
+    assert full.value.status == 503
+
+
+def test_serve_default_pixel_limit_takes_a_4096_square() -> None:
+    from superres.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert round(args.max_megapixels * 1e6) >= 4096 * 4096
 
 
 def test_page_is_self_contained_and_host_checked(server: str) -> None:

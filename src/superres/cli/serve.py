@@ -24,8 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-upload-mb", type=int, default=64, help="largest file accepted, in MiB (default: 64)"
     )
     p.add_argument(
-        "--max-megapixels", type=float, default=16.7,
-        help="largest image accepted, in millions of pixels (default: 16.7)",
+        "--max-megapixels", type=float, default=2**24 / 1e6,
+        help="largest image accepted, in millions of pixels (default: 16.78, i.e. 4096 x 4096)",
     )
     p.set_defaults(run=run)
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-upload-mb and --max-megapixels must be positive")
     from superres.serve.app import Limits, serve_forever
 
-    pixels = int(args.max_megapixels * 1e6)
+    pixels = round(args.max_megapixels * 1e6)
     limits = Limits(
         max_upload_bytes=args.max_upload_mb * 1024**2,
         max_pixels=pixels,

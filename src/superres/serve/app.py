@@ -254,7 +254,10 @@ class _Server:
         try:
             loaded = read_image(path, max_pixels=self.limits.max_pixels)
         except SuperresError as error:
-            raise BadRequest(str(error).replace(str(path), name)) from None
+            # The reader's words are for the command line: here the limit is the server's
+            # --max-megapixels, and GIF is refused before decoding.
+            message = str(error).replace(str(path), name).replace("--max-pixels", "--max-megapixels")
+            raise BadRequest(message.replace(", WebP or GIF", " or WebP")) from None
         height, width = loaded.pixels.shape[:2]
         if height * width * scale * scale > self.limits.max_output_pixels:
             raise BadRequest(
@@ -322,6 +325,8 @@ def create_app(
     async def image(request: Request) -> Response:
         job = job_or_404(request)
         which = request.path_params["which"]
+        if which not in ("before", "after", "result"):
+            raise BadRequest(f"no such resource: {which} (before, after or result)", 404)
         if which != "before" and job.state != "done":
             raise BadRequest(f"the result is not ready (the job is {job.state})", 409)
         if which == "result":
@@ -335,7 +340,10 @@ def create_app(
         return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix])
 
     async def bad_request(request: Request, error: Exception) -> Response:
-        return _error(str(error), getattr(error, "status", 400))
+        response = _error(str(error), getattr(error, "status", 400))
+        if response.status_code == 503:
+            response.headers["Retry-After"] = "30"
+        return response
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -30,6 +30,12 @@ BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP"})
 FINAL_STATES = frozenset({"done", "error", "cancelled"})
 
 
+class QueueFull(SuperresError):
+    """The queue holds as many waiting jobs as it takes: 503, with Retry-After."""
+
+    status = 503
+
+
 class JobCancelled(Exception):
     """Raised inside the progress hook to stop a run between two tiles."""
 
@@ -103,7 +109,7 @@ class JobQueue:
         with self._lock:
             waiting = sum(1 for other in self._jobs.values() if other.state == "queued")
             if waiting >= self.max_waiting:
-                raise SuperresError(f"{waiting} images are already waiting; try again later")
+                raise QueueFull(f"{waiting} images are already waiting; try again later")
             self._jobs[job.id] = job
             self._forget_old()
         self._waiting.put(job)
