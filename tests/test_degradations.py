@@ -232,38 +232,14 @@ def test_degrade_command_writes_what_evaluate_reads(tmp_path: Path, capsys: pyte
     lr = read_image(tmp_path / "lr" / "img0.png").pixels
     assert lr.shape == (21, 19, 3)
     assert read_image(tmp_path / "lr" / "gray.png").pixels.squeeze().ndim == 2  # gray stays gray
+
     # The files are exactly the in-memory preset: evaluate from the folder == evaluate by preset.
-    capsys.readouterr()
-    main(
-        [
-            "evaluate",
-            str(hr_dir),
-            "--model",
-            "bicubic",
-            "--scale",
-            "2",
-            "--lr-dir",
-            str(tmp_path / "lr"),
-            "--format",
-            "csv",
-        ]
-    )
-    from_files = capsys.readouterr().out.strip().splitlines()[-1]
-    main(
-        [
-            "evaluate",
-            str(hr_dir),
-            "--model",
-            "bicubic",
-            "--scale",
-            "2",
-            "--lr-preset",
-            "noise-jpeg",
-            "--format",
-            "csv",
-        ]
-    )
-    assert capsys.readouterr().out.strip().splitlines()[-1] == from_files
+    def last_csv_line(*lr_source: str) -> str:
+        capsys.readouterr()
+        main(["evaluate", str(hr_dir), "--model", "bicubic", "--scale", "2", *lr_source, "--format", "csv"])
+        return capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert last_csv_line("--lr-dir", str(tmp_path / "lr")) == last_csv_line("--lr-preset", "noise-jpeg")
     # Several scales: one folder each, as `evaluate --lr-dir` looks for them.
     assert (
         main(
