@@ -428,11 +428,15 @@ def upscale_files(
     device: str = "auto",
     backend: str = "torch",
     self_ensemble: bool = False,
+    output_format: str | None = None,
+    quality: int = 95,
+    background: tuple[int, int, int] = (255, 255, 255),
 ) -> BatchReport:
     """`superres upscale` as a function: files, folders and globs, outputs into `output` (a
     folder, or a file for one input) or beside each input; existing outputs skipped unless
     `overwrite`; a bad file is reported in the returned `BatchReport` (`.written`, `.skipped`,
-    `.failed`) while the rest completes."""
+    `.failed`) while the rest completes. `output_format` ("webp", "png", ...) and `quality` as
+    `--format` / `--quality`; `background`: what alpha is flattened onto for JPEG and BMP."""
     # Not `from superres import upscale`: on the package that name is the facade function.
     from superres.upscale import upscale_files as upscale_batch
 
@@ -440,7 +444,8 @@ def upscale_files(
         inputs = [inputs]
     return upscale_batch(
         inputs, output, scale=scale, model=load_model(model, scale, device), overwrite=overwrite, tile=tile,
-        device=device, backend=backend, self_ensemble=self_ensemble,
+        device=device, backend=backend, self_ensemble=self_ensemble, output_format=output_format,
+        quality=quality, background=background,
     )
 
 
