@@ -215,3 +215,17 @@ def test_an_rgb_model_exports_to_onnx_matching_torch() -> None:
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
     assert actual.shape == (1, 3, 44, 56)
     assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_a_card_default_denoise_is_what_the_name_alone_gives(shipped: Path) -> None:
+    trained = resolve_model("real", 2).state_dict()
+    card_path = shipped / "real_x2.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "default_denoise": 0.5}))
+    by_name = resolve_model("real", 2).state_dict()
+    blend = load_denoised("real", 2, 0.5).state_dict()
+    assert all(torch.equal(by_name[key], blend[key]) for key in blend)
+    assert any(not torch.equal(by_name[key], trained[key]) for key in trained)
+    # Strength 1 is still the trained network.
+    full = resolve_model("real@denoise=1", 2).state_dict()
+    assert all(torch.equal(full[key], trained[key]) for key in trained)

@@ -207,9 +207,18 @@ def _load_checkpoint_model(path: Path, device: str) -> tuple[nn.Module, dict[str
 def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
     """The shipped model `name` at `scale`, in eval mode on `device`.
 
-    Unknown names or scales raise `ModelError` listing what ships.
+    Unknown names or scales raise `ModelError` listing what ships. A real-world model whose card
+    names a `default_denoise` strength is that blend (`load_denoised`).
     """
     entry = _find_entry(name, scale)
+    default = entry.card.get("default_denoise")
+    if default is not None:
+        return load_denoised(name, scale, float(default), device)
+    return _load_entry(entry, device)
+
+
+def _load_entry(entry: PretrainedEntry, device: str = "cpu") -> nn.Module:
+    """The weights of a shipped entry as they are in its file."""
     with _real_path(entry.path) as path:
         model, _ = _load_checkpoint_model(path, device)
     return model
@@ -229,7 +238,8 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     `superres.models.colour`: the same luminance output, no denoising learned). 1 is the trained
     model (noise and JPEG artefacts removed, some fine texture with them), 0 keeps them and
     sharpens everything; both networks started from the same weights, which is what makes the
-    networks in between work.
+    networks in between work. The name alone gives the card's `default_denoise` strength, chosen
+    on Set5 (the validation set) where the fully trained network smooths too much.
     """
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise ModelError(f"a denoise strength lies in [0, 1], got {strength!r}")
@@ -237,7 +247,7 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     base_name = entry.card.get("denoise_base")
     if not base_name:
         raise ModelError(f"'{name}' has no denoise strength (only the real-world models have one)")
-    model = load_pretrained(name, scale)
+    model = _load_entry(entry)
     base = span_y_to_rgb(load_pretrained(str(base_name), scale)).state_dict()
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
