@@ -289,8 +289,15 @@ def test_page_in_a_real_browser(browser, server: str, tmp_path: Path) -> None:
     driver, downloads = browser
     driver.get(server)
     wait_until(lambda: len(Select(driver.find_element(By.ID, "model")).options) > 2, what="the models")
+    # A real-world model shows its denoise slider; a benchmark model does not.
+    denoise = driver.find_element(By.ID, "denoise-control")
+    Select(driver.find_element(By.ID, "model")).select_by_value("real")
+    Select(driver.find_element(By.ID, "scale")).select_by_value("4")
+    assert denoise.is_displayed()
+    Select(driver.find_element(By.ID, "scale")).select_by_value("2")
     Select(driver.find_element(By.ID, "model")).select_by_value("fast")
     assert "Set5" in driver.find_element(By.ID, "card").text
+    assert not denoise.is_displayed()
 
     # A gray+alpha image: the download must stay gray+alpha, at twice the size.
     source = tmp_path / "leaf.png"
