@@ -274,7 +274,8 @@ def _differs_only_in_branches(source: nn.Module, model: nn.Module, scale: int) -
 
 
 def _shipped_scales(spec: str) -> set[int]:
-    return {entry.scale for entry in list_pretrained() if entry.name == spec}
+    name = spec.split("@", 1)[0]  # real@denoise=1: the scales `real` ships at
+    return {entry.scale for entry in list_pretrained() if entry.name == name}
 
 
 def load_matching_tensors(model: nn.Module, source: nn.Module, label: str) -> None:
