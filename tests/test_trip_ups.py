@@ -145,3 +145,9 @@ def test_an_empty_array_is_one_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="at least one pixel, got shape \\(0, 0, 3\\)"):
         superres.upscale(np.zeros((0, 0, 3), np.uint8), model="bicubic")
+
+
+def test_an_unknown_output_format_is_one_line(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "a.png", rgba_image()[..., :3])
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", "bicubic", "--format", "gif"]) != 0
+    assert "cannot write gif files" in capsys.readouterr().err

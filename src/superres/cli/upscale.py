@@ -17,7 +17,6 @@ from superres.cli.options import (
     positive_int_argument,
 )
 from superres.errors import ModelError
-from superres.images import IMAGE_EXTENSIONS
 
 
 def supported_scales() -> tuple[int, ...]:
@@ -74,9 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         dest="output_format",
-        choices=[extension.lstrip(".") for extension in IMAGE_EXTENSIONS],
         default=None,
-        help="the outputs' format (default: each input's own; GIF becomes PNG)",
+        metavar="EXT",
+        help="the outputs' format: png, jpg, webp, tiff or bmp (default: each input's own; GIF becomes PNG)",
     )
     p.add_argument(
         "--quality",
