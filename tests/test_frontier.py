@@ -63,7 +63,9 @@ def test_frontier_measures_shipped_models_and_bicubic_in_one_run() -> None:
     assert all(point.output_mp_per_s > 0 and point.scale == 2 for point in points)
     from superres.pretrained import list_pretrained
 
-    assert {entry.name for entry in list_pretrained() if entry.scale == 2} <= set(names)
+    at_x2 = [entry for entry in list_pretrained() if entry.scale == 2]
+    assert {entry.name for entry in at_x2 if not entry.by_name_only} <= set(names)
+    assert not {entry.name for entry in at_x2 if entry.by_name_only} & set(names)  # not on a PSNR axis
 
 
 def test_frontier_scores_bicubic_on_set5(shared_data: Path) -> None:

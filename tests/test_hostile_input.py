@@ -246,13 +246,13 @@ _SLOW_WRITE = """
 import os, signal, sys, threading, time
 import superres.images as images
 real = images.atomic_write
-def slow(path, write_to):
+def slow(path, write_to, **options):
     def stalled(stream):
         stream.write(b"x" * 4096); stream.flush(); print("WRITING", flush=True)
         if os.environ.get("SELF_SIGNAL"):
             signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
         time.sleep(60)
-    real(path, stalled)
+    real(path, stalled, **options)
 images.atomic_write = slow
 from superres.cli import main
 sys.exit(main(sys.argv[1:]))
