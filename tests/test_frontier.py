@@ -189,6 +189,20 @@ def test_learning_curves_continue_the_runs_behind_them(tmp_path: Path) -> None:
     assert plot_learning_curves([more, base], tmp_path / "curves.png") == 3
 
 
+def test_a_real_world_run_gets_its_own_panel_and_keeps_the_hours_behind_it(tmp_path: Path) -> None:
+    clean = _fake_run(tmp_path / "runs" / "clean", "span", [31.0, 31.5], scale=4)
+    real = _fake_run(tmp_path / "runs" / "real", "span", [24.0, 24.5], scale=4,
+                     init_weights=str(clean / "best.safetensors"))
+    config = json.loads((real / "config.json").read_text())
+    (real / "config.json").write_text(json.dumps({**config, "degradation": "real", "channels": "RGB"}))
+    curves = {curve.run_dir.name: curve for curve in run_lineage([real])}
+    assert curves["real"].validation == "real-world LR" and curves["clean"].validation == ""
+    assert curves["real"].hours == [1.5, 2.0]  # the clean run's hour counted
+    assert curves["real"].start is None  # another measure: not joined to the clean run's 31.5 dB
+    assert curves["real"].network == "span (48 features), RGB"
+    assert plot_learning_curves([real], tmp_path / "curves.png") == 2
+
+
 def test_learning_curves_survive_a_loop_and_a_missing_parent(tmp_path: Path) -> None:
     loop_back = str(tmp_path / "second" / "best.safetensors")
     first = _fake_run(tmp_path / "first", "span", [30.0], init_weights=loop_back)

@@ -35,6 +35,7 @@ class RunCurve:
     hours: list[float]  # training hours behind each score, the earlier runs' included
     psnr: list[float]
     start: tuple[float, float] | None  # (hours, PSNR) of the weights it started from, same scale only
+    validation: str = ""  # "" for the paper protocol's clean LR; else what its LR was
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
@@ -49,7 +50,14 @@ def network_name(config: dict[str, Any]) -> str:
     """'span (48 features)' from a run's config: what one colour of the plot stands for."""
     model = str(config.get("model", "?"))
     features = config.get("model_kwargs", {}).get("num_features")
-    return f"{model} ({features} features)" if isinstance(features, int) else model
+    name = f"{model} ({features} features)" if isinstance(features, int) else model
+    return f"{name}, RGB" if config.get("channels") == "RGB" else name
+
+
+def validation_of(config: dict[str, Any]) -> str:
+    """What a run validated on, when not the clean benchmark LR: a real-world run scores Set5
+    with the `real` preset's LR (`superres.train.validate_into`), a different scale of dB."""
+    return "real-world LR" if config.get("degradation") == "real" else ""
 
 
 def parent_run(run_dir: Path, config: dict[str, Any]) -> tuple[Path, str] | None:
@@ -135,7 +143,8 @@ def run_lineage(run_dirs: list[Path]) -> list[RunCurve]:
             parent_config, parent_history = record(parent_dir)
             hours, score = _weights_point(parent_history, weights_name)
             offset = parent_offset + hours
-            if score is not None and parent_config.get("scale") == config.get("scale"):
+            same_measure = validation_of(parent_config) == validation_of(config)
+            if score is not None and parent_config.get("scale") == config.get("scale") and same_measure:
                 start = (offset, score)
         offsets[key] = offset
         scored = _scored(history)
@@ -147,6 +156,7 @@ def run_lineage(run_dirs: list[Path]) -> list[RunCurve]:
             hours=[offset + row["elapsed_s"] / 3600.0 for row in scored],
             psnr=[row["val_psnr"] for row in scored],
             start=start,
+            validation=validation_of(config),
         )
         return offset
 
@@ -166,7 +176,11 @@ def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "th
     from matplotlib.figure import Figure
 
     curves = [curve for curve in run_lineage(run_dirs) if curve.psnr]
-    scales = sorted({curve.scale for curve in curves}, key=lambda scale: (scale is None, scale or 0))
+    # One panel per scale and validation measure: real-world LR scores are dB below clean ones.
+    scales = sorted(
+        {(curve.scale, curve.validation) for curve in curves},
+        key=lambda panel: (panel[0] is None, panel[0] or 0, panel[1]),
+    )
     networks = list(dict.fromkeys(curve.network for curve in curves))
     palette = matplotlib.colormaps["tab10"]
     colours = {network: palette(index % 10) for index, network in enumerate(networks)}
@@ -174,9 +188,9 @@ def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "th
     figure = Figure(figsize=(4.4 * max(len(scales), 1) + 0.6, 4.6), dpi=100)
     FigureCanvasAgg(figure)
     panels = figure.subplots(1, max(len(scales), 1), squeeze=False)[0]
-    for axes, scale in zip(panels, scales or [None]):
+    for axes, (scale, validation) in zip(panels, scales or [(None, "")]):
         labelled: set[str] = set()
-        for curve in (curve for curve in curves if curve.scale == scale):
+        for curve in (curve for curve in curves if (curve.scale, curve.validation) == (scale, validation)):
             hours, psnr = curve.hours, curve.psnr
             if curve.start is not None:
                 hours, psnr = [curve.start[0], *hours], [curve.start[1], *psnr]
@@ -184,7 +198,8 @@ def plot_learning_curves(run_dirs: list[Path], path: Path, *, machine: str = "th
             labelled.add(curve.network)
             axes.plot(hours, psnr, color=colours[curve.network], linewidth=1.3, label=label)
             axes.plot(hours[-1:], psnr[-1:], "o", color=colours[curve.network], markersize=2.5)
-        axes.set_title(f"x{scale}" if scale is not None else "scale unknown")
+        title = f"x{scale}" if scale is not None else "scale unknown"
+        axes.set_title(f"{title}, {validation}" if validation else title)
         axes.set_xlabel(f"training hours on {machine}")
         axes.grid(True, alpha=0.3)
         if labelled:
