@@ -151,3 +151,10 @@ def test_an_unknown_output_format_is_one_line(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "a.png", rgba_image()[..., :3])
     assert main(["upscale", str(tmp_path / "a.png"), "--model", "bicubic", "--format", "gif"]) != 0
     assert "cannot write gif files" in capsys.readouterr().err
+
+
+def test_upscale_help_names_video_with_an_example(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "videos" in text and "superres upscale clip.mp4" in text

@@ -31,12 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "upscale",
         help="upscale images with a pretrained model",
-        description="Upscale image files, folders and globs. Outputs go beside each input as "
-        "<stem>_x<scale><ext>, or into -o (a file for one input, else a folder). Existing "
-        "outputs are skipped unless --overwrite; inputs are never overwritten.",
+        description="Upscale image files, folders, globs and videos (.mp4, .m4v, .mov, .mkv, .webm, .avi, "
+        "with the video extra: frames through the same model, audio copied, resumable). Outputs go "
+        "beside each input as <stem>_x<scale><ext>, or into -o (a file for one input, else a folder). "
+        "Existing outputs are skipped unless --overwrite; inputs are never overwritten. Examples: "
+        "superres upscale photo.jpg; superres upscale photos/ -o out/ --format webp; "
+        "superres upscale clip.mp4 --scale 2 -o clip_x2.mp4",
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns"
+        "inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns"
     )
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     p.add_argument(
