@@ -106,9 +106,10 @@ def _parse_name(spec: str, scale: int | None) -> ModelChoice:
     if pretrained.looks_like_path(spec):
         return ModelChoice(spec, "checkpoint", spec, scale)
     at_scale = pretrained.implied_scale(spec, scale)
-    if "@" in spec:  # NAME@denoise=S: checked when loaded, on NAME's card
-        base = _parse_name(spec.split("@", 1)[0], scale)
-        return ModelChoice(spec, "pretrained", f"{base.name}@{spec.split('@', 1)[1]}", base.scale, base.alias)
+    name, _, options = spec.partition("@")
+    if options:  # NAME@denoise=S: checked when loaded, on NAME's card
+        base = _parse_name(name, scale)
+        return ModelChoice(spec, "pretrained", f"{base.name}@{options}", base.scale, base.alias)
     alias = spec if spec in ALIASES else None
     name = pretrained.alias_target(spec, at_scale)
     entries = _pretrained_listing()

@@ -364,6 +364,11 @@ def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(decoded.transpose(2, 0, 1).astype(np.float32) / 255.0)[None].to(image.dtype)
 
 
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HWC uint8 -> (1, C, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)[None]
+
+
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) float in [0, 1] -> (H, W, C) uint8, rounded."""
     return np.ascontiguousarray(
@@ -500,9 +505,8 @@ def degrade_image(
     hr_uint8: np.ndarray, scale: int, rng: np.random.Generator, options: RealDegradation = RealDegradation()
 ) -> np.ndarray:
     """The chain on an HWC uint8 image -> HWC uint8 LR of (H//scale, W//scale)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(hr_uint8.transpose(2, 0, 1))).float().div_(255.0)[None]
     with torch.no_grad():
-        return _to_uint8(degrade_tensor(tensor, scale, rng, options))
+        return _to_uint8(degrade_tensor(_tensor(hr_uint8), scale, rng, options))
 
 
 def degrade_batch(
@@ -519,10 +523,6 @@ def _bicubic_lr(hr_uint8: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB imresize(HR, 1/scale) as the benchmark LR files: float, then rounded to uint8."""
     lr = imresize(hr_uint8.astype(np.float64) / 255.0, 1.0 / scale)
     return np.clip(np.floor(lr * 255.0 + 0.5), 0, 255).astype(np.uint8)
-
-
-def _tensor(pixels: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)[None]
 
 
 def _preset_bicubic(hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:

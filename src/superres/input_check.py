@@ -102,13 +102,18 @@ def inspect_input(path: str | Path, pixels: np.ndarray) -> InputCondition:
     return InputCondition(estimate_jpeg_quality(path), noise_sigma(pixels))
 
 
-def model_for_input(condition: InputCondition, scale: int) -> str:
-    """The shipped model for an input of this condition at `scale`: the real-world model for a
-    degraded input where one ships at the scale, else the clean default."""
+def models_for_scale(scale: int) -> tuple[str, str]:
+    """(the model for a clean input, the model for a degraded one) at `scale`: the clean default,
+    and the real-world model where one ships at the scale (else the default again). Read from the
+    cards once, for a whole batch."""
     from superres.pretrained import default_model_for, list_pretrained
 
-    if condition.degraded and any(
-        entry.name == REAL_WORLD_MODEL and entry.scale == scale for entry in list_pretrained()
-    ):
-        return REAL_WORLD_MODEL
-    return default_model_for(scale)
+    clean = default_model_for(scale)
+    ships = any(entry.name == REAL_WORLD_MODEL and entry.scale == scale for entry in list_pretrained())
+    return clean, REAL_WORLD_MODEL if ships else clean
+
+
+def model_for_input(condition: InputCondition, scale: int) -> str:
+    """The shipped model for an input of this condition at `scale` (`models_for_scale`)."""
+    clean, degraded = models_for_scale(scale)
+    return degraded if condition.degraded else clean

@@ -272,8 +272,14 @@ def implied_scale(spec: str, scale: int | None) -> int:
     exactly one other scale (`span-gan` ships at x4 only: naming it asks for x4)."""
     if scale is not None:
         return int(scale)
-    shipped = sorted({entry.scale for entry in list_pretrained() if entry.name == spec.split("@", 1)[0]})
+    shipped = sorted(shipped_scales(spec))
     return shipped[0] if len(shipped) == 1 else DEFAULT_SCALE
+
+
+def shipped_scales(spec: str) -> set[int]:
+    """The scales the shipped model `spec` names ships at (`real@denoise=1`: those of `real`)."""
+    name = spec.split("@", 1)[0]
+    return {entry.scale for entry in list_pretrained() if entry.name == name}
 
 
 def alias_target(spec: str, scale: int) -> str:

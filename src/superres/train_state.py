@@ -34,7 +34,7 @@ from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
 from superres.models.reparam import copy_between_forms, has_branches
 from superres.models.widen import widen_span
-from superres.pretrained import list_pretrained, resolve_model
+from superres.pretrained import resolve_model, shipped_scales
 from superres.runlog import read_history
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     """
     # A shipped name at this run's scale if it ships there; otherwise a checkpoint's own scale,
     # or x2 for a name.
-    wanted = config.scale if config.scale in _shipped_scales(config.init_weights) else None
+    wanted = config.scale if config.scale in shipped_scales(config.init_weights) else None
     source = resolve_model(config.init_weights, wanted)
     if _is_widening(source, model, config.scale):
         widened = widen_span(source, model.model_kwargs["num_features"], seed=config.seed)
@@ -271,11 +271,6 @@ def _differs_only_in_branches(source: nn.Module, model: nn.Module, scale: int) -
         return False
     old, new = dict(source.model_kwargs), dict(model.model_kwargs)
     return all(old.get(key) == new.get(key) for key in {*old, *new} if key != "reparam_gain")
-
-
-def _shipped_scales(spec: str) -> set[int]:
-    name = spec.split("@", 1)[0]  # real@denoise=1: the scales `real` ships at
-    return {entry.scale for entry in list_pretrained() if entry.name == name}
 
 
 def load_matching_tensors(model: nn.Module, source: nn.Module, label: str) -> None:

@@ -393,7 +393,9 @@ def output_name(input_path: Path, scale: int, output_format: str | None = None) 
     return f"{input_path.stem}_x{scale}{suffix}"
 
 
-def _output_is_single_file(output: Path, count: int) -> bool:
+def output_is_single_file(output: Path, count: int) -> bool:
+    """Whether `-o output` names one output file; ConfigError when it names a file for several
+    inputs, or a file of a format that is read but not written."""
     from superres.images import IMAGE_EXTENSIONS, READ_EXTENSIONS
 
     names_a_file = output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir()
@@ -423,7 +425,7 @@ def plan_outputs(
     A second input bound for an output already claimed is left out and, with `conflicts` given,
     reported there (else a ConfigError)."""
     inputs = list(dict.fromkeys([*named, *found]))  # order kept, duplicates dropped
-    single_file = output is not None and _output_is_single_file(output, len(inputs))
+    single_file = output is not None and output_is_single_file(output, len(inputs))
 
     def target(path: Path) -> Path:
         if output is None:

@@ -63,7 +63,10 @@ def architecture_rows() -> list[list[str]]:
 
 
 def _score(entry: PretrainedEntry, dataset: str) -> str:
-    psnr, ssim = entry.metric(dataset, "psnr"), entry.metric(dataset, "ssim")
+    return _format_score(entry.metric(dataset, "psnr"), entry.metric(dataset, "ssim"))
+
+
+def _format_score(psnr: float | None, ssim: float | None) -> str:
     if psnr is None:
         return "-"
     return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / -"
@@ -123,13 +126,17 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
     """The real-world models' scores on the `superres degrade` presets, and the rule that sends
     an image to them when no model is named."""
     from superres.input_check import JPEG_QUALITY_LIMIT, NOISE_SIGMA_LIMIT, REAL_WORLD_MODEL
+    from superres.pretrained import card_metric
 
     rows = []
     for entry in entries:
         degraded = entry.card.get("metrics_degraded") or {}
         for preset, scores in degraded.items():
-            rows.append([entry.name, f"x{entry.scale}", preset,
-                         *(_score_of(scores, dataset) for dataset in ("Set5", "Set14"))])
+            metrics = {"metrics": scores}  # one preset's scores, read as a card's
+            rows.append([entry.name, f"x{entry.scale}", preset, *(
+                _format_score(card_metric(metrics, dataset, "psnr"), card_metric(metrics, dataset, "ssim"))
+                for dataset in ("Set5", "Set14")
+            )])
     if rows:
         print("Real-world models on degraded LR (`superres degrade --preset P`; PSNR / SSIM on Y):")
         for line in format_table(["name", "scale", "preset", "Set5", "Set14"], rows):
@@ -139,12 +146,6 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
         f"image with noise sigma >= {NOISE_SIGMA_LIMIT:g} (of 255) to '{REAL_WORLD_MODEL}' where it ships "
         "at the scale, every other image to the default (superres.input_check)."
     )
-
-
-def _score_of(scores: dict, dataset: str) -> str:
-    values = scores.get(dataset) or {}
-    psnr, ssim = values.get("psnr"), values.get("ssim")
-    return "-" if psnr is None else f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -231,23 +231,25 @@ def _route_by_condition(
 
     from superres.errors import SuperresError
     from superres.images import read_image
-    from superres.input_check import inspect_input, model_for_input
-    from superres.pretrained import default_model_for
-    from superres.upscale import expand_inputs, plan_outputs
+    from superres.input_check import inspect_input, models_for_scale
+    from superres.upscale import expand_inputs, output_is_single_file, plan_outputs
 
     logger = logging.getLogger("superres.upscale")
+    clean, degraded = models_for_scale(scale)
+    if clean == degraded:  # no real-world model at this scale: nothing to look at
+        return {clean: list(inputs)}
     named, found, problems = expand_inputs(inputs)
     # The inputs the batch would take: without the previous outputs found beside them.
     planned = plan_outputs(
         named, found, Path(output) if output else None, scale, conflicts=[], output_format=output_format
     )
-    routes: dict[str, list] = {default_model_for(scale): [path for path, _ in problems]}
+    routes: dict[str, list] = {clean: [path for path, _ in problems]}
     for path, _ in planned:
-        model = default_model_for(scale)
+        model = clean
         try:
             condition = inspect_input(path, read_image(path, max_pixels=max_pixels).pixels)
-            model = model_for_input(condition, scale)
             if condition.degraded:
+                model = degraded
                 logger.info("%s: %s -> %s", path, condition.describe(), model)
         except SuperresError:
             pass  # the batch reads it again and reports why it cannot
@@ -255,19 +257,9 @@ def _route_by_condition(
     routes = {model: paths for model, paths in routes.items() if paths}
     if len(routes) == 1:
         return {model: list(inputs) for model in routes}  # one model: the batch exactly as named
-    _check_one_output_file(output, sum(map(len, routes.values())))
+    if output:  # -o naming a file takes one input, however the inputs were split between models
+        output_is_single_file(Path(output), sum(map(len, routes.values())))
     return routes
-
-
-def _check_one_output_file(output: str | None, count: int) -> None:
-    """-o naming a file takes one input, however the inputs were split between models."""
-    from pathlib import Path
-
-    from superres.errors import ConfigError
-    from superres.images import IMAGE_EXTENSIONS
-
-    if output and count > 1 and Path(output).suffix.lower() in IMAGE_EXTENSIONS and not Path(output).is_dir():
-        raise ConfigError(f"-o {output} names a file, but {count} images are being upscaled; give a folder")
 
 
 def _upscale_videos(

@@ -303,7 +303,7 @@ def _fit_pixels_to_format(
 def composite_on(pixels: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
     """HWC pixels with alpha (gray+alpha or RGBA) composited over an 8-bit RGB `background`
     (gray: its BT.601 luma), in the pixels' own type; straight (not premultiplied) alpha."""
-    top = _max_value(pixels.dtype)
+    top = int(np.iinfo(pixels.dtype).max)
     colour = pixels[..., :-1].astype(np.float64)
     alpha = pixels[..., -1:].astype(np.float64) / top
     fill = np.asarray(background, dtype=np.float64) * (top / 255.0)
@@ -311,10 +311,6 @@ def composite_on(pixels: np.ndarray, background: tuple[int, int, int]) -> np.nda
         fill = np.array([fill @ np.array([0.299, 0.587, 0.114])])
     flat = colour * alpha + fill * (1.0 - alpha)
     return np.clip(np.floor(flat + 0.5), 0, top).astype(pixels.dtype)
-
-
-def _max_value(dtype: np.dtype) -> int:
-    return 65535 if dtype == np.uint16 else 255
 
 
 def _write_atomically(path: Path, write_to: Callable[[BinaryIO], object], replace: bool = True) -> None:
