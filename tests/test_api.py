@@ -16,8 +16,8 @@ import superres
 from superres import api
 from superres.errors import ConfigError, ModelError
 from superres.images import read_image, write_image
-from superres.pretrained import resolve_model
-from superres.upscale import upscale_image
+from superres.inference.pipeline import upscale_image
+from superres.zoo.pretrained import resolve_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,7 +34,7 @@ def smooth_image(height: int, width: int, channels: int = 3, seed: int = 0) -> n
 def test_import_is_lazy_and_facade_names_stay_functions() -> None:
     code = (
         "import sys, superres; assert 'torch' not in sys.modules, 'torch imported'; "
-        "import superres.upscale, superres.evaluate, superres.train; "
+        "import superres.inference.pipeline, superres.evaluation.protocol, superres.training.loop; "
         "assert all(callable(getattr(superres, n)) and not isinstance(getattr(superres, n), type(sys)) "
         "for n in ('upscale', 'evaluate', 'train'))"
     )
@@ -61,7 +61,7 @@ def test_one_grammar_for_model_names(tmp_path: Path) -> None:
 
 
 def test_listing_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from superres import pretrained
+    from superres.zoo import pretrained
 
     calls = []
     real = pretrained.list_pretrained
@@ -110,7 +110,7 @@ def test_networks_are_loaded_once_and_load_model_is_fresh(monkeypatch: pytest.Mo
     pixels = smooth_image(8, 8)
     superres.upscale(pixels, "srcnn", scale=3)
     loads = []
-    from superres import pretrained  # api imports resolve_model at call time: patch it here
+    from superres.zoo import pretrained  # api imports resolve_model at call time: patch it here
 
     original = pretrained.resolve_model
     monkeypatch.setattr(pretrained, "resolve_model", lambda *a, **k: loads.append(a) or original(*a, **k))

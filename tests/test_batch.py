@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from superres.batch import Journal, Shard
+from superres.batch.files import upscale_files
+from superres.batch.journal import Journal, Shard
 from superres.cli import main
 from superres.errors import ConfigError
 from superres.images import read_image, write_image
-from superres.pretrained import resolve_model
-from superres.upscale import upscale_files, upscale_image, upscale_images
+from superres.inference.pipeline import upscale_image, upscale_images
+from superres.zoo.pretrained import resolve_model
 
 
 def image(height: int, width: int, seed: int) -> np.ndarray:
@@ -43,7 +44,7 @@ def contents(folder: Path) -> dict[str, bytes]:
 _KILLABLE = """
 import sys, time
 from superres.atomic import atomic_write
-from superres.upscale import ImageBatchWorker
+from superres.batch.worker import ImageBatchWorker
 real = ImageBatchWorker.write
 calls = []
 def write(self, output_path, sr, image):
@@ -174,7 +175,7 @@ def test_a_batch_with_a_failed_input_exits_with_its_own_code(tmp_path: Path) -> 
 
 
 def test_folder_throughput_measures_both_runners(tmp_path: Path) -> None:
-    from superres.bench_batch import format_throughput, measure_folder_throughput
+    from superres.lab.bench_batch import format_throughput, measure_folder_throughput
 
     make_folder(tmp_path, count=4)
     result = measure_folder_throughput(tmp_path, model="bicubic")

@@ -1,4 +1,4 @@
-"""Tests for `superres.bench` and `superres bench`: FLOP counting, sizes, the JSON document."""
+"""Tests for `superres.lab.bench` and `superres bench`: FLOP counting, sizes, the JSON document."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import json
 
 import pytest
 
-from superres import backends, bench
-from superres.bench import (
+from superres.cli import main
+from superres.errors import ConfigError, ModelError
+from superres.inference import backends
+from superres.inference.export import frozen_copy
+from superres.lab import bench
+from superres.lab.bench import (
     BenchSettings,
     count_conv_flops,
     format_table,
@@ -19,9 +23,6 @@ from superres.bench import (
     time_calls,
     training_setup,
 )
-from superres.cli import main
-from superres.errors import ConfigError, ModelError
-from superres.export import frozen_copy
 from superres.models import create_model, get_model_info, list_models
 from superres.models.reparam import fuse_reparameterizable
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from superres.batch.files import upscale_files
 from superres.images import write_image
-from superres.upscale import upscale_files
 
 pytest.importorskip("distributed", reason="the dask extra is not installed: pip install 'superres[dask]'")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from superres.color import (
+from superres.ops.color import (
     rgb_to_y,
     rgb_to_y_tensor,
     rgb_to_ycbcr,

@@ -1,4 +1,4 @@
-"""Tests of superres.data: colour conversion, packing, aligned patch sampling, prepared patch files."""
+"""Tests of superres.training.data: colour conversion, packing, aligned patches, prepared patch files."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from superres.cli import main
-from superres.color import rgb_to_y
-from superres.data import (
+from superres.errors import ConfigError
+from superres.images import write_image
+from superres.ops.color import rgb_to_y
+from superres.ops.resize import imresize, modcrop
+from superres.training.data import (
     DeviceBatches,
     PairedPatchSampler,
     PatchFileDataset,
@@ -24,9 +27,6 @@ from superres.data import (
     to_batch,
     to_training_channels,
 )
-from superres.errors import ConfigError
-from superres.images import write_image
-from superres.resize import imresize, modcrop
 
 
 def synthetic_image(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -142,12 +142,12 @@ def test_chunked_draws_equal_one_draw(hr_images: list[np.ndarray]) -> None:
 def test_too_small_images_are_skipped_with_a_warning(
     hr_images: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="superres.data"):
+    with caplog.at_level(logging.WARNING, logger="superres.training.data"):
         sampler = PairedPatchSampler(hr_images, 2, 16, names=["big-a", "big-b", "tiny"])
     assert sampler.names == ["big-a", "big-b"]
     assert "tiny" in caplog.text and "skipping 1 of 3" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="superres.data"):
+    with caplog.at_level(logging.WARNING, logger="superres.training.data"):
         PairedPatchSampler(hr_images + [hr_images[2]] * 5, 2, 16)
     assert len(caplog.records) == 1 and "skipping 6 of 8" in caplog.text
 

@@ -1,4 +1,4 @@
-"""The real-world degradation chain (`superres.degradations`), its training sampler, `superres
+"""The real-world degradation chain (`superres.ops.degradations`), its training sampler, `superres
 degrade` and the Y-to-RGB start of the real-world models. CPU only, small images."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from superres import degradations
 from superres.cli import main
 from superres.cli.degrade import PRESET_HELP
-from superres.color import rgb_to_y_tensor
-from superres.config import config_from_dict, load_run_config, resolve_config
-from superres.data import DeviceBatches, PairedPatchSampler
-from superres.degradations import (
+from superres.errors import ConfigError
+from superres.images import read_image, write_image
+from superres.models import create_model
+from superres.models.colour import span_y_to_rgb
+from superres.ops import degradations
+from superres.ops.color import rgb_to_y_tensor
+from superres.ops.degradations import (
     PRESETS,
     RealDegradation,
     anisotropic_kernel,
@@ -28,13 +30,11 @@ from superres.degradations import (
     random_blur_kernel,
     sinc_kernel,
 )
-from superres.errors import ConfigError
-from superres.images import read_image, write_image
-from superres.models import create_model
-from superres.models.colour import span_y_to_rgb
-from superres.resize import imresize
-from superres.runlog import DEGRADE_HISTORY_COLUMNS
-from superres.train import train
+from superres.ops.resize import imresize
+from superres.training.config import config_from_dict, load_run_config, resolve_config
+from superres.training.data import DeviceBatches, PairedPatchSampler
+from superres.training.loop import train
+from superres.training.runlog import DEGRADE_HISTORY_COLUMNS
 from test_train import read_history, synthetic_image, weights_of
 
 

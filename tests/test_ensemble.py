@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from superres.cli import main
-from superres.ensemble import DIHEDRAL_TRANSFORMS, SelfEnsemble, self_ensemble
 from superres.images import write_image
+from superres.inference.pipeline import upscale_image
 from superres.models import create_model
-from superres.upscale import upscale_image
+from superres.ops.ensemble import DIHEDRAL_TRANSFORMS, SelfEnsemble, self_ensemble
 
 
 def lopsided_network(seed: int = 0) -> nn.Module:
@@ -55,7 +55,7 @@ def test_a_symmetric_model_is_unchanged() -> None:
 
 @torch.no_grad()
 def test_the_fast_cpu_copy_of_an_ensemble_ensembles_its_own_weights() -> None:
-    from superres.fast import optimize_for_inference
+    from superres.inference.fast import optimize_for_inference
 
     network = lopsided_network(seed=2)
     ensemble = SelfEnsemble(network)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from superres.cli import main
-from superres.evaluate import Protocol, evaluate_model, evaluation_plane, model_channels
+from superres.evaluation.protocol import Protocol, evaluate_model, evaluation_plane, model_channels
 from superres.models import create_model
 from superres.models.reparam import has_branches
 

@@ -1,4 +1,4 @@
-"""Tests for ONNX export, the CPU fast path (`superres.fast`) and the inference backends."""
+"""Tests for ONNX export, the CPU fast path (`superres.inference.fast`) and the inference backends."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superres import backends, fast
-from superres.backends import Backend, make_backend
 from superres.cli import main
 from superres.errors import ConfigError, ModelError
-from superres.export import (
+from superres.inference import backends, fast
+from superres.inference.backends import Backend, make_backend
+from superres.inference.export import (
     INPUT_NAME,
     MAX_OPSET,
     OUTPUT_NAME,
@@ -271,7 +271,7 @@ def test_the_torch_runtime_folds_branches_on_a_copy() -> None:
 
 
 def test_the_self_ensemble_option_averages_the_eight_symmetries() -> None:
-    from superres.ensemble import ensemble_average
+    from superres.ops.ensemble import ensemble_average
 
     model = small_model("rednet", 2)
     lr = torch.rand(1, 1, 8, 11)
@@ -283,17 +283,17 @@ def test_the_self_ensemble_option_averages_the_eight_symmetries() -> None:
 
 
 def test_onnx_export_is_cached_until_the_weights_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    import superres.export
+    import superres.inference.export
 
     model = small_model("srcnn-tutorial", 2)
     exports = []
-    original = superres.export.export_onnx_bytes
+    original = superres.inference.export.export_onnx_bytes
 
     def counting_export(*args, **kwargs):
         exports.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(superres.export, "export_onnx_bytes", counting_export)
+    monkeypatch.setattr(superres.inference.export, "export_onnx_bytes", counting_export)
     lr = torch.rand(1, 3, 8, 8)
     first = make_backend(model, "onnxruntime")(lr)
     make_backend(model, "onnxruntime")
@@ -358,7 +358,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, arguments: list[str], message
 
 
 def test_cli_exports_a_checkpoint_file_with_its_name(tmp_path) -> None:
-    checkpoint = pytest.importorskip("superres.checkpoint")
+    checkpoint = pytest.importorskip("superres.zoo.checkpoint")
     model = small_model("rednet", 2)
     weights = tmp_path / "my-red.safetensors"
     metadata = {"model": "rednet", "scale": 2, "model_kwargs": model.model_kwargs, "channels": "Y"}
@@ -372,7 +372,7 @@ def test_cli_exports_a_checkpoint_file_with_its_name(tmp_path) -> None:
 
 
 def test_cli_exports_a_shipped_pretrained_model(tmp_path) -> None:
-    from superres.pretrained import list_pretrained
+    from superres.zoo.pretrained import list_pretrained
 
     entries = list_pretrained()
     if not entries:

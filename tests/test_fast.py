@@ -1,4 +1,4 @@
-"""Tests for `superres.fast.optimize_for_inference` on every registered model, and its rewrites.
+"""Tests for `superres.inference.fast.optimize_for_inference` on every registered model, and its rewrites.
 
 Each model is built at its card's `test_kwargs` and given random weights (every parameter and
 batch-norm statistic, so that folding batch norm or branches has something to get wrong), then
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from superres import fast
+from superres.inference import fast
 from superres.models import create_model, get_model_info, list_models
 from superres.models.reparam import has_branches
 

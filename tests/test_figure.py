@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-import superres.pretrained as pretrained
-import superres.samples as samples
+import superres.images.sample_photo as samples
+import superres.zoo.pretrained as pretrained
 from superres.cli import main
 from superres.errors import ConfigError
-from superres.figure import (
+from superres.images import write_image
+from superres.lab.figure import (
     choose_crop,
     compare_images,
     degrade,
@@ -21,7 +22,6 @@ from superres.figure import (
     render_comparison,
     to_uint8,
 )
-from superres.images import write_image
 from superres.models import create_model
 
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from superres.cli import main
-from superres.complexity import conv_macs_per_output_pixel
-from superres.curves import plot_learning_curves, run_lineage
-from superres.frontier import (
+from superres.lab.curves import plot_learning_curves, run_lineage
+from superres.lab.frontier import (
     FrontierPoint,
     Timing,
     best_interleaved_rates,
@@ -22,7 +21,8 @@ from superres.frontier import (
     plot_frontier,
 )
 from superres.models import create_model, get_model_info, list_models
-from superres.runlog import write_history
+from superres.models.complexity import conv_macs_per_output_pixel
+from superres.training.runlog import write_history
 
 TINY_TIMING = Timing(lr_size=(12, 16), min_calls=1, min_seconds=0.0)
 
@@ -61,7 +61,7 @@ def test_frontier_measures_shipped_models_and_bicubic_in_one_run() -> None:
     names = [point.name for point in points]
     assert names[0] == "bicubic" and points[0].relative_to_bicubic == 1.0
     assert all(point.output_mp_per_s > 0 and point.scale == 2 for point in points)
-    from superres.pretrained import list_pretrained
+    from superres.zoo.pretrained import list_pretrained
 
     at_x2 = [entry for entry in list_pretrained() if entry.scale == 2]
     assert {entry.name for entry in at_x2 if not entry.by_name_only} <= set(names)
@@ -242,7 +242,7 @@ def test_curves_command_refuses_a_folder_without_history(
 
 
 def test_relative_speed_times_model_and_bicubic_alike() -> None:
-    from superres.frontier import relative_speed
+    from superres.lab.frontier import relative_speed
 
     speed = relative_speed(create_model("espcn", 2, **get_model_info("espcn").test_kwargs), 2, TINY_TIMING)
     assert speed["output_mp_per_s"] > 0 and speed["bicubic_output_mp_per_s"] > 0

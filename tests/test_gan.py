@@ -1,4 +1,4 @@
-"""Tests of GAN training (`superres.gan`): discriminators, losses, GAN steps and exact resume. CPU only."""
+"""GAN training (`superres.training.gan`): discriminators, losses, steps and exact resume. CPU only."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from image_helpers import smooth_image
-from superres.checkpoint import load_checkpoint
-from superres.config import TrainConfig, config_from_dict, load_run_config, resolve_config
 from superres.errors import CheckpointError, ConfigError
-from superres.gan.discriminators import UNetDiscriminator, VGGStyleDiscriminator, create_discriminator
-from superres.gan.losses import (
+from superres.images import write_image
+from superres.models import create_model
+from superres.training.config import TrainConfig, config_from_dict, load_run_config, resolve_config
+from superres.training.gan.discriminators import (
+    UNetDiscriminator,
+    VGGStyleDiscriminator,
+    create_discriminator,
+)
+from superres.training.gan.losses import (
     RandomFeatures,
     VGGFeatures,
     create_perceptual_loss,
@@ -25,10 +30,9 @@ from superres.gan.losses import (
     generator_adversarial_loss,
     phase_lattice_loss,
 )
-from superres.images import write_image
-from superres.models import create_model
-from superres.runlog import GAN_HISTORY_COLUMNS, HISTORY_COLUMNS
-from superres.train import train
+from superres.training.loop import train
+from superres.training.runlog import GAN_HISTORY_COLUMNS, HISTORY_COLUMNS
+from superres.zoo.checkpoint import load_checkpoint
 from test_train import act_as_rank, spawn_two_ranks, tiny_config
 
 LAST = "last.safetensors"
@@ -278,8 +282,8 @@ def _gan_ddp_worker(rank: int, world_size: int, port: int, config_values: dict, 
     import importlib
 
     act_as_rank(rank, world_size, port)
-    gan_trainer = importlib.import_module("superres.gan.trainer")
-    trainer = importlib.import_module("superres.train")
+    gan_trainer = importlib.import_module("superres.training.gan.trainer")
+    trainer = importlib.import_module("superres.training.loop")
     held: dict[str, torch.nn.Module] = {}
     create_generator, create_critic = trainer.create_model, gan_trainer.create_discriminator
     trainer.create_model = lambda *a, **k: held.setdefault("generator", create_generator(*a, **k))

@@ -26,9 +26,8 @@ from PIL import Image
 from safetensors.torch import save
 
 from superres.atomic import atomic_write
-from superres.checkpoint import load_model, save_checkpoint
+from superres.batch.files import upscale_files
 from superres.cli import main
-from superres.config import build_config, config_from_dict, resolve_config
 from superres.errors import (
     CheckpointError,
     ConfigError,
@@ -36,9 +35,11 @@ from superres.errors import (
     ImageWriteError,
 )
 from superres.images import limits, read_image, write_image
+from superres.inference.pipeline import upscale_image
 from superres.models import create_model
-from superres.runlock import hold_run_lock
-from superres.upscale import upscale_files, upscale_image
+from superres.training.config import build_config, config_from_dict, resolve_config
+from superres.training.runlock import hold_run_lock
+from superres.zoo.checkpoint import load_model, save_checkpoint
 
 TINY_SRCNN = {"kernel_sizes": [3, 1, 3], "num_features": [8, 4]}
 
@@ -151,7 +152,7 @@ def test_a_second_run_on_a_locked_folder_is_refused(
 def test_the_lock_of_a_killed_process_does_not_stick(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     script = (
-        "import os, sys; from superres.runlock import hold_run_lock\n"
+        "import os, sys; from superres.training.runlock import hold_run_lock\n"
         f"with hold_run_lock({str(run_dir)!r}):\n    os.kill(os.getpid(), 9)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], timeout=60)
@@ -212,7 +213,7 @@ def test_tampered_metadata_is_one_line_in_every_command(
 def test_a_full_disk_during_a_training_checkpoint(
     tmp_path: Path, train_args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import superres.checkpoint as checkpoint_module
+    import superres.zoo.checkpoint as checkpoint_module
 
     writes = []
 
@@ -410,11 +411,11 @@ def test_upscale_accepts_the_scales_models_lists(tmp_path: Path) -> None:
 def test_progress_per_tile_once_an_image_takes_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    upscale_module = sys.modules["superres.upscale"]  # the package re-exports a function so named
+    import superres.batch.worker as batch_worker
     calls: list[tuple[int, int]] = []
     upscale_image(photo(32, 32), create_model("bicubic", 2), tile=8, on_tile=lambda *a: calls.append(a))
     assert calls == [(done, 16) for done in range(1, 17)]
-    monkeypatch.setattr(upscale_module, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(batch_worker, "PROGRESS_DELAY_S", 0.0)
     source = tmp_path / "a.png"
     write_image(source, photo(32, 32))
     assert main(["upscale", str(source), "--model", "bicubic", "--tile", "8"]) == 0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from superres.metrics import phase_error_spread, psnr, score_pair, ssim, y_channel
+from superres.ops.metrics import phase_error_spread, psnr, score_pair, ssim, y_channel
 
 
 def test_psnr_golden():

@@ -20,7 +20,7 @@ from torch import nn
 
 from superres.errors import ModelError
 from superres.models import create_model, get_model_info, list_models
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 SCALES = (2, 3, 4)
 MODEL_SCALES = [

@@ -1,4 +1,4 @@
-"""NIQE (`superres.niqe`, `superres evaluate --niqe`) and the mirrored-border resize it needs."""
+"""NIQE (`superres.evaluation.niqe`, `superres evaluate --niqe`) and the mirrored-border resize it needs."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from image_helpers import blocky_benchmark_folder
-from superres import niqe as niqe_module
 from superres.cli import main
-from superres.color import rgb_to_y
 from superres.errors import ConfigError
+from superres.evaluation import niqe as niqe_module
+from superres.evaluation.niqe import niqe, pristine_model
 from superres.images import read_image
-from superres.niqe import niqe, pristine_model
-from superres.packaged import PACKAGED_FILES
-from superres.resize import imresize
+from superres.ops.color import rgb_to_y
+from superres.ops.resize import imresize
+from superres.zoo.packaged import PACKAGED_FILES
 
 
 def _installed_model() -> None:

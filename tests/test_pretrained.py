@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import superres.pretrained as pretrained
-from superres.checkpoint import save_checkpoint
+import superres.zoo.pretrained as pretrained
 from superres.cli import main
 from superres.errors import ModelError
 from superres.models import create_model, get_model_info
-from superres.pretrained import (
+from superres.zoo.checkpoint import save_checkpoint
+from superres.zoo.pretrained import (
     default_model_for,
     list_pretrained,
     load_pretrained,
@@ -290,8 +290,8 @@ def test_models_command_without_weights(
 @pytest.mark.parametrize(("name", "scale"), [(entry.name, entry.scale) for entry in list_pretrained()])
 def test_shipped_weights_reproduce_their_model_card(shared_data: Path, name: str, scale: int) -> None:
     """The Set5 score on each card is what `superres evaluate` measures with the shipped weights."""
-    from superres.evaluate import evaluate_model
-    from superres.pretrained import list_pretrained, load_pretrained
+    from superres.evaluation.protocol import evaluate_model
+    from superres.zoo.pretrained import list_pretrained, load_pretrained
 
     entry = next(e for e in list_pretrained() if (e.name, e.scale) == (name, scale))
     result = evaluate_model(load_pretrained(name, scale), shared_data / "benchmark" / "Set5" / "HR", scale)
@@ -303,7 +303,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def test_recipes_and_committed_runs_are_valid_and_match_the_cards() -> None:
-    from superres.config import build_config, load_run_config, resolve_config
+    from superres.training.config import build_config, load_run_config, resolve_config
 
     recipes = {path.name: path for path in (REPOSITORY / "recipes").glob("*.json")}
     assert recipes, "the training recipes of the shipped weights live in recipes/"

@@ -12,23 +12,23 @@ import pytest
 import torch
 from PIL import Image
 
-import superres.pretrained as pretrained
-from superres.checkpoint import save_checkpoint
+import superres.zoo.pretrained as pretrained
 from superres.cli import main
 from superres.errors import ModelError
 from superres.images import read_image, write_image
 from superres.images.jpeg import estimate_jpeg_quality
-from superres.input_check import NOISE_SIGMA_LIMIT, InputCondition, model_for_input, noise_sigma
+from superres.inference.input_check import NOISE_SIGMA_LIMIT, InputCondition, model_for_input, noise_sigma
+from superres.inference.pipeline import upscale_image
 from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
-from superres.pretrained import (
+from superres.zoo.checkpoint import save_checkpoint
+from superres.zoo.pretrained import (
     default_model_for,
     fastest_model_for,
     load_denoised,
     resolve_model,
     write_model_card,
 )
-from superres.upscale import upscale_image
 from test_train import synthetic_image
 
 SMALL_SPAN = {"num_features": 8, "num_blocks": 1, "reparam_gain": 0, "bicubic_skip": True}
@@ -204,7 +204,7 @@ def test_an_rgb_model_tiled_equals_untiled() -> None:
 
 def test_an_rgb_model_exports_to_onnx_matching_torch() -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
-    from superres.export import INPUT_NAME, OUTPUT_NAME, export_onnx_bytes
+    from superres.inference.export import INPUT_NAME, OUTPUT_NAME, export_onnx_bytes
 
     torch.manual_seed(3)
     model = span_y_to_rgb(create_model("span", 4, **SMALL_SPAN, channels="Y"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from superres.resize import imresize, imresize_tensor, modcrop, upscale_integer_tensor
+from superres.ops.resize import imresize, imresize_tensor, modcrop, upscale_integer_tensor
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

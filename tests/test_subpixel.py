@@ -54,7 +54,7 @@ def test_a_geometry_it_cannot_compute_is_refused() -> None:
 
 def test_onnx_export_writes_fsrcnns_deconvolution_as_one_conv_transpose_node() -> None:
     onnx = pytest.importorskip("onnx")
-    from superres.export import export_onnx_bytes
+    from superres.inference.export import export_onnx_bytes
     from superres.models import create_model
 
     model = create_model("fsrcnn", 3)

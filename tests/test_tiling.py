@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import ModelError
-from superres.models import create_model, get_model_info, list_models
-from superres.tiling import (
+from superres.inference.pipeline import Backend, upscale_image
+from superres.inference.tiling import (
     DEFAULT_CPU_BUDGET_BYTES,
     MAX_AUTO_TILE,
     MIN_AUTO_TILE,
@@ -26,7 +26,7 @@ from superres.tiling import (
     tile_spans,
     tiled_forward,
 )
-from superres.upscale import Backend, upscale_image
+from superres.models import create_model, get_model_info, list_models
 
 #: Relative to the output's size: tiled inference with enough overlap is exact up to rounding.
 #: The test runs in float64, so that rounding (which oneDNN's blocking and networks with large

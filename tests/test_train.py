@@ -16,9 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from superres.checkpoint import load_checkpoint
 from superres.cli import main
-from superres.config import (
+from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
+from superres.images import write_image
+from superres.models import create_model
+from superres.ops.ensemble import ensemble_average
+from superres.ops.resize import imresize
+from superres.training.config import (
     TrainConfig,
     build_config,
     config_from_dict,
@@ -26,18 +30,14 @@ from superres.config import (
     load_run_config,
     resolve_config,
 )
-from superres.data import DeviceBatches, open_patch_source
-from superres.distill import teacher_images
-from superres.ema import EMA_PREFIX
-from superres.ensemble import ensemble_average
-from superres.errors import CheckpointError, ConfigError, ModelError, TrainingDiverged
-from superres.images import write_image
-from superres.models import create_model
-from superres.pretrained import resolve_model
-from superres.resize import imresize
-from superres.runlog import HISTORY_COLUMNS
-from superres.train import learning_rate_at, train
-from superres.train_state import FRESH_LAYER_SCALE
+from superres.training.data import DeviceBatches, open_patch_source
+from superres.training.distill import teacher_images
+from superres.training.ema import EMA_PREFIX
+from superres.training.loop import learning_rate_at, train
+from superres.training.runlog import HISTORY_COLUMNS
+from superres.training.state import FRESH_LAYER_SCALE
+from superres.zoo.checkpoint import load_checkpoint
+from superres.zoo.pretrained import resolve_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_SRCNN = {"kernel_sizes": [3, 1, 3], "num_features": [8, 4]}
@@ -215,7 +215,7 @@ def test_time_limit_stops_cleanly_with_a_checkpoint(data_dirs: tuple[Path, Path]
 
 
 def test_epochs_and_a_prepared_patch_file(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    from superres.data import prepare_patches
+    from superres.training.data import prepare_patches
 
     pairs = tmp_path / "pairs.npz"
     prepare_patches(
@@ -252,8 +252,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, config_values: dict, root
 
     act_as_rank(rank, world_size, port)
     config = config_from_dict(config_values)
-    # The module, not the `superres.train` facade function that `import ... as` would give.
-    trainer = importlib.import_module("superres.train")
+    trainer = importlib.import_module("superres.training.loop")
 
     model_holder = {}
     original = trainer.create_model
@@ -558,7 +557,7 @@ def _averages(extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def test_ema_is_what_validation_scores_and_best_holds(data_dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    from superres.evaluate import Protocol, evaluate_model
+    from superres.evaluation.protocol import Protocol, evaluate_model
 
     # Validated once, at the last step, which is therefore the best one.
     config = tiny_config(data_dirs, ema_decay=0.9, iterations=8, val_every=100, checkpoint_every=100)
@@ -602,7 +601,7 @@ def test_resuming_a_run_without_ema_starts_one_from_its_weights(
 
 def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters():
     """CUDA's fused Adam refuses moments whose strides differ from the (channels-last) parameters."""
-    from superres.train_state import match_optimizer_state_layout
+    from superres.training.state import match_optimizer_state_layout
 
     conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(conv.parameters())
@@ -632,7 +631,7 @@ def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameter
 def test_amp_auto_on_a_cpu_takes_bf16_only_with_amx(
     monkeypatch: pytest.MonkeyPatch, amp: str, has_amx: bool, expected: torch.dtype | None
 ) -> None:
-    trainer = importlib.import_module("superres.train")  # `superres.train` is also the function
+    trainer = importlib.import_module("superres.training.loop")
     monkeypatch.setattr(trainer, "has_amx_bf16", lambda: has_amx)
     config = TrainConfig(model="srcnn", scale=2, train_data=["unused"], amp=amp)
     assert trainer.choose_amp_dtype(config, torch.device("cpu")) == expected
@@ -749,7 +748,7 @@ def test_a_self_ensemble_teacher_teaches_its_mean_over_the_eight_symmetries(
 def _teacher_worker(rank: int, world_size: int, port: int, config_values: dict, root: str) -> None:
     import torch.distributed as torch_dist
 
-    from superres.distributed import setup_distributed
+    from superres.training.distributed import setup_distributed
 
     act_as_rank(rank, world_size, port)
     dist = setup_distributed(torch.device("cpu"))

@@ -11,7 +11,7 @@ import pytest
 import superres
 from superres.cli import main
 from superres.images import read_image, write_image
-from superres.pretrained import list_pretrained
+from superres.zoo.pretrained import list_pretrained
 
 
 def rgba_image() -> np.ndarray:
@@ -115,12 +115,12 @@ def test_version(capsys) -> None:
 
 
 def test_models_answers_from_the_cards_without_timing(monkeypatch, capsys) -> None:
-    import superres.frontier
+    import superres.lab.frontier
 
     def no_timing(*args: object, **kwargs: object) -> None:
         raise AssertionError("superres models timed the models without --time")
 
-    monkeypatch.setattr(superres.frontier, "measure_frontier", no_timing)
+    monkeypatch.setattr(superres.lab.frontier, "measure_frontier", no_timing)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "speed" in out and "superres upscale` sends a JPEG of quality <= 90" in out

@@ -12,15 +12,16 @@ import torch
 from PIL import Image, ImageCms
 from torch import nn
 
-import superres.pretrained as pretrained
-from superres.backends import Backend
-from superres.checkpoint import save_checkpoint
+import superres.zoo.pretrained as pretrained
+from superres.batch.files import upscale_files
 from superres.cli import main
 from superres.errors import ConfigError
 from superres.images import read_image, write_image
+from superres.inference.backends import Backend
+from superres.inference.pipeline import fill_transparent, upscale_image
 from superres.models import create_model, get_model_info, list_models
-from superres.resize import imresize
-from superres.upscale import fill_transparent, upscale_files, upscale_image
+from superres.ops.resize import imresize
+from superres.zoo.checkpoint import save_checkpoint
 
 
 class BicubicAs(nn.Module):

@@ -54,7 +54,7 @@ def test_a_video_keeps_its_frames_rate_and_audio(tmp_path: Path) -> None:
 def test_an_interrupted_video_resumes_from_its_finished_segments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import superres.video as video
+    import superres.batch.video as video
 
     clip = make_clip(tmp_path / "clip.mp4")
     args = ["upscale", str(clip), "--model", "srcnn", "--device", "cpu", "--segment-frames", "3"]

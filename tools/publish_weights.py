@@ -14,8 +14,8 @@ perceptual` on its card, which keeps it out of the default and `fast` choices; i
 come from `evaluate --lpips --niqe`, whose LPIPS-approx and NIQE columns the card then records.
 Writes src/superres/weights/NAME_x<scale>.safetensors (weights only, metadata with the card's facts)
 and NAME_x<scale>.json (the model card `superres models` shows), with the network's convolution
-MACs per output pixel (`superres.complexity`) and its CPU speed relative to bicubic, timed in one
-run on this machine (`superres.frontier.relative_speed`). `--refresh` adds the bicubic scores, the
+MACs per output pixel (`superres.models.complexity`) and its CPU speed relative to bicubic, timed in one
+run on this machine (`superres.lab.frontier.relative_speed`). `--refresh` adds the bicubic scores, the
 MAC count and the speed to every shipped card that lacks them; `--refresh --retime` times every
 shipped model again, which is what to do on a quiet machine after publishing on a busy one.
 """
@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from superres.atomic import atomic_write_bytes
-from superres.checkpoint import load_checkpoint, load_model, save_checkpoint
-from superres.complexity import conv_macs_per_output_pixel
-from superres.ema import averaged_state
-from superres.frontier import relative_speed
+from superres.lab.frontier import relative_speed
+from superres.models.complexity import conv_macs_per_output_pixel
 from superres.models.reparam import has_branches, without_branches
-from superres.pretrained import list_pretrained, load_pretrained, write_model_card
+from superres.training.ema import averaged_state
+from superres.zoo.checkpoint import load_checkpoint, load_model, save_checkpoint
+from superres.zoo.pretrained import list_pretrained, load_pretrained, write_model_card
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "superres" / "weights"
 

@@ -12,16 +12,15 @@ The Python API (`superres.api`, documented there and in the README's "Python API
     result = superres.evaluate("default", "Set5/HR", scale=2)
 
 The names are imported on first use, so `import superres` (and `superres --help`) does not pay
-for torch. Three of them, `upscale`, `evaluate` and `train`, are also the names of submodules;
-on the package they always mean the functions: import the modules with `from superres.upscale
-import ...` (not `import superres.upscale as m`, which would give the function).
+for torch. The package's layers, bottom to top (docs/architecture.md; tests/test_layering.py
+keeps each to importing only from those below it): `errors` and `atomic`, `ops`, `images`,
+`models`, `zoo`, `inference`, `evaluation`, `batch`, `training`, `lab`, and the front ends `api`,
+`serve` and `cli`.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -51,19 +50,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_API_NAMES})
 
-
-class _Facade(types.ModuleType):
-    """The package module, refusing to let a submodule shadow the facade function of its name.
-
-    Importing `superres.upscale` makes the import system set `superres.upscale = <module>`;
-    without this the function `superres.upscale` would turn into a module the moment any code
-    imported the upscale pipeline.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API_NAMES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Facade

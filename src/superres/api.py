@@ -7,7 +7,7 @@
 One name grammar for models, parsed here and only here (`parse_model`); a `model` argument is:
 
 - `"default"`: the shipped model with the best Set5 PSNR at the scale, or, in `upscale`, for a
-  compressed or noisy input the real-world model `real` where it ships (`superres.input_check`,
+  compressed or noisy input the real-world model `real` where it ships (`superres.inference.input_check`,
   as `superres upscale` does); `"fast"`: the cheapest shipped model that still beats bicubic by
   1 dB;
 - `"NAME@denoise=S"`: a real-world model at denoising strength S in [0, 1] (`denoise=` of `upscale`);
@@ -38,18 +38,18 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import nn
 
-    from superres.backends import Backend
-    from superres.config import TrainConfig
-    from superres.evaluate import EvalResult, Protocol
+    from superres.batch.worker import BatchReport
+    from superres.evaluation.protocol import EvalResult, Protocol
     from superres.images import LoadedImage
-    from superres.pretrained import PretrainedEntry
-    from superres.train import TrainSummary
-    from superres.upscale import BatchReport
+    from superres.inference.backends import Backend
+    from superres.training.config import TrainConfig
+    from superres.training.loop import TrainSummary
+    from superres.zoo.pretrained import PretrainedEntry
 
 #: The aliases of the name grammar, beside shipped names, architectures and checkpoint paths.
 ALIASES = ("default", "fast")
 #: The scale a model name is resolved at when none is given (and none is stored in a checkpoint,
-#: and the name ships at more than one scale): `superres.pretrained.DEFAULT_SCALE`.
+#: and the name ships at more than one scale): `superres.zoo.pretrained.DEFAULT_SCALE`.
 DEFAULT_SCALE = 2
 #: Networks (with their runtimes) kept ready by `upscale`: enough for a default, a fast model and
 #: one more without holding every shipped model in memory.
@@ -81,7 +81,7 @@ class ModelChoice:
 
 @functools.lru_cache(maxsize=1)
 def _pretrained_listing() -> tuple[PretrainedEntry, ...]:
-    from superres import pretrained
+    from superres.zoo import pretrained
 
     return tuple(pretrained.list_pretrained())
 
@@ -100,8 +100,8 @@ def list_models() -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _parse_name(spec: str, scale: int | None) -> ModelChoice:
-    from superres import pretrained
     from superres.models import get_model_info
+    from superres.zoo import pretrained
 
     if pretrained.looks_like_path(spec):
         return ModelChoice(spec, "checkpoint", spec, scale)
@@ -166,8 +166,8 @@ def load_model(spec: str, scale: int | None = None, device: str = "auto") -> nn.
     `scale=None`: the checkpoint's own scale for a path, else 2. The network follows the
     `superres.models` contract (`.scale`, `.info`, `.model_kwargs`).
     """
-    from superres.backends import resolve_device
-    from superres.pretrained import resolve_model
+    from superres.inference.backends import resolve_device
+    from superres.zoo.pretrained import resolve_model
 
     choice = parse_model(spec, scale)
     return resolve_model(choice.name, choice.scale, device=str(resolve_device(device)))
@@ -188,8 +188,8 @@ def _checkpoint_stamp(choice: ModelChoice) -> tuple[int, int] | None:
 def _cached_runtime(
     choice: ModelChoice, stamp: object, device: str, runtime: str, self_ensemble: bool
 ) -> tuple[nn.Module, Backend]:
-    from superres.backends import make_backend
-    from superres.pretrained import resolve_model
+    from superres.inference.backends import make_backend
+    from superres.zoo.pretrained import resolve_model
 
     del stamp  # part of the cache key only
     network = resolve_model(choice.name, choice.scale, device=device)
@@ -208,7 +208,7 @@ def runtime_for(
 
     `superres serve` and `upscale` share it. The network is the cache's own: do not change it.
     """
-    from superres.backends import resolve_device
+    from superres.inference.backends import resolve_device
 
     choice = parse_model(model, scale)
     # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
@@ -287,7 +287,7 @@ def upscale_pixels(
     `progress(done, total)` is called before and after every tile; an exception raised in it
     (a cancellation) propagates and ends the run between two tiles.
     """
-    from superres.upscale import _resolve_tile, upscale_image
+    from superres.inference.pipeline import resolve_tile, upscale_image
 
     if not isinstance(pixels, np.ndarray) or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         shape = getattr(pixels, "shape", None)
@@ -300,14 +300,14 @@ def upscale_pixels(
     if progress is not None:
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
         # The tile size upscale_image would pick, resolved here so that the tile count is known.
-        tile = _resolve_tile(tile, network, channels, runner.device, False)
+        tile = resolve_tile(tile, network, channels, runner.device, False)
         runner = _reporting(runner, progress, _tile_count(pixels.shape[:2], tile))
     with _RUN_LOCK:
         return upscale_image(pixels, network, tile=tile, backend=runner)
 
 
 def _tile_count(size: tuple[int, int], tile: int | None) -> int:
-    from superres.tiling import tile_spans
+    from superres.inference.tiling import tile_spans
 
     height, width = size
     if tile is None or (tile >= height and tile >= width):
@@ -316,7 +316,7 @@ def _tile_count(size: tuple[int, int], tile: int | None) -> int:
 
 
 def _reporting(runner: Backend, progress: ProgressCallback, total: int) -> Backend:
-    from superres.backends import Backend
+    from superres.inference.backends import Backend
 
     done = 0
 
@@ -392,9 +392,9 @@ def upscale(
 def model_for_image(model: str, pixels: np.ndarray, scale: int | None, path: Path | None = None) -> str:
     """`model`, with "default" resolved for this image: the real-world model for a compressed
     (`path` a JPEG of quality <= 90) or noisy one where it ships at `scale`
-    (`superres.input_check`), else the clean default."""
+    (`superres.inference.input_check`), else the clean default."""
     from superres.images.jpeg import estimate_jpeg_quality
-    from superres.input_check import InputCondition, model_for_input, noise_sigma
+    from superres.inference.input_check import InputCondition, model_for_input, noise_sigma
 
     if model != "default":
         return model
@@ -407,7 +407,7 @@ def _for_input(options: dict, pixels: np.ndarray, path: Path | None = None) -> d
 
 
 def _upscale_file(path: Path, output: str | os.PathLike[str] | None, options: dict) -> Path:
-    from superres.upscale import output_name
+    from superres.batch.files import output_name
 
     loaded = read_image(path)
     sr = upscale_pixels(loaded.pixels, **_for_input(options, loaded.pixels, path))
@@ -438,8 +438,7 @@ def upscale_files(
     `overwrite`; a bad file is reported in the returned `BatchReport` (`.written`, `.skipped`,
     `.failed`) while the rest completes. `output_format` ("webp", "png", ...) and `quality` as
     `--format` / `--quality`; `background`: what alpha is flattened onto for JPEG and BMP."""
-    # Not `from superres import upscale`: on the package that name is the facade function.
-    from superres.upscale import upscale_files as upscale_batch
+    from superres.batch.files import upscale_files as upscale_batch
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -465,12 +464,12 @@ def evaluate(
     niqe: bool = False,
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a name of the grammar above, or a network) on
-    the HR images in `hr_folder` at `scale`, by the papers' protocol (`superres.evaluate.Protocol`;
+    the HR images in `hr_folder` at `scale`, by the papers' protocol (`superres.evaluation.protocol.Protocol`;
     `result.psnr`, `result.ssim`, `result.per_image`). `lpips`: also LPIPS-approx on the same
-    planes (`result.lpips`; `superres.lpips` says what it needs and how it differs from LPIPS).
-    `niqe`: also NIQE of each SR plane alone (`result.niqe`; no reference, `superres.niqe`)."""
-    from superres.backends import make_backend, resolve_device
-    from superres.evaluate import Protocol, evaluate_model
+    planes (`result.lpips`; `superres.evaluation.lpips` says what it needs and how it differs from LPIPS).
+    `niqe`: also NIQE of each SR plane alone (`result.niqe`; no reference, `superres.evaluation.niqe`)."""
+    from superres.evaluation.protocol import Protocol, evaluate_model
+    from superres.inference.backends import make_backend, resolve_device
 
     scale = _check_scale(scale)
     target = resolve_device(device)
@@ -482,12 +481,12 @@ def evaluate(
     runner = make_backend(network, "torch", target, self_ensemble=self_ensemble)
     perceptual = None
     if lpips:
-        from superres.lpips import LpipsApprox
+        from superres.evaluation.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
     no_reference = None
     if niqe:
-        from superres.niqe import loaded_niqe
+        from superres.evaluation.niqe import loaded_niqe
 
         no_reference = loaded_niqe()
     return evaluate_model(
@@ -508,8 +507,8 @@ def train(
     default `runs/<model>_x<scale>_<time>`) receives the checkpoints, history and plots."""
     import time
 
-    from superres.config import TrainConfig, build_config, config_from_dict, list_presets
-    from superres.train import train as run_training
+    from superres.training.config import TrainConfig, build_config, config_from_dict, list_presets
+    from superres.training.loop import train as run_training
 
     if isinstance(config, Mapping):
         config = config_from_dict(dict(config))

@@ -1,6 +1,6 @@
 """`superres bench`: inference and training speed per model and backend, against fp32 matmul.
 
-The text table goes to stdout, or the JSON document `superres.bench.run_bench` describes with
+The text table goes to stdout, or the JSON document `superres.lab.bench.run_bench` describes with
 `--json`; progress lines go to stderr so that `--json` output stays clean.
 """
 
@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from superres.bench import BenchSettings
+    from superres.lab.bench import BenchSettings
 
 
 
@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="tiny sizes, one repeat, small test configurations of the models: a smoke test in seconds",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON (fields: see superres.bench)")
+    parser.add_argument("--json", action="store_true", help="print JSON (fields: see superres.lab.bench)")
     parser.add_argument(
         "--folder-throughput",
         metavar="FOLDER",
@@ -60,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> BenchSettings:
     """The `BenchSettings` the command line asks for."""
-    # Imported here, not at the top: superres.bench loads torch, which `--help` must not wait for.
-    from superres.bench import DEFAULT_MODELS, BenchSettings, parse_size
+    # Imported here, not at the top: superres.lab.bench loads torch, which `--help` must not wait for.
+    from superres.lab.bench import DEFAULT_MODELS, BenchSettings, parse_size
 
     overrides: dict = {
         "models": tuple(args.models) if args.models else DEFAULT_MODELS,
@@ -81,12 +81,12 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
 def run(args: argparse.Namespace) -> int:
     if args.folder_throughput is not None:
-        from superres.bench_batch import format_throughput, measure_folder_throughput
+        from superres.lab.bench_batch import format_throughput, measure_folder_throughput
 
         result = measure_folder_throughput(args.folder_throughput, scale=args.scales[0], device="cpu")
         print(json.dumps(result, indent=2) if args.json else format_throughput(result))
         return 0
-    from superres.bench import format_table, run_bench
+    from superres.lab.bench import format_table, run_bench
 
     settings = settings_from(args)
 

@@ -44,13 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lpips",
         action="store_true",
-        help="also print and caption LPIPS-approx to HR (lower is closer; superres.lpips)",
+        help="also print and caption LPIPS-approx to HR (lower is closer; superres.evaluation.lpips)",
     )
     p.add_argument(
         "--niqe",
         action="store_true",
         help="also print and caption NIQE of each output (no reference, lower is more natural; "
-        "superres.niqe)",
+        "superres.evaluation.niqe)",
     )
     add_device_arguments(p)
     add_max_pixels_argument(p)
@@ -58,11 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.backends import make_backend, resolve_device
-
     # The model choice `superres upscale` makes (the best shipped model for the scale).
     from superres.cli.upscale import choose_model
-    from superres.figure import (
+    from superres.images import DEFAULT_MAX_PIXELS, read_image
+    from superres.inference.backends import make_backend, resolve_device
+    from superres.lab.figure import (
         PROTOCOL_NOTE,
         compare_images,
         degrade,
@@ -70,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
         save_comparison_figure,
         to_uint8,
     )
-    from superres.images import DEFAULT_MAX_PIXELS, read_image
-    from superres.pretrained import resolve_model
-    from superres.resize import modcrop
+    from superres.ops.resize import modcrop
+    from superres.zoo.pretrained import resolve_model
 
     if args.from_hr and args.hr:
         raise ConfigError("give either --hr or --from-hr, not both")
@@ -87,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
         models.append(model)
     perceptual = None
     if args.lpips:
-        from superres.lpips import LpipsApprox
+        from superres.evaluation.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
     no_reference = None
     if args.niqe:
-        from superres.niqe import loaded_niqe
+        from superres.evaluation.niqe import loaded_niqe
 
         no_reference = loaded_niqe()
 

@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.curves import plot_learning_curves
     from superres.errors import ConfigError
+    from superres.lab.curves import plot_learning_curves
 
     missing = [str(run_dir) for run_dir in args.runs if not (run_dir / "history.csv").is_file()]
     if missing:

@@ -9,7 +9,7 @@ from superres.cli.options import add_max_pixels_argument
 from superres.errors import ConfigError
 
 #: The presets and what they do, repeated here so that `--help` does not import torch; a test
-#: checks it against `superres.degradations.PRESETS`.
+#: checks it against `superres.ops.degradations.PRESETS`.
 PRESET_HELP = {
     "bicubic": "MATLAB bicubic imresize(HR, 1/scale) rounded to uint8 (the benchmark LR)",
     "jpeg": "the bicubic LR saved as JPEG quality 75 (4:2:0)",
@@ -66,9 +66,9 @@ def _hr_files(inputs: list[Path]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.degradations import apply_preset
-    from superres.evaluate import as_uint8
+    from superres.evaluation.protocol import as_uint8
     from superres.images import read_image, write_image
+    from superres.ops.degradations import apply_preset
 
     if any(scale < 1 for scale in args.scale):
         raise ConfigError(f"scales are positive integers, got {args.scale}")

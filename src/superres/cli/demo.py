@@ -27,11 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.backends import make_backend, resolve_device
-    from superres.figure import PROTOCOL_NOTE, compare_images, degrade, save_comparison_figure
     from superres.images import write_image
-    from superres.pretrained import FALLBACK_MODEL, default_model_for, resolve_model
-    from superres.samples import sample_credit, sample_image
+    from superres.images.sample_photo import sample_credit, sample_image
+    from superres.inference.backends import make_backend, resolve_device
+    from superres.lab.figure import PROTOCOL_NOTE, compare_images, degrade, save_comparison_figure
+    from superres.zoo.pretrained import FALLBACK_MODEL, default_model_for, resolve_model
 
     started = time.perf_counter()
     device = resolve_device(args.device)

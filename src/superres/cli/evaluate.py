@@ -18,7 +18,7 @@ GRID_LABEL = "grid: std over the scale x scale output phases of the mean Y error
 NIQE_LABEL = "NIQE of SR alone (no reference; the MATLAB release's model, lower is more natural)"
 
 if TYPE_CHECKING:
-    from superres.evaluate import EvalResult, ImageScore, Protocol
+    from superres.evaluation.protocol import EvalResult, ImageScore, Protocol
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -70,13 +70,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--lpips",
         action="store_true",
-        help="also score LPIPS-approx (lower is better) on the same planes: LPIPS's linear layers over "
-        "a locally installed VGG16 trunk (make perceptual-metric; superres.lpips says how it differs)",
+        help="also score LPIPS-approx (lower is better) on the same planes: LPIPS's linear layers over a "
+        "locally installed VGG16 trunk (make perceptual-metric; superres.evaluation.lpips says how it "
+        "differs)",
     )
     parser.add_argument(
         "--niqe",
         action="store_true",
-        help="also score NIQE of the SR plane alone (no reference, lower is more natural; superres.niqe)",
+        help="also score NIQE of the SR plane alone (no reference, lower is more natural; "
+        "superres.evaluation.niqe)",
     )
     parser.add_argument(
         "--grid",
@@ -96,10 +98,10 @@ def _lr_dir_for(lr_dir: Path | None, scale: int) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: they load torch, which `superres --help` must not wait for.
-    from superres.backends import make_backend, resolve_device
-    from superres.ensemble import ENSEMBLE_LABEL
-    from superres.evaluate import Protocol, dataset_name, evaluate_model
-    from superres.pretrained import resolve_model
+    from superres.evaluation.protocol import Protocol, dataset_name, evaluate_model
+    from superres.inference.backends import make_backend, resolve_device
+    from superres.ops.ensemble import ENSEMBLE_LABEL
+    from superres.zoo.pretrained import resolve_model
 
     protocol = Protocol(
         y_only=not args.rgb,
@@ -117,14 +119,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     perceptual = None
     if args.lpips:
-        from superres.lpips import LpipsApprox
+        from superres.evaluation.lpips import LpipsApprox
 
         perceptual = LpipsApprox().planes
     no_reference = None
     if args.niqe:
         if args.rgb:
             raise ConfigError("--niqe scores the Y plane; leave out --rgb")
-        from superres.niqe import loaded_niqe
+        from superres.evaluation.niqe import loaded_niqe
 
         no_reference = loaded_niqe()
     results: list[EvalResult] = []

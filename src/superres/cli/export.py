@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--opset",
         type=int,
         default=None,
-        # No numbers here: they live in superres.export, whose torch import `--help` must not wait for.
+        # No numbers here: they live in superres.inference.export, whose torch import `--help` must not
+        # wait for.
         help="ONNX opset (default: the newest the exporter writes)",
     )
     parser.add_argument(
@@ -74,13 +75,13 @@ def _model(args: argparse.Namespace):
         )
     if args.model_arg:
         raise ModelError("--model-arg only applies with --untrained (trained models carry their own)")
-    from superres.pretrained import resolve_model
+    from superres.zoo.pretrained import resolve_model
 
     return resolve_model(args.model, args.scale)
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.export import DEFAULT_OPSET, export_onnx
+    from superres.inference.export import DEFAULT_OPSET, export_onnx
 
     if args.output.suffix.lower() != ".onnx":
         raise ModelError(f"output file {args.output} should end in .onnx")

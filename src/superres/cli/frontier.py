@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.frontier import QUICK_TIMING, Timing, frontier_markdown, measure_frontier, plot_frontier
+    from superres.lab.frontier import QUICK_TIMING, Timing, frontier_markdown, measure_frontier, plot_frontier
 
     timing = QUICK_TIMING if args.quick else Timing()
     points = measure_frontier(args.scales, args.set5 if args.set5.is_dir() else None, timing)

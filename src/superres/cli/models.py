@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from superres.pretrained import PretrainedEntry
+    from superres.zoo.pretrained import PretrainedEntry
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
 def architecture_rows() -> list[list[str]]:
     """name, channels, where it works, scales, parameters and MACs per output pixel (default
     kwargs, smallest scale), receptive field (LR pixels)."""
-    from superres.complexity import conv_macs_per_output_pixel
     from superres.models import create_model, get_model_info, list_models
+    from superres.models.complexity import conv_macs_per_output_pixel
 
     rows = []
     for name in list_models():
@@ -80,7 +80,7 @@ def _perceptual_score(entry: PretrainedEntry, dataset: str) -> str:
 def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
     """name, scale, architecture, Set5 and Set14 PSNR / SSIM (model cards), MACs per output pixel
     and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
-    from superres.pretrained import default_model_for, fastest_model_for, list_pretrained
+    from superres.zoo.pretrained import default_model_for, fastest_model_for, list_pretrained
 
     entries = list_pretrained()
     # Each choice reads every card: make it once per scale, not once per row.
@@ -112,8 +112,8 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
 
 def measured_speeds() -> tuple[dict[tuple[str, int], float], dict[int, float]]:
     """Output MP/s of every shipped model, and of bicubic per scale, timed now on this machine."""
-    from superres.frontier import QUICK_TIMING, measure_frontier
-    from superres.pretrained import list_pretrained
+    from superres.lab.frontier import QUICK_TIMING, measure_frontier
+    from superres.zoo.pretrained import list_pretrained
 
     scales = sorted({entry.scale for entry in list_pretrained()})
     points = measure_frontier(scales, timing=QUICK_TIMING)
@@ -125,8 +125,8 @@ def measured_speeds() -> tuple[dict[tuple[str, int], float], dict[int, float]]:
 def _print_real_world(entries: list[PretrainedEntry]) -> None:
     """The real-world models' scores on the `superres degrade` presets, and the rule that sends
     an image to them when no model is named."""
-    from superres.input_check import JPEG_QUALITY_LIMIT, NOISE_SIGMA_LIMIT, REAL_WORLD_MODEL
-    from superres.pretrained import card_metric
+    from superres.inference.input_check import JPEG_QUALITY_LIMIT, NOISE_SIGMA_LIMIT, REAL_WORLD_MODEL
+    from superres.zoo.pretrained import card_metric
 
     rows = []
     for entry in entries:
@@ -144,12 +144,12 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
     print(
         f"  Without --model, `superres upscale` sends a JPEG of quality <= {JPEG_QUALITY_LIMIT} or an "
         f"image with noise sigma >= {NOISE_SIGMA_LIMIT:g} (of 255) to '{REAL_WORLD_MODEL}' where it ships "
-        "at the scale, every other image to the default (superres.input_check)."
+        "at the scale, every other image to the default (superres.inference.input_check)."
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.pretrained import PROTOCOL, list_pretrained
+    from superres.zoo.pretrained import PROTOCOL, list_pretrained
 
     print(
         "Architectures (parameters and MACs per output pixel at default settings and the smallest "
@@ -191,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if perceptual_rows:
         print(
-            "Perceptual models (lower is better: LPIPS-approx to HR, superres.lpips; NIQE of the "
-            "output alone, superres.niqe):"
+            "Perceptual models (lower is better: LPIPS-approx to HR, superres.evaluation.lpips; NIQE of the "
+            "output alone, superres.evaluation.niqe):"
         )
         headers = ["name", "scale", "Set5 LPIPS-approx / NIQE", "Set14 LPIPS-approx / NIQE"]
         for line in format_table(headers, perceptual_rows):

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.data import pack_images
+    from superres.training.data import pack_images
 
     meta = pack_images(args.folders, args.output, channels=args.channels, downscales=args.downscales)
     size_mb = args.output.stat().st_size / 1e6

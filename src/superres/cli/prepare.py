@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.data import prepare_patches
     from superres.errors import ConfigError
+    from superres.training.data import prepare_patches
 
     for name in ("scale", "patch_size", "count"):
         if getattr(args, name) <= 0:

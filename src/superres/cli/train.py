@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from superres.config import (
+from superres.errors import ConfigError
+from superres.training.config import (
     TrainConfig,
     build_config,
     config_from_dict,
@@ -17,9 +18,8 @@ from superres.config import (
     load_run_config,
     merge_settings,
 )
-from superres.errors import ConfigError
 
-#: The TrainConfig fields that are flags too (see `superres.config.flag`).
+#: The TrainConfig fields that are flags too (see `superres.training.config.flag`).
 FLAG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if "flag" in f.metadata)
 
 
@@ -83,7 +83,7 @@ def _build(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.train import train  # torch: imported only when a run starts
+    from superres.training.loop import train  # torch: imported only when a run starts
 
     if args.list_presets:
         for name, comment in list_presets().items():

@@ -1,8 +1,8 @@
 """`superres upscale`: upscale image files, folders, globs and videos with a pretrained model.
 
-Batches resume after a kill (`superres.batch`'s journal), split into `--shard i/N`, and run on a
-Dask cluster with `--dask` / `--scheduler` (`superres.cluster`); videos go through
-`superres.video`. The last line is the summary (done, skipped, failed); the exit code is 1 when
+Batches resume after a kill (`superres.batch.journal`'s journal), split into `--shard i/N`, and run on a
+Dask cluster with `--dask` / `--scheduler` (`superres.batch.cluster`); videos go through
+`superres.batch.video`. The last line is the summary (done, skipped, failed); the exit code is 1 when
 anything failed.
 """
 
@@ -147,7 +147,7 @@ def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
     """The --model value to resolve (the best shipped one by default) and the scale to ask for:
     --scale, or the one scale a shipped name ships at (`span-gan`: x4), or the default scale.
     A checkpoint path keeps None: its own scale."""
-    from superres.pretrained import DEFAULT_ALIAS, alias_target, implied_scale, looks_like_path
+    from superres.zoo.pretrained import DEFAULT_ALIAS, alias_target, implied_scale, looks_like_path
 
     check_scale(scale)
     spec = DEFAULT_ALIAS if spec is None else spec
@@ -161,9 +161,10 @@ def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from superres.backends import resolve_device
-    from superres.upscale import DEFAULT_BATCH_SIZE, BatchReport, upscale_files
-    from superres.video import is_video
+    from superres.batch.files import upscale_files
+    from superres.batch.video import is_video
+    from superres.batch.worker import DEFAULT_BATCH_SIZE, BatchReport
+    from superres.inference.backends import resolve_device
 
     spec, scale = choose_model(args.model, args.scale)
     if args.denoise is not None:
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     images = [item for item in args.inputs if not is_video(item)]
     report = BatchReport()
     # No model named: each image goes to the clean default or, when compressed or noisy, to the
-    # real-world model (superres.input_check); a named model takes them all.
+    # real-world model (superres.inference.input_check); a named model takes them all.
     if args.model is None and args.denoise is None:
         routes = _route_by_condition(images, scale, args.max_pixels, args.output, args.output_format)
     else:
@@ -215,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
 def _with_denoise(named: str | None, spec: str, strength: float) -> str:
     """The model name for --denoise: the real-world model named, or `real` when none is (then every
     input goes to it: asking for a denoise strength is asking for the real-world model)."""
-    from superres.input_check import REAL_WORLD_MODEL
-    from superres.pretrained import denoise_spec
+    from superres.inference.input_check import REAL_WORLD_MODEL
+    from superres.zoo.pretrained import denoise_spec
 
     return denoise_spec(REAL_WORLD_MODEL if named is None else spec, strength)
 
@@ -225,16 +226,16 @@ def _route_by_condition(
     inputs: list, scale: int, max_pixels: int | None, output: str | None, output_format: str | None
 ) -> dict[str, list]:
     """{model name: the inputs it upscales}: each readable image by its condition
-    (`superres.input_check`); unreadable ones go with the default, whose batch reports them."""
+    (`superres.inference.input_check`); unreadable ones go with the default, whose batch reports them."""
     import logging
     from pathlib import Path
 
+    from superres.batch.files import expand_inputs, output_is_single_file, plan_outputs
     from superres.errors import SuperresError
     from superres.images import read_image
-    from superres.input_check import inspect_input, models_for_scale
-    from superres.upscale import expand_inputs, output_is_single_file, plan_outputs
+    from superres.inference.input_check import inspect_input, models_for_scale
 
-    logger = logging.getLogger("superres.upscale")
+    logger = logging.getLogger("superres.batch.files")
     clean, degraded = models_for_scale(scale)
     if clean == degraded:  # no real-world model at this scale: nothing to look at
         return {clean: list(inputs)}
@@ -265,11 +266,11 @@ def _route_by_condition(
 def _upscale_videos(
     videos: list, args: argparse.Namespace, spec: str, scale: int | None, device: object
 ) -> object:
-    """The videos among the inputs, with a model loaded for them (`superres.video`)."""
+    """The videos among the inputs, with a model loaded for them (`superres.batch.video`)."""
     from pathlib import Path
 
-    from superres.upscale import DEFAULT_BATCH_SIZE, BatchSettings, ImageBatchWorker
-    from superres.video import DEFAULT_SEGMENT_FRAMES, upscale_videos
+    from superres.batch.video import DEFAULT_SEGMENT_FRAMES, upscale_videos
+    from superres.batch.worker import DEFAULT_BATCH_SIZE, BatchSettings, ImageBatchWorker
 
     worker = ImageBatchWorker(
         BatchSettings(

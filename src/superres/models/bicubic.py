@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from superres.models.blocks import ModelInfo, pre_upsampled_activations, pre_upsampled_receptive_field
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:

@@ -19,11 +19,11 @@ import copy
 import torch
 from torch import nn
 
-from superres.color import Y_FROM_RGB, Y_OFFSET
 from superres.errors import ModelError
 from superres.models.blocks import RGB_MEAN, Y_MEAN
 from superres.models.reparam import fuse_reparameterizable
 from superres.models.span import IMAGE_RANGE, SPAN
+from superres.ops.color import Y_FROM_RGB, Y_OFFSET
 
 
 def span_y_to_rgb(model: SPAN) -> SPAN:

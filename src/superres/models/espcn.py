@@ -28,7 +28,7 @@ from superres.models.blocks import (
     require_int_sequence,
 )
 from superres.models.reparam import conv_or_rep, require_gain
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 
 def _receptive_field(scale: int, kwargs: Mapping[str, Any]) -> int:

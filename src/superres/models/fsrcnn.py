@@ -36,7 +36,7 @@ from superres.models.blocks import (
 )
 from superres.models.reparam import conv_or_rep, require_gain
 from superres.models.subpixel import LRSpaceConvTranspose2d
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 DECONV_KERNEL = 9
 

@@ -45,7 +45,7 @@ from superres.models.blocks import (
     require_positive_int,
     small_normal_,
 )
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 KERNEL_SIZE = 3
 #: Std of the output layer's weights. The skip sums grow the activations (2-4x rms from the first

@@ -43,7 +43,7 @@ from superres.models.blocks import (
     require_positive_int,
 )
 from superres.models.reparam import RepConv3x3, require_gain
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 #: The paper's `img_range`: the centred input is multiplied by it, the output divided by it.
 IMAGE_RANGE = 255.0

@@ -34,7 +34,7 @@ from superres.models.blocks import (
     require_int_sequence,
     small_normal_,
 )
-from superres.resize import imresize_tensor
+from superres.ops.resize import imresize_tensor
 
 
 def _check_kernel_sizes(model_name: str, kernel_sizes: Any) -> tuple[int, ...]:

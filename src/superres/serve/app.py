@@ -291,7 +291,7 @@ def create_app(
     *, limits: Limits = Limits(), device: str = "auto", allowed_hosts: list[str] | None = None
 ) -> Starlette:
     """The ASGI app. `allowed_hosts`: Host header values accepted (default: loopback names)."""
-    from superres.backends import resolve_device
+    from superres.inference.backends import resolve_device
 
     server = _Server(limits, str(resolve_device(device)))
 

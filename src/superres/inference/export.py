@@ -1,0 +1,256 @@
+"""ONNX export of superres models: dynamic batch and size, the pre-upsampling inside the graph.
+
+`export_onnx(model, path)` writes one `.onnx` file atomically; `export_onnx_bytes(model)` returns
+the same model as bytes, and `onnx_session(bytes)` opens it in ONNX Runtime (what the
+"onnxruntime" runtime of `superres.inference.backends` runs). `frozen_copy(model)` is the network that is
+exported and run for inference everywhere: an eval-mode copy with re-parameterisable branches
+folded (`superres.models.reparam`), never the caller's model.
+
+The graph has one input `lr` (N, C, h, w) float32 in [0, 1] and one output `sr`
+(N, C, scale*h, scale*w), with N, h and w dynamic, through pixel shuffles (DepthToSpace) and
+strided transposed convolutions too; the tests run every registered model on sizes other than
+the traced one. Pre-upsampling networks keep their MATLAB bicubic/bilinear upscale in the graph:
+`superres.ops.resize` computes integer upscales as replicate-pad + conv2d + reshape, which traces to
+plain ONNX operators. Stride-1 transposed convolutions are exported as ordinary convolutions
+(`superres.inference.fast.ConvTransposeAsConv2d`, same weights, same outputs), which ONNX Runtime runs
+faster; strided ones that PyTorch computes in LR space (FSRCNN's `LRSpaceConvTranspose2d`) go
+back to one ConvTranspose node, the paper's layer.
+
+`metadata_props` of the ONNX model hold (all strings): `model` (registered architecture name),
+`scale`, `channels` ("Y" or "RGB"), `num_channels`, `model_kwargs` (JSON), `receptive_field`
+(LR pixels of context each side, the exact tile overlap), `input_range` ("0..1"), `producer`,
+and `name` (the release or file name the model came from) when the caller gives one.
+
+Exporter: PyTorch's TorchScript-based exporter (`dynamo=False`). It is deprecated but still
+ships in torch 2.13 and needs only the `onnx` package; the torch.export-based exporter needs
+`onnxscript`, which superres does not depend on. The TorchScript exporter writes opsets up to
+`MAX_OPSET` (20).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from superres import __version__ as superres_version
+from superres.atomic import atomic_write_bytes
+from superres.errors import ModelError, require_optional
+from superres.inference.fast import cpu_count, replace_transposed_convs, restore_plain_transposed_convs
+from superres.models.reparam import fuse_reparameterizable
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+#: The newest opset torch's TorchScript exporter writes; ONNX Runtime 1.17+ runs it.
+MAX_OPSET = 20
+DEFAULT_OPSET = MAX_OPSET
+#: Oldest opset with everything the graphs use (Pad with edge mode as an input-driven op).
+MIN_OPSET = 13
+#: LR size traced at export. Non-square and > 3 pixels so that every shape-dependent branch in
+#: `superres.ops.resize` takes the general (polyphase convolution) path and H and W stay distinct.
+_TRACE_SIZE = (20, 24)
+#: Max abs difference between ONNX Runtime and PyTorch accepted by the post-export check.
+VERIFY_TOLERANCE = 1e-4
+
+
+def _model_card(model: nn.Module) -> tuple[str, int, str]:
+    """(architecture name, scale, channels) of a superres model; `ModelError` otherwise.
+
+    Channels come from the card for the model's own kwargs: some networks (EDSR, SRResNet,
+    SPAN) take the colour space as a constructor argument.
+    """
+    info = getattr(model, "info", None)
+    scale = getattr(model, "scale", None)
+    if info is None or scale is None:
+        raise ModelError(
+            f"cannot export {type(model).__name__}: not a superres model (needs .info and .scale)"
+        )
+    return info.name, int(scale), info.channels_for(getattr(model, "model_kwargs", None))
+
+
+def num_channels_of(model: nn.Module) -> int:
+    """Image channels a superres model eats: 1 for Y models, 3 for RGB ones."""
+    _, _, channels = _model_card(model)
+    return 1 if channels == "Y" else 3
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` without gradients, re-parameterisable branches folded.
+
+    The caller's model is never changed (it may be mid-training, branches and all). Folding is
+    exact (`superres.models.reparam`), so the copy computes what `model` computes.
+    """
+    frozen = copy.deepcopy(model).eval()
+    frozen.requires_grad_(False)
+    return fuse_reparameterizable(frozen)
+
+
+def _metadata(model: nn.Module, release_name: str | None) -> dict[str, str]:
+    architecture, scale, channels = _model_card(model)
+    model_kwargs = getattr(model, "model_kwargs", {}) or {}
+    try:
+        receptive_field = model.info.receptive_field_for(scale, **model_kwargs)
+    except (AttributeError, TypeError, ValueError, ModelError):  # an odd hand-made card: skip it
+        receptive_field = None
+    metadata = {
+        "model": architecture,
+        "scale": str(scale),
+        "channels": channels,
+        "num_channels": str(1 if channels == "Y" else 3),
+        "model_kwargs": json.dumps(model_kwargs, sort_keys=True, default=list),
+        "input_range": "0..1",
+        "producer": f"superres {superres_version}",
+    }
+    if receptive_field is not None:
+        metadata["receptive_field"] = str(receptive_field)
+    if release_name is not None:
+        metadata["name"] = release_name
+    return metadata
+
+
+def _check_opset(opset: int) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(f"ONNX opset {opset!r} is not supported; use {MIN_OPSET}..{MAX_OPSET}")
+    return opset
+
+
+def _exportable_copy(model: nn.Module) -> nn.Module:
+    """The frozen float32 CPU copy with stride-1 transposed convs as plain convs and strided
+    ones as ONNX ConvTranspose (FSRCNN computes its deconvolution in LR space in PyTorch)."""
+    exportable = frozen_copy(model).cpu().float()
+    restore_plain_transposed_convs(exportable)
+    replace_transposed_convs(exportable)
+    return exportable
+
+
+def _trace_to_onnx(model: nn.Module, opset: int) -> bytes:
+    channels = num_channels_of(model)
+    sample = torch.rand(1, channels, *_TRACE_SIZE)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is deprecated, and the tracer that shape checks
+        # in superres.ops.resize become constants: both expected (the traced branch is the general
+        # one for every input of 1 pixel or more, see _TRACE_SIZE).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (sample,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+            },
+            do_constant_folding=True,
+        )
+    return buffer.getvalue()
+
+
+def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, name: str | None = None) -> bytes:
+    """The serialized ONNX model of a superres `model` (see the module docstring for its form).
+
+    `name`, when given, is stored as the `name` metadata entry (e.g. the release name `red20`).
+    """
+    onnx = require_optional("onnx", "ONNX export")
+    _check_opset(opset)
+    metadata = _metadata(model, name)
+    proto = onnx.load_from_string(_trace_to_onnx(_exportable_copy(model), opset))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (
+        f"superres {metadata['model']} x{metadata['scale']} on {metadata['channels']}: "
+        f"{INPUT_NAME} (N, {metadata['num_channels']}, h, w) in [0, 1] -> "
+        f"{OUTPUT_NAME} (N, {metadata['num_channels']}, {metadata['scale']}h, {metadata['scale']}w)"
+    )
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def onnx_session(onnx_bytes: bytes, *, num_threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU `InferenceSession` for a serialized model, all graph optimizations on."""
+    onnxruntime = require_optional("onnxruntime", "backend 'onnxruntime'")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads or cpu_count()
+    options.inter_op_num_threads = 1  # one chain of convolutions: nothing to run side by side
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+    return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def verify_onnx(model: nn.Module, onnx_bytes: bytes, *, tolerance: float = VERIFY_TOLERANCE) -> float:
+    """Max abs difference between ONNX Runtime and PyTorch on an odd-sized batch of 2.
+
+    Raises `ModelError` above `tolerance`. The size differs from the traced one on purpose, so
+    that a graph with a size frozen in by mistake fails here instead of in a user's hands. The
+    reference is the model as given (branches and all), so the check covers the folding too.
+    """
+    session = onnx_session(onnx_bytes)
+    generator = torch.Generator().manual_seed(0)
+    lr = torch.rand(2, num_channels_of(model), 13, 17, generator=generator)
+    with torch.inference_mode():
+        expected = copy.deepcopy(model).cpu().float().eval()(lr).numpy()
+    actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
+    if actual.shape != expected.shape:
+        raise ModelError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}")
+    difference = float(abs(actual - expected).max())
+    if difference > tolerance:
+        raise ModelError(f"ONNX output differs from PyTorch by {difference:.3g} (> {tolerance:g})")
+    return difference
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    atomic_write_bytes(path, data)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    name: str | None = None,
+) -> Path:
+    """Write `model` as an ONNX file at `path` (atomically) and return the path.
+
+    With `verify`, the written graph is run once in ONNX Runtime (when installed) on a batch
+    of a size other than the traced one and compared with PyTorch (`verify_onnx`).
+    """
+    path = Path(path)
+    data = export_onnx_bytes(model, opset=opset, name=name)
+    if verify:
+        try:
+            import onnxruntime  # noqa: F401  (only to know whether the check can run)
+        except ModuleNotFoundError:
+            logger.warning("onnxruntime is not installed: %s was not checked against PyTorch", path)
+        else:
+            difference = verify_onnx(model, data)
+            logger.debug("ONNX Runtime matches PyTorch within %.2g", difference)
+    _write_atomically(path, data)
+    return path
+
+
+def read_onnx_metadata(source: str | os.PathLike[str] | bytes) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file (path) or serialized model (bytes), as a dict."""
+    onnx = require_optional("onnx", "ONNX export")
+    if isinstance(source, bytes):
+        proto = onnx.load_from_string(source)
+    else:
+        proto = onnx.load(os.fspath(source), load_external_data=False)
+    return {entry.key: entry.value for entry in proto.metadata_props}
