@@ -17,7 +17,7 @@ from superres import api
 from superres.errors import ConfigError, ModelError
 from superres.images import read_image, write_image
 from superres.inference.pipeline import upscale_image
-from superres.zoo.pretrained import resolve_model
+from superres.zoo.names import resolve_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -110,10 +110,10 @@ def test_networks_are_loaded_once_and_load_model_is_fresh(monkeypatch: pytest.Mo
     pixels = smooth_image(8, 8)
     superres.upscale(pixels, "srcnn", scale=3)
     loads = []
-    from superres.zoo import pretrained  # api imports resolve_model at call time: patch it here
+    from superres.zoo import names  # api imports load_choice at call time: patch it here
 
-    original = pretrained.resolve_model
-    monkeypatch.setattr(pretrained, "resolve_model", lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = names.load_choice
+    monkeypatch.setattr(names, "load_choice", lambda *a, **k: loads.append(a) or original(*a, **k))
     for _ in range(3):
         superres.upscale(pixels, "srcnn", scale=3)
     assert loads == []

@@ -18,7 +18,7 @@ from superres.cli import main
 from superres.errors import ConfigError
 from superres.images import read_image, write_image
 from superres.inference.pipeline import upscale_image, upscale_images
-from superres.zoo.pretrained import resolve_model
+from superres.zoo.names import resolve_model
 
 
 def image(height: int, width: int, seed: int) -> np.ndarray:

@@ -14,13 +14,8 @@ from superres.cli import main
 from superres.errors import ModelError
 from superres.models import create_model, get_model_info
 from superres.zoo.checkpoint import save_checkpoint
-from superres.zoo.pretrained import (
-    default_model_for,
-    list_pretrained,
-    load_pretrained,
-    resolve_model,
-    write_model_card,
-)
+from superres.zoo.names import resolve_model
+from superres.zoo.pretrained import default_model_for, list_pretrained, load_pretrained, write_model_card
 
 SMALL_REDNET = {"num_layers": 2, "num_features": 8}
 

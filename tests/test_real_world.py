@@ -22,13 +22,8 @@ from superres.inference.pipeline import upscale_image
 from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
 from superres.zoo.checkpoint import save_checkpoint
-from superres.zoo.pretrained import (
-    default_model_for,
-    fastest_model_for,
-    load_denoised,
-    resolve_model,
-    write_model_card,
-)
+from superres.zoo.names import resolve_model
+from superres.zoo.pretrained import default_model_for, fastest_model_for, load_denoised, write_model_card
 from test_train import synthetic_image
 
 SMALL_SPAN = {"num_features": 8, "num_blocks": 1, "reparam_gain": 0, "bicubic_skip": True}

@@ -4,7 +4,8 @@
     sr = superres.upscale("photo.jpg")                 # writes photo_x2.jpg, returns its path
     array = superres.upscale(pixels, model="fast", scale=3)
 
-One name grammar for models, parsed here and only here (`parse_model`); a `model` argument is:
+One name grammar for models (`superres.zoo.names`; `parse_model` here keeps the listing cached); a
+`model` argument is:
 
 - `"default"`: the shipped model with the best Set5 PSNR at the scale, or, in `upscale`, for a
   compressed or noisy input the real-world model `real` where it ships (`superres.inference.input_check`,
@@ -26,13 +27,13 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from superres.errors import ConfigError, ImageWriteError, ModelError
+from superres.zoo import ALIASES, DEFAULT_SCALE
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,39 +45,14 @@ if TYPE_CHECKING:
     from superres.inference.backends import Backend
     from superres.training.config import TrainConfig
     from superres.training.loop import TrainSummary
+    from superres.zoo.names import ModelChoice
     from superres.zoo.pretrained import PretrainedEntry
 
-#: The aliases of the name grammar, beside shipped names, architectures and checkpoint paths.
-ALIASES = ("default", "fast")
-#: The scale a model name is resolved at when none is given (and none is stored in a checkpoint,
-#: and the name ships at more than one scale): `superres.zoo.pretrained.DEFAULT_SCALE`.
-DEFAULT_SCALE = 2
 #: Networks (with their runtimes) kept ready by `upscale`: enough for a default, a fast model and
 #: one more without holding every shipped model in memory.
 _RUNTIME_CACHE_SIZE = 4
 
 # --------------------------------------------------------------------------- the name grammar
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """What a model name resolves to, before anything is loaded.
-
-    `kind`: "pretrained" (shipped weights `name` at `scale`), "architecture" (a registered
-    weight-free network such as bicubic) or "checkpoint" (`name` is a file path; `scale` None
-    means the checkpoint's own). `alias`: "default" or "fast" when the name was one.
-    """
-
-    spec: str
-    kind: Literal["pretrained", "architecture", "checkpoint"]
-    name: str
-    scale: int | None
-    alias: str | None = None
-
-    @property
-    def label(self) -> str:
-        """How results name the model: `red20`, or `default (red20)` for an alias."""
-        return f"{self.alias} ({self.name})" if self.alias else self.name
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,37 +76,13 @@ def list_models() -> list[str]:
 
 @functools.lru_cache(maxsize=64)
 def _parse_name(spec: str, scale: int | None) -> ModelChoice:
-    from superres.models import get_model_info
-    from superres.zoo import pretrained
+    from superres.zoo.names import parse_model as parse
 
-    if pretrained.looks_like_path(spec):
-        return ModelChoice(spec, "checkpoint", spec, scale)
-    at_scale = pretrained.implied_scale(spec, scale)
-    name, _, options = spec.partition("@")
-    if options:  # NAME@denoise=S: checked when loaded, on NAME's card
-        base = _parse_name(name, scale)
-        return ModelChoice(spec, "pretrained", f"{base.name}@{options}", base.scale, base.alias)
-    alias = spec if spec in ALIASES else None
-    name = pretrained.alias_target(spec, at_scale)
-    entries = _pretrained_listing()
-    shipped = sorted(entry.scale for entry in entries if entry.name == name)
-    if at_scale in shipped:
-        return ModelChoice(spec, "pretrained", name, at_scale, alias)
-    if name in list_models() and not get_model_info(name).needs_weights:
-        return ModelChoice(spec, "architecture", name, at_scale, alias)
-    if shipped:
-        listed = ", ".join(f"x{s}" for s in shipped)
-        raise ModelError(f"pretrained model '{name}' ships for {listed}, not x{at_scale}")
-    if Path(spec).is_file():  # a checkpoint named without folder or extension
-        return ModelChoice(spec, "checkpoint", spec, scale)
-    raise ModelError(
-        f"unknown model '{spec}'; choose one of: {', '.join(model_names())}, "
-        "or a .safetensors checkpoint path"
-    )
+    return parse(spec, scale, list(_pretrained_listing()))
 
 
 def parse_model(spec: str, scale: int | None = None) -> ModelChoice:
-    """Resolve a model name of the grammar above at `scale` without loading anything.
+    """Resolve a model name of the grammar (`superres.zoo.names`) at `scale` without loading anything.
 
     Raises `ModelError` for an unknown name or a shipped model that lacks `scale`.
     """
@@ -142,13 +94,10 @@ def parse_model(spec: str, scale: int | None = None) -> ModelChoice:
 
 
 def model_names(scale: int | None = None) -> list[str]:
-    """Every name the grammar accepts without a path: the aliases, the shipped models (at
-    `scale`, if given) and the weight-free architectures. The web page offers exactly these."""
-    from superres.models import get_model_info
+    """Every name the grammar accepts without a path; the web page offers exactly these."""
+    from superres.zoo.names import model_names as names
 
-    shipped = [e.name for e in _pretrained_listing() if scale is None or e.scale == scale]
-    weight_free = [name for name in list_models() if not get_model_info(name).needs_weights]
-    return list(dict.fromkeys([*ALIASES, *shipped, *weight_free]))
+    return names(scale, list(_pretrained_listing()))
 
 
 def _check_scale(scale: Any) -> int:
@@ -167,10 +116,9 @@ def load_model(spec: str, scale: int | None = None, device: str = "auto") -> nn.
     `superres.models` contract (`.scale`, `.info`, `.model_kwargs`).
     """
     from superres.inference.backends import resolve_device
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import load_choice
 
-    choice = parse_model(spec, scale)
-    return resolve_model(choice.name, choice.scale, device=str(resolve_device(device)))
+    return load_choice(parse_model(spec, scale), device=str(resolve_device(device)))
 
 
 def _checkpoint_stamp(choice: ModelChoice) -> tuple[int, int] | None:
@@ -189,10 +137,10 @@ def _cached_runtime(
     choice: ModelChoice, stamp: object, device: str, runtime: str, self_ensemble: bool
 ) -> tuple[nn.Module, Backend]:
     from superres.inference.backends import make_backend
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import load_choice
 
     del stamp  # part of the cache key only
-    network = resolve_model(choice.name, choice.scale, device=device)
+    network = load_choice(choice, device=device)
     return network, make_backend(network, runtime, device, self_ensemble=self_ensemble)
 
 
@@ -525,7 +473,6 @@ def train(
 
 __all__ = [
     "ALIASES",
-    "ModelChoice",
     "evaluate",
     "list_models",
     "list_pretrained",

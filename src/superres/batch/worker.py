@@ -80,7 +80,7 @@ def resolve_batch_model(
         if scale is not None and int(model.scale) != int(scale):
             raise ModelError(f"model '{model.info.name}' is for x{model.scale}, not x{scale}")
         return model
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import resolve_model
 
     return resolve_model(model, scale, device=str(device))
 

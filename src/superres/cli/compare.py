@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         to_uint8,
     )
     from superres.ops.resize import modcrop
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import resolve_model
 
     if args.from_hr and args.hr:
         raise ConfigError("give either --hr or --from-hr, not both")

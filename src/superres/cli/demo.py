@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from superres.images.sample_photo import sample_credit, sample_image
     from superres.inference.backends import make_backend, resolve_device
     from superres.lab.figure import PROTOCOL_NOTE, compare_images, degrade, save_comparison_figure
-    from superres.zoo.pretrained import FALLBACK_MODEL, default_model_for, resolve_model
+    from superres.zoo.names import resolve_model
+    from superres.zoo.pretrained import FALLBACK_MODEL, default_model_for
 
     started = time.perf_counter()
     device = resolve_device(args.device)

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from superres.evaluation.protocol import Protocol, dataset_name, evaluate_model
     from superres.inference.backends import make_backend, resolve_device
     from superres.ops.ensemble import ENSEMBLE_LABEL
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import resolve_model
 
     protocol = Protocol(
         y_only=not args.rgb,

@@ -75,7 +75,7 @@ def _model(args: argparse.Namespace):
         )
     if args.model_arg:
         raise ModelError("--model-arg only applies with --untrained (trained models carry their own)")
-    from superres.zoo.pretrained import resolve_model
+    from superres.zoo.names import resolve_model
 
     return resolve_model(args.model, args.scale)
 

@@ -146,16 +146,14 @@ def check_scale(scale: int | None) -> None:
 def choose_model(spec: str | None, scale: int | None) -> tuple[str, int | None]:
     """The --model value to resolve (the best shipped one by default) and the scale to ask for:
     --scale, or the one scale a shipped name ships at (`span-gan`: x4), or the default scale.
-    A checkpoint path keeps None: its own scale."""
-    from superres.zoo.pretrained import DEFAULT_ALIAS, alias_target, implied_scale, looks_like_path
+    A checkpoint path keeps None: its own scale. Aliases are resolved here so that messages name
+    the model that actually runs."""
+    from superres.zoo import DEFAULT_ALIAS
+    from superres.zoo.names import parse_model
 
     check_scale(scale)
-    spec = DEFAULT_ALIAS if spec is None else spec
-    if scale is None and looks_like_path(spec):
-        return spec, None
-    scale = implied_scale(spec, scale)
-    # The aliases are resolved here so that messages name the model that actually runs.
-    return alias_target(spec, scale), scale
+    choice = parse_model(DEFAULT_ALIAS if spec is None else spec, scale)
+    return choice.name, choice.scale
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,8 +34,8 @@ from torch import nn
 
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError
-from superres.models import create_model, get_model_info, list_models
 from superres.models.colour import span_y_to_rgb
+from superres.zoo import DEFAULT_ALIAS, DEFAULT_SCALE, FAST_ALIAS
 from superres.zoo.checkpoint import load_model
 
 if TYPE_CHECKING:
@@ -52,15 +52,7 @@ PROTOCOL = (
 )
 #: The model the upscaler falls back to when no pretrained weights ship at all.
 FALLBACK_MODEL = "bicubic"
-#: The scale of a request that names none, unless the model named ships at one other scale only.
-#: x2, not the x4 of the real-world upscalers: it is where the models gain most over bicubic and
-#: cost least, and a photo doubled is usually as large as anyone wants it.
-DEFAULT_SCALE = 2
-#: `--model default` (or no model): the best shipped model at the scale (`default_model_for`).
-DEFAULT_ALIAS = "default"
-#: `--model fast`: the fastest shipped model that beats bicubic on Set5 by at least
-#: `FAST_MIN_GAIN_DB`.
-FAST_ALIAS = "fast"
+#: `--model fast` (`superres.zoo.FAST_ALIAS`): the least gain over bicubic on Set5 it must keep.
 FAST_MIN_GAIN_DB = 1.0
 #: Set5 PSNR differences below this are noise for the default choice: the faster model wins.
 DEFAULT_TIE_DB = 0.05
@@ -177,7 +169,7 @@ def _load_card(card_item: Traversable) -> dict[str, Any]:
     return card if isinstance(card, dict) else {}
 
 
-def _shipped_summary(entries: list[PretrainedEntry]) -> str:
+def shipped_summary(entries: list[PretrainedEntry]) -> str:
     if not entries:
         return "no pretrained weights ship with this version"
     return "shipped: " + ", ".join(f"{entry.name} x{entry.scale}" for entry in entries)
@@ -188,7 +180,7 @@ def _find_entry(name: str, scale: int) -> PretrainedEntry:
     for entry in entries:
         if entry.name == name and entry.scale == scale:
             return entry
-    raise ModelError(f"no pretrained model '{name}' for scale {scale}; {_shipped_summary(entries)}")
+    raise ModelError(f"no pretrained model '{name}' for scale {scale}; {shipped_summary(entries)}")
 
 
 @contextmanager
@@ -255,11 +247,11 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     return model.to(device).eval()
 
 
-def _denoised(spec: str, scale: int, device: str) -> nn.Module | None:
-    """The model a `NAME@denoise=S` spec names, or None if `spec` is not one."""
+def load_denoised_spec(spec: str, scale: int, device: str = "cpu") -> nn.Module:
+    """The model a `NAME@denoise=S` name names (`superres.zoo.names` parses the grammar)."""
     match = _DENOISE_SPEC.match(spec)
     if match is None:
-        return None
+        raise ModelError(f"'{spec}' is not of the form NAME@denoise=S")
     try:
         strength = float(match["strength"])
     except ValueError:
@@ -351,12 +343,8 @@ def fastest_model_for(scale: int) -> str:
     return max(candidates, key=lambda entry: (_speed_rank(candidates, entry), entry.name)).name
 
 
-def looks_like_path(spec: str) -> bool:
-    """Whether a --model value names a checkpoint file rather than a model."""
-    return spec.endswith(".safetensors") or "/" in spec or "\\" in spec
-
-
-def _load_path_model(path: Path, scale: int | None, device: str) -> nn.Module:
+def load_checkpoint_file(path: Path, scale: int | None, device: str = "cpu") -> nn.Module:
+    """The network a `superres train` checkpoint holds; `scale` None accepts its own."""
     if not path.is_file():
         raise ModelError(f"model checkpoint not found: {path}")
     model, metadata = _load_checkpoint_model(path, device)
@@ -366,59 +354,6 @@ def _load_path_model(path: Path, scale: int | None, device: str) -> nn.Module:
             f"checkpoint {path} is for scale x{model_scale}, not the requested x{scale}"
         )
     return model
-
-
-def _registered_parameter_free(spec: str, scale: int, device: str) -> nn.Module | None:
-    """A registered model that needs no weights (bicubic), or None if `spec` is not one."""
-    if spec not in list_models():
-        return None
-    model = create_model(spec, scale)  # raises ModelError for an unsupported scale
-    if get_model_info(spec).needs_weights:
-        raise ModelError(
-            f"model '{spec}' needs trained weights and none ship for x{scale} "
-            f"({_shipped_summary(list_pretrained())}); pass a .safetensors checkpoint path instead"
-        )
-    return model.to(device).eval()
-
-
-def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Module:
-    """The network a `--model` value names, in eval mode on `device`.
-
-    `spec` is, in this order: a path to a `.safetensors` checkpoint (its scale must match
-    `scale` unless `scale` is None), an alias (`default`, `fast`), a shipped pretrained name (with
-    `@denoise=S` for a real-world one), or a registered parameter-free model such as `bicubic`.
-    `scale=None` means the checkpoint's scale, or the one scale a shipped name ships at, or
-    `DEFAULT_SCALE`.
-    Anything else raises `ModelError` listing what is available.
-    """
-    if looks_like_path(spec):
-        return _load_path_model(Path(spec), scale, device)
-    requested_scale = scale
-    scale = implied_scale(spec, scale)
-    spec = alias_target(spec, scale)
-    denoised = _denoised(spec, scale, device)
-    if denoised is not None:
-        return denoised
-    entries = list_pretrained()
-    shipped_scales = sorted(entry.scale for entry in entries if entry.name == spec)
-    if scale in shipped_scales:
-        return load_pretrained(spec, scale, device=device)
-    model = _registered_parameter_free(spec, scale, device)
-    if model is not None:
-        return model
-    if shipped_scales:
-        listed = ", ".join(f"x{s}" for s in shipped_scales)
-        raise ModelError(f"pretrained model '{spec}' ships for {listed}, not x{scale}")
-    if Path(spec).is_file():  # a checkpoint named without extension or folder
-        return _load_path_model(Path(spec), requested_scale, device)
-    raise ModelError(
-        f"unknown model '{spec}'; {_shipped_summary(entries)}; weight-free models: "
-        f"{', '.join(_parameter_free_names(list_models()))}; or pass a .safetensors checkpoint"
-    )
-
-
-def _parameter_free_names(names: list[str]) -> list[str]:
-    return [name for name in names if not get_model_info(name).needs_weights]
 
 
 def write_model_card(
