@@ -16,7 +16,6 @@ from superres.inference.export import frozen_copy
 from superres.lab import bench
 from superres.lab.bench import (
     BenchSettings,
-    count_conv_flops,
     format_table,
     lr_size_for,
     parse_size,
@@ -24,6 +23,7 @@ from superres.lab.bench import (
     training_setup,
 )
 from superres.models import create_model, get_model_info, list_models
+from superres.models.complexity import count_conv_flops
 from superres.models.reparam import fuse_reparameterizable
 
 pytest.importorskip("onnxruntime")

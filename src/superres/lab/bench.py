@@ -61,12 +61,11 @@ JSON (`run_bench(...)` returns it; `superres bench --json` prints it), schema `s
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,7 +85,7 @@ from superres.inference.fast import (
     to_channels_last,
 )
 from superres.models import create_model, get_model_info, list_models
-from superres.models.reparam import fuse_reparameterizable
+from superres.models.complexity import count_conv_flops
 
 SCHEMA = "superres.bench/1"
 #: Every registered model, simplest first (what `superres models` lists).
@@ -172,53 +171,7 @@ class BenchSettings:
                 raise ConfigError(f"output size {width}x{height} must be positive")
 
 
-# --------------------------------------------------------------------------- FLOPs and matmul
-
-
-def _conv_macs(module: nn.Module, inputs: torch.Tensor, output: torch.Tensor) -> int:
-    kernel_area = module.kernel_size[0] * module.kernel_size[1]
-    if isinstance(module, nn.ConvTranspose2d):
-        # Every input pixel scatters a kernel into every output channel of its group.
-        per_pixel = module.in_channels * (module.out_channels // module.groups) * kernel_area
-        return inputs.shape[0] * inputs.shape[2] * inputs.shape[3] * per_pixel
-    per_pixel = module.out_channels * (module.in_channels // module.groups) * kernel_area
-    return output.shape[0] * output.shape[2] * output.shape[3] * per_pixel
-
-
-def count_conv_flops(model: nn.Module, input_shape: Iterable[int], *, training: bool = False) -> int:
-    """FLOPs (2 per multiply-accumulate) of the conv and transposed-conv layers for one call.
-
-    The model runs on the meta device (shapes only, no arithmetic), so any size is instant.
-    With `training`, adds the backward pass: weight gradients of every layer and input
-    gradients of every layer whose input needs one (not the first layer after the upscale).
-    """
-    meta_model = copy.deepcopy(model).to("meta")
-    meta_model.train(training)
-    # Inference runs the folded convolutions, and so does training (online folding: the branches
-    # only fold their small weight tensors, a cost that does not grow with the image).
-    fuse_reparameterizable(meta_model)
-    total = 0
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        macs = _conv_macs(module, args[0], output)
-        passes = 1
-        if training:
-            passes += int(module.weight.requires_grad) + int(args[0].requires_grad)
-        total += 2 * macs * passes
-
-    handles = [
-        module.register_forward_hook(hook)
-        for module in meta_model.modules()
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
-    ]
-    try:
-        with torch.set_grad_enabled(training):
-            meta_model(torch.empty(*input_shape, device="meta"))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
+# --------------------------------------------------------------------------- matmul
 
 
 def measure_matmul_gflops(size: int = 2048, repeats: int = 7) -> float:
@@ -606,7 +559,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 __all__ = [
     "BenchSettings",
-    "count_conv_flops",
     "format_table",
     "lr_size_for",
     "measure_matmul_gflops",
