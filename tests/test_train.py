@@ -37,7 +37,7 @@ from superres.training.loop import learning_rate_at, train
 from superres.training.runlog import HISTORY_COLUMNS
 from superres.training.state import FRESH_LAYER_SCALE
 from superres.zoo.checkpoint import load_checkpoint
-from superres.zoo.pretrained import resolve_model
+from superres.zoo.names import resolve_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY_SRCNN = {"kernel_sizes": [3, 1, 3], "num_features": [8, 4]}

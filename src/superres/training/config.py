@@ -27,14 +27,11 @@ from typing import Any
 
 from superres.atomic import atomic_write_bytes
 from superres.errors import ConfigError, ModelError
+from superres.training.losses import PIXEL_LOSSES
 
 PRESET_PACKAGE = "superres.configs"
 CONFIG_FILENAME = "config.json"
 
-#: The losses a config may name -> the `torch.nn.functional` function that computes it. Names, not
-#: the functions: this module stays free of torch so that the command line starts fast. Validation
-#: reads the keys, the trainer the values; adding a loss is one line here.
-LOSSES = {"mse": "mse_loss", "l1": "l1_loss"}
 #: The optimizers a config may name -> the `torch.optim` class; each takes lr, betas, weight_decay
 #: and fused. AdamW decouples the weight decay from the gradient (Loshchilov & Hutter 2019).
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}
@@ -164,7 +161,10 @@ class TrainConfig:
     learning_rate: float = field(default=1e-4, metadata=flag(_OPTIM, type=float))
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = field(default=0.0, metadata=flag(_OPTIM, type=float))
-    loss: str = field(default="mse", metadata=flag(_OPTIM, choices=tuple(LOSSES)))
+    loss: str = field(
+        default="mse",
+        metadata=flag(_OPTIM, "pixel loss (superres.training.losses)", choices=tuple(PIXEL_LOSSES)),
+    )
     schedule: str = field(default="constant", metadata=flag(_OPTIM, choices=SCHEDULES))
     step_size: int | None = field(
         default=None, metadata=flag(_OPTIM, "steps between decays (schedule step)", type=int)
@@ -503,7 +503,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 def validate_config(config: TrainConfig) -> None:
     """Raise ConfigError naming the first setting with an impossible value."""
     _check_choice("optimizer", config.optimizer, OPTIMIZERS)
-    _check_choice("loss", config.loss, LOSSES)
+    _check_choice("loss", config.loss, PIXEL_LOSSES)
     _check_choice("schedule", config.schedule, SCHEDULES)
     _check_choice("amp", config.amp, AMP_MODES)
     _check_choice("device", config.device, DEVICES)

@@ -1,7 +1,7 @@
 """Knowledge distillation for pixel-loss training: a teacher's outputs as a second target.
 
 `teacher_images(config, lr_images, device)` runs the configured teacher (a shipped model name or a
-`.safetensors` checkpoint, `superres.zoo.pretrained.resolve_model`) once over every training image's
+`.safetensors` checkpoint, `superres.zoo.names.resolve_model`) once over every training image's
 LR and returns its outputs, rounded to uint8 like the HR images they sit beside. Training then
 cuts each teacher crop where it cuts the HR crop (`superres.training.data.DeviceBatches`), so the teacher
 costs one pass over the training set at start-up, not a forward pass per step (under torchrun
@@ -11,13 +11,14 @@ With `teacher_self_ensemble` the teacher is its geometric self-ensemble (`superr
 the mean of its outputs over the 8 flips and rotations, which scores above the teacher alone
 (span80 x4 on Set5: 31.63 against 31.41 dB) at 8x the start-up pass.
 
-`distilled_loss` mixes the two targets: `(1 - w) * loss(sr, hr) + w * loss(sr, teacher)`.
+`distilled_loss` mixes the two targets: `(1 - w) * loss(sr, hr) + w * loss(sr, teacher)`, `loss`
+the config's pixel loss (`superres.training.losses.pixel_loss`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def teacher_images(
 
 
 def _load_teacher(config: TrainConfig, device: torch.device) -> nn.Module:
-    from superres.zoo.pretrained import resolve_model  # the model registry, only when a teacher is set
+    from superres.zoo.names import resolve_model  # the model registry, only when a teacher is set
 
     try:
         teacher = resolve_model(str(config.teacher), config.scale, device=str(device))
@@ -97,7 +98,11 @@ def _teach_one(teacher: nn.Module, config: TrainConfig, lr: np.ndarray, device: 
 
 
 def distilled_loss(
-    loss_function: Any, sr: torch.Tensor, hr: torch.Tensor, taught: torch.Tensor, weight: float
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+    taught: torch.Tensor,
+    weight: float,
 ) -> torch.Tensor:
-    """`(1 - weight) * loss(sr, hr) + weight * loss(sr, taught)`."""
+    """`(1 - weight) * loss(sr, hr) + weight * loss(sr, taught)`; `loss_function` from `pixel_loss`."""
     return (1 - weight) * loss_function(sr, hr) + weight * loss_function(sr, taught)

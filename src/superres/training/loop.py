@@ -31,8 +31,8 @@ The loop in `_train` reads top to bottom: `_set_up` builds everything a run need
 validates, logs and saves, and `_summary` says what the call did. What a checkpoint carries and
 how it is restored lives in `superres.training.state`; the history file and plots in
 `superres.training.runlog`; the progress bar, log lines and stop requests in `superres.training.progress`;
-the process group in `superres.training.distributed`. Losses and optimizers are named by the tables
-`superres.training.config.LOSSES` and `OPTIMIZERS`.
+the process group in `superres.training.distributed`. Pixel losses are named by the table
+`superres.training.losses.PIXEL_LOSSES`, optimizers by `superres.training.config.OPTIMIZERS`.
 
 GAN training (`config.gan`): `superres.training.gan.trainer.GanTraining` holds the discriminator and its
 optimizer, runs the step in place of the pixel-loss one, adds its loss terms to the history and
@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -63,7 +62,6 @@ from superres.images import list_images
 from superres.inference.fast import has_amx_bf16, retain_freed_memory
 from superres.models import create_model
 from superres.training.config import (
-    LOSSES,
     OPTIMIZERS,
     TrainConfig,
     missing_path_message,
@@ -74,6 +72,7 @@ from superres.training.data import DeviceBatches, PairedPatchSampler, open_patch
 from superres.training.distill import distilled_loss, teacher_images
 from superres.training.distributed import Distributed, all_reduce_totals, setup_distributed
 from superres.training.ema import WeightAverage
+from superres.training.losses import pixel_loss
 from superres.training.progress import (
     log_progress,
     log_training_start,
@@ -219,7 +218,7 @@ class _Run:
     average: WeightAverage | None
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    loss_function: Any
+    loss_function: Any  # superres.training.losses.pixel_loss(config.loss)
     autocast: torch.autocast
     state: RunState
     gan: Any = None  # superres.training.gan.trainer.GanTraining when config.gan (imported only then)
@@ -343,7 +342,7 @@ def _set_up(
         average=average,
         optimizer=optimizer,
         scaler=scaler,
-        loss_function=getattr(F, LOSSES[config.loss]),
+        loss_function=pixel_loss(config.loss),
         autocast=autocast,
         state=state,
         gan=gan,

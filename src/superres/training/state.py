@@ -35,7 +35,8 @@ from superres.zoo.checkpoint import (
     optimizer_state_to_storage,
     save_checkpoint,
 )
-from superres.zoo.pretrained import resolve_model, shipped_scales
+from superres.zoo.names import resolve_model
+from superres.zoo.pretrained import shipped_scales
 
 logger = logging.getLogger(__name__)
 

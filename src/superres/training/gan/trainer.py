@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import CheckpointError
-from superres.training.config import LOSSES, OPTIMIZERS, TrainConfig
+from superres.training.config import OPTIMIZERS, TrainConfig
 from superres.training.distributed import Distributed
 from superres.training.gan.discriminators import create_discriminator
 from superres.training.gan.losses import (
@@ -38,6 +37,7 @@ from superres.training.gan.losses import (
     generator_adversarial_loss,
     phase_lattice_loss,
 )
+from superres.training.losses import pixel_loss
 from superres.training.runlog import GAN_HISTORY_COLUMNS
 from superres.training.state import load_optimizer_state
 from superres.zoo.checkpoint import optimizer_state_to_storage
@@ -57,7 +57,7 @@ class GanTraining:
         memory_format = torch.channels_last if channels_last else torch.preserve_format
         discriminator = create_discriminator(config.discriminator, channels, config.discriminator_features)
         self.discriminator = discriminator.to(device, memory_format=memory_format)
-        self.distance = getattr(F, LOSSES[config.loss])
+        self.distance = pixel_loss(config.loss)
         perceptual = create_perceptual_loss(
             config.perceptual, channels, self.distance,
             layer=config.perceptual_layer, weights_path=config.vgg_weights,
