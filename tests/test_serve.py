@@ -27,7 +27,7 @@ pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip ins
 
 from superres.api import upscale_pixels  # noqa: E402
 from superres.images import read_image, write_image  # noqa: E402
-from superres.serve.app import Limits, start_in_thread  # noqa: E402
+from superres.serve.app import Limits, accept_list, start_in_thread  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "superres" / "serve" / "static"
 
@@ -289,6 +289,9 @@ def test_page_in_a_real_browser(browser, server: str, tmp_path: Path) -> None:
     driver, downloads = browser
     driver.get(server)
     wait_until(lambda: len(Select(driver.find_element(By.ID, "model")).options) > 2, what="the models")
+    # The file picker and its hint offer what the server's format table accepts.
+    assert driver.find_element(By.ID, "files").get_attribute("accept") == accept_list()
+    assert driver.find_element(By.ID, "limits").text.startswith("PNG, JPEG, BMP, TIFF or WebP; up to")
     # A real-world model shows its denoise slider; a benchmark model does not.
     denoise = driver.find_element(By.ID, "denoise-control")
     Select(driver.find_element(By.ID, "model")).select_by_value("real")

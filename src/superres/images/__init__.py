@@ -1,7 +1,12 @@
 """Reading and writing image files: the only package in superres that touches image files.
 
 Images leave it as numpy HWC arrays (uint8 or uint16, C in {1, 2, 3, 4}: gray, gray+alpha, RGB,
-RGBA) and enter it the same way. Three codec paths do the work, one module each:
+RGBA) and enter it the same way. Which formats, and what each can hold, is one table:
+
+    formats.py  the formats read and written, their extensions, magic bytes and media types, what
+                each can store, and which codec does the work; every list of formats comes from it
+
+Three codec paths do the work, one module each:
 
     pillow.py   every file Pillow can hold (most of them)
     png.py      our own PNG codec: 16-bit gray+alpha and colour PNGs, which Pillow would cut to 8
@@ -12,10 +17,10 @@ Each decoder parses a header, then decodes pixels plus their orientation and ICC
 (`decoded.Decoder`); `read_image`, above them, applies the pixel limit between the two steps
 (`limits`: the decompression-bomb guard) and the orientation after, once for every format.
 
-GIF is read (its first frame, palette converted) but never written: an upscaled photo does not
-fit a 256-colour palette.
+GIF is read (its first frame, palette converted) but never written (see `formats`).
 
-Public API: `IMAGE_EXTENSIONS`, `READ_EXTENSIONS`, `list_images`, `LoadedImage`, `read_image`,
+Public API: `IMAGE_EXTENSIONS` (the extensions written), `READ_EXTENSIONS` (those read; both
+computed from `formats.FORMATS` on every access), `list_images`, `LoadedImage`, `read_image`,
 `write_image`, `to_float`, `from_float`, `DEFAULT_MAX_PIXELS`, `default_max_pixels`.
 """
 
@@ -29,13 +34,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 from superres.atomic import atomic_write, describe_os_error
 from superres.errors import ImageReadError, ImageWriteError
-from superres.images import pillow, png, tiff
+from superres.images import formats, pillow, png, tiff
 from superres.images.decoded import Decoder, apply_orientation
 from superres.images.limits import DEFAULT_MAX_PIXELS, default_max_pixels
 from superres.images.samples import from_float, to_float, uint16_to_uint8
@@ -55,23 +60,39 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: What can be read: the writable formats and GIF.
-READ_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, ".gif")
-
-# Pillow format names, by extension, of the formats written.
-_FORMAT_BY_EXTENSION: dict[str, str] = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".bmp": "BMP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".webp": "WEBP",
+#: Computed from the format table whenever they are looked up, so they cannot drift from it.
+_DERIVED_FROM_THE_TABLE: dict[str, Callable[[], tuple[str, ...]]] = {
+    "IMAGE_EXTENSIONS": formats.write_extensions,  # (".png", ".jpg", ".jpeg", ".bmp", ...)
+    "READ_EXTENSIONS": formats.read_extensions,  # the same and ".gif"
 }
-# Formats that cannot store 16 bits per sample, and the ones that cannot store alpha.
-_EIGHT_BIT_ONLY_FORMATS = frozenset({"JPEG", "BMP", "WEBP"})
-_NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name in _DERIVED_FROM_THE_TABLE:
+        return _DERIVED_FROM_THE_TABLE[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_DERIVED_FROM_THE_TABLE})
+
+
+class _OwnCodec(Protocol):
+    """One of our own codecs (a module), which a format table row names in its `codec` column."""
+
+    def own_decoder(self, fp: BinaryIO, path: Path) -> Decoder | None:
+        """A decoder for the file in `fp` (header parsed), or None: a file Pillow reads. `fp` is
+        left at its start when None."""
+
+    def writes(self, pixels: np.ndarray) -> bool:
+        """Whether it (rather than Pillow) writes these pixels."""
+
+    def encode(self, pixels: np.ndarray, icc_profile: bytes | None) -> bytes:
+        """A complete file for the pixels, in memory (`write_image` writes it atomically)."""
+
+
+# Modules, looked up when used (a test may replace one of their functions).
+_OWN_CODECS: dict[str, _OwnCodec] = {"png": png, "tiff": tiff}
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +107,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     skipped (macOS "._name.png" resource forks and our own temporary files are not images).
     """
     folder = Path(folder)
+    extensions = formats.read_extensions()
     if not folder.exists():
         raise ImageReadError(f"{folder}: folder not found")
     if not folder.is_dir():
@@ -94,14 +116,14 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         images = sorted(
             entry
             for entry in folder.iterdir()
-            if entry.suffix.lower() in READ_EXTENSIONS
+            if entry.suffix.lower() in extensions
             and not entry.name.startswith(".")
             and entry.is_file()
         )
     except OSError as exc:  # an unreadable folder: one line naming it, not a traceback
         raise ImageReadError(f"{folder}: cannot list folder ({exc.strerror or exc})") from exc
     if not images:
-        raise ImageReadError(f"{folder}: no images ({' '.join(READ_EXTENSIONS)}) in folder")
+        raise ImageReadError(f"{folder}: no images ({' '.join(extensions)}) in folder")
     return images
 
 
@@ -139,7 +161,7 @@ class LoadedImage:
 def read_image(
     path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:
-    """Read a PNG, JPEG, BMP, TIFF, WebP or GIF file into a `LoadedImage`.
+    """Read an image file of any format `formats.FORMATS` reads into a `LoadedImage`.
 
     The file's content decides the format, not its extension. `max_pixels` (None: no limit)
     guards against decompression bombs: a tiny file that declares a gigantic canvas.
@@ -160,20 +182,15 @@ def read_image(
 
 
 def _open_decoder(fp: BinaryIO, path: Path) -> AbstractContextManager[Decoder]:
-    """The codec path for the file in `fp`: our PNG codec, tifffile or Pillow."""
-    if png.needs_own_decoder(fp):
-        return contextlib.nullcontext(png.open_decoder(fp.read(), path))
-    layout = tiff.probe_sixteen_bit_colour(fp)
-    if layout is not None and layout.decodable:
-        return contextlib.nullcontext(tiff.TiffDecoder(fp, path, layout))
-    if layout is not None:
-        # 8 bits beat refusing a file we can read.
-        logger.warning(
-            "%s: %s-compressed 16-bit TIFF read as 8 bits per sample (16 bits need the "
-            "optional imagecodecs package)",
-            path,
-            layout.compression,
-        )
+    """The codec path for the file in `fp`: the own codec of its format (by its magic bytes) if
+    that codec takes the file, else Pillow."""
+    head = fp.read(formats.head_length())
+    fp.seek(0)
+    image_format = formats.sniff(head)
+    if image_format is not None and image_format.codec is not None:
+        decoder = _OWN_CODECS[image_format.codec].own_decoder(fp, path)
+        if decoder is not None:
+            return contextlib.nullcontext(decoder)
     return pillow.open_decoder(fp, path)
 
 
@@ -221,10 +238,12 @@ def write_image(
 ) -> None:
     """Write HW or HWC uint8/uint16 pixels to `path`, the format chosen by its extension.
 
-    16 bits are kept in PNG and TIFF (any channel count); formats that cannot hold them get 8 bits,
-    rounded, with a warning. JPEG and BMP cannot hold alpha: the image is composited over
-    `background` (8-bit RGB; white by default, as browsers and image editors flatten), with a
-    warning, rather than its transparent pixels' leftover colours showing.
+    What each format can hold is its row in `formats.FORMATS`. 16 bits are kept where the format
+    holds them (PNG, TIFF: any channel count); others get 8 bits, rounded, with a warning. Where a
+    format cannot hold alpha (JPEG, BMP) the image is composited over `background` (8-bit RGB;
+    white by default, as browsers and image editors flatten), with a warning, rather than its
+    transparent pixels' leftover colours showing; an ICC profile it cannot hold is dropped, with a
+    warning.
     `quality` (1..100) applies to JPEG and WebP. The write is atomic: a temporary file in the same
     folder is renamed over `path` only once complete, so a failure leaves any old file untouched.
     `replace=False`: never over an existing file, not even one another process wrote meanwhile
@@ -236,33 +255,29 @@ def write_image(
     if not 1 <= quality <= 100:
         raise ImageWriteError(f"{path}: quality must be between 1 and 100, got {quality}")
     pixels = _fit_pixels_to_format(pixels, image_format, path, background)
-    if image_format == "BMP" and icc_profile:
-        logger.warning("%s: BMP cannot store an ICC profile; it is dropped", path)
+    if icc_profile and not image_format.icc_profile:
+        logger.warning("%s: %s cannot store an ICC profile; it is dropped", path, image_format.label)
         icc_profile = None
-    if image_format == "PNG" and pixels.dtype == np.uint16:
-        encoded = png.encode(pixels, icc_profile)
-        _write_atomically(path, lambda fp: fp.write(encoded), replace)
-    elif image_format == "TIFF" and tiff.holds_sixteen_bit_colour(pixels):
-        encoded = tiff.encode_sixteen_bit_colour(pixels, icc_profile)
+    codec = _OWN_CODECS[image_format.codec] if image_format.codec is not None else None
+    if codec is not None and (codec.writes(pixels) or not image_format.pillow):
+        encoded = codec.encode(pixels, icc_profile)
         _write_atomically(path, lambda fp: fp.write(encoded), replace)
     else:
         _write_atomically(
-            path, lambda fp: pillow.save(fp, pixels, image_format, icc_profile, quality), replace
+            path, lambda fp: pillow.save(fp, pixels, image_format.name, icc_profile, quality), replace
         )
 
 
-def _format_for_path(path: Path) -> str:
-    image_format = _FORMAT_BY_EXTENSION.get(path.suffix.lower())
-    if path.suffix.lower() == ".gif":
+def _format_for_path(path: Path) -> formats.ImageFormat:
+    image_format = formats.for_extension(path.suffix)
+    choices = " ".join(formats.write_extensions())
+    if image_format is not None and not image_format.can_write:
+        why = f" ({image_format.why_read_only})" if image_format.why_read_only else ""
         raise ImageWriteError(
-            f"{path}: GIF is read but not written (256 colours would undo the upscale); "
-            f"use one of {' '.join(IMAGE_EXTENSIONS)}"
+            f"{path}: {image_format.label} is read but not written{why}; use one of {choices}"
         )
     if image_format is None:
-        raise ImageWriteError(
-            f"{path}: unknown image extension {path.suffix!r} "
-            f"(use one of {' '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise ImageWriteError(f"{path}: unknown image extension {path.suffix!r} (use one of {choices})")
     return image_format
 
 
@@ -283,18 +298,21 @@ def _validated_pixels(pixels: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _fit_pixels_to_format(
-    pixels: np.ndarray, image_format: str, path: Path, background: tuple[int, int, int] = WHITE
+    pixels: np.ndarray,
+    image_format: formats.ImageFormat,
+    path: Path,
+    background: tuple[int, int, int] = WHITE,
 ) -> np.ndarray:
     """Flatten what the format cannot store (alpha: over `background`; 16 bits), with a warning."""
-    if image_format in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
+    if not image_format.alpha and pixels.shape[2] in (2, 4):
         logger.warning(
             "%s: %s cannot store alpha; transparent areas composited on RGB %s (--background)",
-            path, image_format, tuple(background),
+            path, image_format.label, tuple(background),
         )
         pixels = composite_on(pixels, background)
-    if pixels.dtype == np.uint16 and image_format in _EIGHT_BIT_ONLY_FORMATS:
+    if pixels.dtype == np.uint16 and not image_format.sixteen_bit:
         logger.warning(
-            "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format
+            "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format.label
         )
         pixels = uint16_to_uint8(pixels)
     return np.ascontiguousarray(pixels)

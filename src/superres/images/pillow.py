@@ -30,14 +30,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from superres.errors import ImageReadError
+from superres.images import formats
 from superres.images.decoded import Decoded, valid_orientation
 
 logger = logging.getLogger(__name__)
-
-# Reading is restricted to these formats, so a file is never handed to a plugin that shells out
-# (EPS) or that we never tested.
-READABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
-_FORMATS_IN_WORDS = "PNG, JPEG, BMP, TIFF, WebP or GIF"
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
@@ -114,14 +110,19 @@ class PillowDecoder:
 
 @contextmanager
 def open_decoder(fp: BinaryIO, path: Path) -> Iterator[PillowDecoder]:
-    """Parse the header of the image in `fp`; the image is closed when the block ends."""
+    """Parse the header of the image in `fp`; the image is closed when the block ends.
+
+    Pillow may open only the formats the format table reads, so a file is never handed to a
+    plugin that shells out (EPS) or that we never tested.
+    """
+    readable = formats.readable()
     try:
         with _pillow_limit_disabled():
-            image = Image.open(fp, formats=READABLE_FORMATS)
+            image = Image.open(fp, formats=[fmt.name for fmt in readable if fmt.pillow])
     except _BOMB_ERRORS as exc:
         raise _bomb_error(path, exc) from exc
     except UnidentifiedImageError as exc:
-        raise ImageReadError(f"{path}: not a {_FORMATS_IN_WORDS} image") from exc
+        raise ImageReadError(f"{path}: not a {formats.in_words(readable)} image") from exc
     except DECODE_ERRORS as exc:
         raise ImageReadError(f"{path}: truncated or corrupt image header ({exc})") from exc
     with image:
@@ -261,7 +262,8 @@ def pillow_image_from_pixels(pixels: np.ndarray) -> Image.Image:
 def save(
     fp: BinaryIO, pixels: np.ndarray, image_format: str, icc_profile: bytes | None, quality: int
 ) -> None:
-    """Encode `pixels` into `fp` as `image_format` (a Pillow format name)."""
+    """Encode `pixels` into `fp` as `image_format` (a Pillow format name); the options below are
+    how Pillow is told to encode each format well, nothing about what it can hold (see `formats`)."""
     options: dict[str, object] = {}
     if icc_profile:
         options["icc_profile"] = icc_profile

@@ -1,10 +1,11 @@
 """Our own PNG codec (pure numpy + zlib), for what Pillow cannot represent.
 
 Pillow has no 16-bit gray+alpha, RGB or RGBA mode and would silently drop the low byte of every
-sample of such a PNG. `read_image` therefore decodes those files here (`needs_own_decoder` says
-which), and `write_image` encodes every 16-bit PNG here. The decoder covers every non-palette
-8/16-bit layout, all five filter types, Adam7 interlacing, iCCP, eXIf and tRNS colour keys; it
-checks every chunk's CRC and inflates no more than the header promised (a zlib bomb stops there).
+sample of such a PNG. `read_image` therefore decodes those files here (`own_decoder`; the format
+table's PNG row names this codec), and `write_image` encodes every 16-bit PNG here (`writes`).
+The decoder covers every non-palette 8/16-bit layout, all five filter types, Adam7 interlacing,
+iCCP, eXIf and tRNS colour keys; it checks every chunk's CRC and inflates no more than the header
+promised (a zlib bomb stops there).
 
 `open_decoder` parses the chunks (the size is then known), `.decode()` inflates and unfilters
 them; orientation is returned, not applied (see `superres.images.decoded`). `encode` writes a
@@ -24,12 +25,14 @@ from typing import BinaryIO
 import numpy as np
 
 from superres.errors import ImageReadError
+from superres.images import formats
 from superres.images.decoded import Decoded
 from superres.images.pillow import orientation_from_exif
 
 logger = logging.getLogger(__name__)
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The 8 bytes every PNG file starts with (the format table's magic for PNG).
+SIGNATURE = formats.PNG.magic[0].prefix
 _CHANNELS_BY_COLOUR_TYPE = {0: 1, 2: 3, 4: 2, 6: 4}
 COLOUR_TYPE_BY_CHANNELS = {1: 0, 2: 4, 3: 2, 4: 6}
 # Adam7 passes: (first column, first row, column step, row step).
@@ -40,6 +43,17 @@ _ADAM7_PASSES = (
 IDAT_CHUNK_BYTES = 1 << 20
 # Rows filtered at once: bounds the int16 working copy of a large image.
 _FILTER_BLOCK_ROWS = 64
+
+
+def own_decoder(fp: BinaryIO, path: Path) -> PngDecoder | None:
+    """The PNG in `fp`, header parsed, if it is one Pillow would cut to 8 bits; else None (Pillow
+    reads it). `fp` is left at its start when None."""
+    return open_decoder(fp.read(), path) if needs_own_decoder(fp) else None
+
+
+def writes(pixels: np.ndarray) -> bool:
+    """True for the pixels written here rather than by Pillow: every 16-bit PNG."""
+    return pixels.dtype == np.uint16
 
 
 def needs_own_decoder(fp: BinaryIO) -> bool:

@@ -8,7 +8,7 @@ every other image file, 16-bit gray TIFF included, to Pillow.
 Without the optional imagecodecs package, tifffile decodes uncompressed, Deflate (zlib) and LZMA
 data, with or without the horizontal predictor; LZW, PackBits and JPEG need imagecodecs, which
 superres does not depend on. `probe_sixteen_bit_colour` says whether a file is decodable here;
-`superres.images` gives the others to Pillow, which reads them at 8 bits (with a warning). We write
+`own_decoder` gives the others back to Pillow, which reads them at 8 bits (with a warning). We write
 Deflate with the horizontal predictor: lossless, decodable without imagecodecs, and read by every
 libtiff-based program.
 
@@ -16,13 +16,14 @@ Reading is two steps, as for every decoder here: `probe_sixteen_bit_colour` pars
 (the size is then known), `TiffDecoder.decode` decodes the pixels; orientation is returned, not
 applied (see `superres.images.decoded`).
 
-Public API: `SixteenBitColourTiff`, `TiffDecoder`, `probe_sixteen_bit_colour`,
-`holds_sixteen_bit_colour`, `encode_sixteen_bit_colour`.
+Public API: `SixteenBitColourTiff`, `TiffDecoder`, `own_decoder`, `probe_sixteen_bit_colour`,
+`writes`, `encode`.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import lzma
 import struct
 import zlib
@@ -35,10 +36,10 @@ import tifffile
 from tifffile import TIFF
 
 from superres.errors import ImageReadError
+from superres.images import formats
 from superres.images.decoded import Decoded, valid_orientation
 
-# Classic TIFF and BigTIFF, little- and big-endian.
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+logger = logging.getLogger(__name__)
 
 _ORIENTATION_TAG = 274
 _ICC_PROFILE_TAG = 34675
@@ -88,6 +89,23 @@ class SixteenBitColourTiff:
     decodable: bool  # False: the compression (or predictor) needs imagecodecs
 
 
+def own_decoder(fp: BinaryIO, path: Path) -> TiffDecoder | None:
+    """A decoder for the 16-bit colour TIFF in `fp` if tifffile decodes it here; else None, and
+    Pillow reads the file (at 8 bits per sample where it is a 16-bit colour TIFF we cannot decode:
+    8 bits beat refusing a file we can read). `fp` is left at its start."""
+    layout = probe_sixteen_bit_colour(fp)
+    if layout is not None and layout.decodable:
+        return TiffDecoder(fp, path, layout)
+    if layout is not None:
+        logger.warning(
+            "%s: %s-compressed 16-bit TIFF read as 8 bits per sample (16 bits need the "
+            "optional imagecodecs package)",
+            path,
+            layout.compression,
+        )
+    return None
+
+
 def probe_sixteen_bit_colour(fp: BinaryIO) -> SixteenBitColourTiff | None:
     """The first image's layout if `fp` is a 16-bit unsigned gray+alpha, RGB or RGBA TIFF.
 
@@ -96,7 +114,7 @@ def probe_sixteen_bit_colour(fp: BinaryIO) -> SixteenBitColourTiff | None:
     """
     try:
         fp.seek(0)
-        if fp.read(4) not in _TIFF_MAGICS:
+        if not formats.TIFF.matches(fp.read(formats.TIFF.head_length)):
             return None
         fp.seek(0)
         with tifffile.TiffFile(fp) as tiff_file:
@@ -241,12 +259,12 @@ def _orientation(page: tifffile.TiffPage) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def holds_sixteen_bit_colour(pixels: np.ndarray) -> bool:
+def writes(pixels: np.ndarray) -> bool:
     """True for HWC uint16 pixels with more than one channel: the TIFFs Pillow cannot write."""
     return pixels.dtype == np.uint16 and pixels.ndim == 3 and pixels.shape[2] > 1
 
 
-def encode_sixteen_bit_colour(pixels: np.ndarray, icc_profile: bytes | None) -> bytes:
+def encode(pixels: np.ndarray, icc_profile: bytes | None) -> bytes:
     """A complete TIFF file holding HWC uint16 gray+alpha, RGB or RGBA pixels as one image.
 
     Encoded in memory, as `superres.images.png` does: the caller then writes the bytes atomically

@@ -27,6 +27,14 @@ ActivationFunction = Callable[[int, Mapping[str, Any]], float]
 UPSAMPLE_TAPS = {"bicubic": 2, "bilinear": 1}
 
 
+#: SPAN's `img_range` (and EDSR's): the centred input is multiplied by it, the output divided by it.
+IMAGE_RANGE = 255.0
+#: `ModelInfo.widen`: (trained network, wider num_features, seed) -> the wider network.
+WidenHook = Callable[[nn.Module, int, int], nn.Module]
+#: `ModelInfo.to_rgb`: a trained Y network -> the RGB network with the same Y output.
+ColourHook = Callable[[nn.Module], nn.Module]
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """The card of one registered network: what it eats, which scales, where it comes from.
@@ -42,6 +50,9 @@ class ModelInfo:
     - `needs_weights`: False for parameter-free models (bicubic), usable without a checkpoint.
     - `test_kwargs`: a small, fast configuration for tests and the quick benchmark.
     - `bench_kwargs`: the configuration `superres bench` times when no weights ship.
+    - `widen(model, num_features, seed)`: the same network with more features and the same output
+      (Net2Net growth; `init_weights` of a wider run uses it), where the architecture has one.
+    - `to_rgb(model)`: a Y network turned into an RGB one with the same Y output, where it has one.
     - A `"channels"` entry in `default_kwargs` makes the colour space a constructor choice
       (`channels_for(kwargs)`); `channels` is then the default.
     """
@@ -59,6 +70,8 @@ class ModelInfo:
     needs_weights: bool = True
     test_kwargs: Mapping[str, Any] = field(default_factory=dict)
     bench_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    widen: WidenHook | None = field(default=None, repr=False, compare=False)
+    to_rgb: ColourHook | None = field(default=None, repr=False, compare=False)
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -20,19 +20,19 @@ import torch
 from torch import nn
 
 from superres.errors import ModelError
-from superres.models.blocks import RGB_MEAN, Y_MEAN
+from superres.models.blocks import IMAGE_RANGE, RGB_MEAN, Y_MEAN
 from superres.models.reparam import fuse_reparameterizable
-from superres.models.span import IMAGE_RANGE, SPAN
 from superres.ops.color import Y_FROM_RGB, Y_OFFSET
 
 
-def span_y_to_rgb(model: SPAN) -> SPAN:
+def span_y_to_rgb(model: nn.Module) -> nn.Module:
     """An RGB SPAN (plain 3x3 convolutions) whose Y output is `model`'s, chroma bicubic."""
-    if not isinstance(model, SPAN) or model.model_kwargs["channels"] != "Y":
+    # SPAN's own hook (`SPAN_INFO.to_rgb`): the layer names below are SPAN's.
+    if model.info.name != "span" or model.model_kwargs["channels"] != "Y":
         raise ModelError("only a Y-channel span network can be turned into an RGB one")
     source = fuse_reparameterizable(copy.deepcopy(model)).float().cpu()
     kwargs = {**model.model_kwargs, "channels": "RGB", "reparam_gain": 0}
-    target = SPAN(model.scale, **kwargs)
+    target = type(model)(model.scale, **kwargs)
     luma = torch.tensor(Y_FROM_RGB, dtype=torch.float64)  # a: y = 16/255 + a . rgb
     old = dict(_convolutions(source))
     with torch.no_grad():

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.models.blocks import (
+    IMAGE_RANGE,
     ModelInfo,
     check_channels,
     mean_buffer,
@@ -42,11 +43,11 @@ from superres.models.blocks import (
     require_bool,
     require_positive_int,
 )
+from superres.models.colour import span_y_to_rgb
 from superres.models.reparam import RepConv3x3, require_gain
+from superres.models.widen import widen_span
 from superres.ops.resize import imresize_tensor
 
-#: The paper's `img_range`: the centred input is multiplied by it, the output divided by it.
-IMAGE_RANGE = 255.0
 #: Factor on the upsampler's default initialisation: small, so training starts at the skip.
 UPSAMPLER_INIT_SCALE = 0.01
 
@@ -80,6 +81,8 @@ SPAN_INFO = ModelInfo(
     receptive_field_function=_receptive_field,
     activation_function=_activations,
     test_kwargs={"num_features": 8, "num_blocks": 2, "reparam_gain": 2, "bicubic_skip": True, "channels": "Y"},
+    widen=widen_span,
+    to_rgb=span_y_to_rgb,
 )
 
 

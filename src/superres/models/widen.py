@@ -23,15 +23,15 @@ from torch import nn
 
 from superres.errors import ModelError
 from superres.models.reparam import fuse_reparameterizable
-from superres.models.span import SPAN
 
 #: The merge convolution reads four feature maps stacked along channels (see `SPAN.forward`).
 MERGED_MAPS = 4
 
 
-def widen_span(model: SPAN, num_features: int, seed: int = 0) -> SPAN:
+def widen_span(model: nn.Module, num_features: int, seed: int = 0) -> nn.Module:
     """A SPAN `num_features` wide whose output equals `model`'s; `model` is left unchanged."""
-    if not isinstance(model, SPAN):
+    # SPAN's own hook (`SPAN_INFO.widen`): the layout below is SPAN's.
+    if model.info.name != "span":
         raise ModelError(f"widening works on span networks, not {type(model).__name__}")
     old_width = model.model_kwargs["num_features"]
     if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= old_width:
@@ -40,7 +40,7 @@ def widen_span(model: SPAN, num_features: int, seed: int = 0) -> SPAN:
     kwargs = {**model.model_kwargs, "num_features": num_features, "reparam_gain": 0}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        widened = SPAN(model.scale, **kwargs)
+        widened = type(model)(model.scale, **kwargs)
     old_convs = dict(_convolutions(source))
     with torch.no_grad():
         for name, conv in _convolutions(widened):

@@ -5,14 +5,16 @@ Routes:
   nothing is fetched from anywhere else, and the Content-Security-Policy forbids it);
 - `GET /api/models`: the models the page offers (the aliases, the shipped models and the
   weight-free ones, never a path) with their card: Set5/Set14 scores, MACs per pixel, and the
-  speed measured by this server's last run;
+  speed measured by this server's last run; and the upload formats (the file picker's `accept`);
 - `POST /api/jobs?model=&scale=&tile=&self_ensemble=&name=[&denoise=]`: the image file as the raw request
   body (no multipart parser: the body is counted as it streams in and refused past the limit);
 - `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel`, `GET /api/jobs/{id}/{before,after,result}`.
 
 Safe by default: bound to 127.0.0.1 with a Host check (a DNS-rebinding page cannot reach it),
-upload bytes and pixels limited (the decompression-bomb guard of `superres.images`), only PNG, JPEG,
-BMP, TIFF and WebP content accepted, files named by the server, models from the list only. A bad
+upload bytes and pixels limited (the decompression-bomb guard of `superres.images`), only content of
+a format superres both reads and writes accepted (`superres.images.formats`: the table that also
+gives the media types and the page's file picker its `accept` list), files named by the server,
+models from the list only. A bad
 request gets a 4xx with `{"error": "one line"}`; the server keeps serving.
 """
 
@@ -42,6 +44,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from superres.errors import SuperresError
+from superres.images import formats
+from superres.images.formats import ImageFormat
 from superres.serve.jobs import Job, JobQueue, describe_pixels
 
 #: The scales the page offers (those of the shipped architectures).
@@ -50,18 +54,6 @@ SCALES = (2, 3, 4)
 #: answering while the client still sends makes it fail on a broken pipe instead of reading why.
 #: Anything larger is refused at once, unread.
 DRAINED_OVERSIZE_FACTOR = 4
-#: Leading bytes -> (format, extension): the content decides, never the uploaded name.
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "PNG", ".png"),
-    (b"\xff\xd8\xff", "JPEG", ".jpg"),
-    (b"II*\x00", "TIFF", ".tif"),
-    (b"MM\x00*", "TIFF", ".tif"),
-    (b"BM", "BMP", ".bmp"),
-)
-_MEDIA_TYPES = {
-    ".png": "image/png", ".jpg": "image/jpeg", ".tif": "image/tiff", ".bmp": "image/bmp",
-    ".webp": "image/webp",
-}
 #: Everything the page loads comes from this server; images also from blob: (local previews).
 _SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data:; "
@@ -94,14 +86,31 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def upload_formats() -> tuple[ImageFormat, ...]:
+    """The formats an upload may be in: those superres reads and writes (the result is written
+    in the upload's format)."""
+    return tuple(fmt for fmt in formats.readable() if fmt.can_write)
+
+
+def accept_list() -> str:
+    """The page's file picker `accept` attribute: the upload formats' media types and extensions."""
+    chosen = upload_formats()
+    return ",".join([*(fmt.mime for fmt in chosen), *(ext for fmt in chosen for ext in fmt.extensions)])
+
+
+def media_type(path: Path) -> str:
+    """The Content-Type of a job's file, by its extension (one the server chose)."""
+    image_format = formats.for_extension(path.suffix)
+    return image_format.mime if image_format is not None else "application/octet-stream"
+
+
 def sniff_format(head: bytes) -> tuple[str, str]:
-    """(format, extension) from a file's first bytes; `BadRequest` (415) for anything else."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP", ".webp"
-    for signature, image_format, extension in _SIGNATURES:
-        if head.startswith(signature):
-            return image_format, extension
-    raise BadRequest("not a PNG, JPEG, BMP, TIFF or WebP image", 415)
+    """(format name, extension) from a file's first bytes (`formats.head_length()` or more): the
+    content decides, never the uploaded name. `BadRequest` (415) for anything but an upload format."""
+    image_format = formats.sniff(head, among=upload_formats())
+    if image_format is None:
+        raise BadRequest(f"not a {formats.in_words(upload_formats())} image", 415)
+    return image_format.name, image_format.extensions[0]
 
 
 def clean_name(name: str | None) -> str:
@@ -241,7 +250,7 @@ class _Server:
         data = b"".join(chunks)
         if not data:
             raise BadRequest("the file is empty")
-        image_format, extension = sniff_format(data[:16])
+        image_format, extension = sniff_format(data[: formats.head_length()])
         path = folder / f"upload{extension}"
         await run_in_threadpool(path.write_bytes, data)
         return image_format, extension, path
@@ -255,9 +264,12 @@ class _Server:
             loaded = read_image(path, max_pixels=self.limits.max_pixels)
         except SuperresError as error:
             # The reader's words are for the command line: here the limit is the server's
-            # --max-megapixels, and GIF is refused before decoding.
+            # --max-megapixels, and formats read but not written (GIF) are refused before decoding.
             message = str(error).replace(str(path), name).replace("--max-pixels", "--max-megapixels")
-            raise BadRequest(message.replace(", WebP or GIF", " or WebP")) from None
+            message = message.replace(
+                formats.in_words(formats.readable()), formats.in_words(upload_formats())
+            )
+            raise BadRequest(message) from None
         height, width = loaded.pixels.shape[:2]
         if height * width * scale * scale > self.limits.max_output_pixels:
             raise BadRequest(
@@ -306,9 +318,11 @@ def create_app(
 
     async def models(request: Request) -> Response:
         cards = await run_in_threadpool(server.model_cards)
-        return JSONResponse(
-            {"models": cards, "scales": list(SCALES), "limits": asdict(limits), "device": server.device}
-        )
+        return JSONResponse({
+            "models": cards, "scales": list(SCALES), "limits": asdict(limits), "device": server.device,
+            # What the page's file picker offers and its hint says, from the format table.
+            "upload": {"accept": accept_list(), "formats": formats.in_words(upload_formats())},
+        })
 
     async def submit(request: Request) -> Response:
         job = await server.create_job(request)
@@ -331,13 +345,13 @@ def create_app(
             raise BadRequest(f"the result is not ready (the job is {job.state})", 409)
         if which == "result":
             return FileResponse(
-                job.result_path, media_type=_MEDIA_TYPES[job.extension],
+                job.result_path, media_type=media_type(job.result_path),
                 filename=job.download_name,
             )
         path = job.preview_path(which)
         if not path.is_file():
             raise BadRequest("the preview is not ready yet", 409)
-        return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix])
+        return FileResponse(path, media_type=media_type(path))
 
     async def bad_request(request: Request, error: Exception) -> Response:
         response = _error(str(error), getattr(error, "status", 400))

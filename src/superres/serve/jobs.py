@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from superres.errors import SuperresError
+from superres.images import formats
 
 logger = logging.getLogger(__name__)
 
-#: Formats the browser shows in an <img>; others (TIFF) get a PNG preview.
-BROWSER_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP"})
+#: The previews of an upload in a format browsers do not show (TIFF): every browser shows PNG,
+#: and PNG holds every layout and depth.
+PREVIEW_FORMAT = formats.PNG
 #: Finished states: a job in one of these never changes again.
 FINAL_STATES = frozenset({"done", "error", "cancelled"})
 
@@ -40,6 +42,12 @@ class JobCancelled(Exception):
     """Raised inside the progress hook to stop a run between two tiles."""
 
 
+def browser_shows(image_format: str) -> bool:
+    """Whether an <img> shows files of `image_format` (a `superres.images.formats` name)."""
+    row = formats.by_name(image_format)
+    return row is not None and row.browser_shows
+
+
 def describe_pixels(shape: tuple[int, ...], bits: int) -> str:
     """'RGB, 8-bit' / 'gray+alpha, 16-bit': what a person checks a download by."""
     channels = 1 if len(shape) == 2 else shape[2]
@@ -52,7 +60,7 @@ class Job:
     """One uploaded image and what became of it. `folder` holds `upload<ext>` and the results."""
 
     name: str  # the uploaded file's name, cleaned; for display and the download name only
-    image_format: str  # PNG, JPEG, BMP, TIFF or WEBP, from the file's content
+    image_format: str  # a `superres.images.formats` name (PNG, JPEG, ...), from the file's content
     extension: str
     folder: Path
     model: str
@@ -79,9 +87,9 @@ class Job:
 
     def preview_path(self, which: str) -> Path:
         """The file an <img> shows for "before" or "after"."""
-        if self.image_format in BROWSER_FORMATS:
+        if browser_shows(self.image_format):
             return self.upload_path if which == "before" else self.result_path
-        return self.folder / f"{which}.png"
+        return self.folder / f"{which}{PREVIEW_FORMAT.extensions[0]}"
 
     @property
     def download_name(self) -> str:
@@ -203,7 +211,7 @@ class JobQueue:
             job.progress = done / total
 
         loaded = read_image(job.upload_path)
-        if job.image_format not in BROWSER_FORMATS:
+        if not browser_shows(job.image_format):
             write_image(job.preview_path("before"), loaded.pixels)
         # "default" looks at the image: a compressed or noisy one goes to the real-world model.
         job.model = model_for_image(job.model, loaded.pixels, job.scale, job.upload_path)
@@ -217,7 +225,7 @@ class JobQueue:
         )
         job.seconds = round(time.perf_counter() - started, 3)
         write_image(job.result_path, sr, icc_profile=loaded.icc_profile)
-        if job.image_format not in BROWSER_FORMATS:
+        if not browser_shows(job.image_format):
             write_image(job.preview_path("after"), sr)
         key = (parse_model(job.model, job.scale).name, job.scale, job.self_ensemble)
         self.speeds[key] = sr.shape[0] * sr.shape[1] / 1e6 / max(job.seconds, 1e-6)

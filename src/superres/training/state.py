@@ -21,9 +21,7 @@ from superres.atomic import describe_os_error
 from superres.errors import CheckpointError, ConfigError
 from superres.images.limits import memory_bytes
 from superres.models import create_model
-from superres.models.colour import span_y_to_rgb
 from superres.models.reparam import copy_between_forms, has_branches
-from superres.models.widen import widen_span
 from superres.training.config import TrainConfig
 from superres.training.ema import WeightAverage
 from superres.training.runlog import read_history
@@ -202,8 +200,9 @@ def load_optimizer_state(
 def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     """Copy the weights `config.init_weights` names (checkpoint path or shipped name) into `model`.
 
-    Same scale: every tensor, strictly, or a wider span (`superres.models.widen`: the trained
-    network's output at step 0, new features to grow into), or the same network with or without
+    Same scale: every tensor, strictly, or a wider network (the card's `widen` hook: the trained
+    network's output at step 0, new features to grow into), or a Y network turned RGB (the card's
+    `to_rgb` hook: its Y output, bicubic chroma), or the same network with or without
     re-parameterisable branches (`superres.models.reparam.copy_between_forms`: again the trained
     output at step 0). Another scale of the same
     architecture (a x2 run starting a x4 one): the tensors whose names and shapes match (the
@@ -214,7 +213,7 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
     wanted = config.scale if config.scale in shipped_scales(config.init_weights) else None
     source = resolve_model(config.init_weights, wanted)
     if _is_widening(source, model, config.scale):
-        widened = widen_span(source, model.model_kwargs["num_features"], seed=config.seed)
+        widened = source.info.widen(source, model.model_kwargs["num_features"], config.seed)
         load_state_strictly(model, widened.state_dict(), config.init_weights)
         logger.info(
             "starting from the weights of %s, widened from %d to %d features (same output at step 0)",
@@ -222,7 +221,7 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
         )
         return
     if _is_colourising(source, model, config.scale):
-        load_state_strictly(model, span_y_to_rgb(source).state_dict(), config.init_weights)
+        load_state_strictly(model, source.info.to_rgb(source).state_dict(), config.init_weights)
         logger.info(
             "starting from the weights of %s, turned from Y into RGB (its Y output, bicubic chroma)",
             config.init_weights,
@@ -244,8 +243,8 @@ def load_initial_weights(model: nn.Module, config: TrainConfig) -> None:
 
 
 def _is_widening(source: nn.Module, model: nn.Module, scale: int) -> bool:
-    """Whether `model` is `source` (a span at this scale) with more features and nothing else new."""
-    if source.info.name != "span" or model.info.name != "span" or int(source.scale) != scale:
+    """Whether `model` is `source` (one whose card can widen it) with more features, nothing else new."""
+    if source.info.widen is None or model.info.name != source.info.name or int(source.scale) != scale:
         return False
     old, new = dict(source.model_kwargs), dict(model.model_kwargs)
     if new["num_features"] <= old["num_features"] or new["reparam_gain"] != 0:
@@ -255,8 +254,8 @@ def _is_widening(source: nn.Module, model: nn.Module, scale: int) -> bool:
 
 
 def _is_colourising(source: nn.Module, model: nn.Module, scale: int) -> bool:
-    """Whether `model` is `source` (a Y span at this scale) on RGB, plain, and nothing else new."""
-    if source.info.name != "span" or model.info.name != "span" or int(source.scale) != scale:
+    """Whether `model` is `source` (a Y network its card can colourise) on RGB, plain, nothing else new."""
+    if source.info.to_rgb is None or model.info.name != source.info.name or int(source.scale) != scale:
         return False
     old, new = dict(source.model_kwargs), dict(model.model_kwargs)
     if old["channels"] != "Y" or new["channels"] != "RGB" or new["reparam_gain"] != 0:

@@ -34,7 +34,6 @@ from torch import nn
 
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError
-from superres.models.colour import span_y_to_rgb
 from superres.zoo import DEFAULT_ALIAS, DEFAULT_SCALE, FAST_ALIAS
 from superres.zoo.checkpoint import load_model
 
@@ -240,7 +239,8 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     if not base_name:
         raise ModelError(f"'{name}' has no denoise strength (only the real-world models have one)")
     model = _load_entry(entry)
-    base = span_y_to_rgb(load_pretrained(str(base_name), scale)).state_dict()
+    clean = load_pretrained(str(base_name), scale)
+    base = clean.info.to_rgb(clean).state_dict()
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             tensor.copy_(strength * tensor + (1.0 - strength) * base[key])

@@ -4,7 +4,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const POLL_MS = 250;
-let catalogue = { models: [], scales: [], limits: {} };
+let catalogue = { models: [], scales: [], limits: {}, upload: { accept: "", formats: "" } };
 let shown = null; // the job in the compare view
 
 async function api(path, options) {
@@ -31,8 +31,10 @@ async function loadModels() {
   if (selected) $("#model").value = selected;
   const mib = Math.round((catalogue.limits.max_upload_bytes / 2 ** 20) * 10) / 10;
   const mp = catalogue.limits.max_pixels / 1e6;
+  // The formats come from the server's format table, as the 415 it answers for any other.
+  $("#files").accept = catalogue.upload.accept;
   $("#limits").textContent =
-    `PNG, JPEG, BMP, TIFF or WebP; up to ${mib} MiB and ${mp.toFixed(1)} MP each. Running on ${catalogue.device}.`;
+    `${catalogue.upload.formats}; up to ${mib} MiB and ${mp.toFixed(1)} MP each. Running on ${catalogue.device}.`;
   renderCard();
 }
 
