@@ -22,6 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also time every shipped model on this machine now (a few seconds per model); without it "
         "the speed column is the card's, measured against bicubic when the model was published",
     )
+    p.add_argument(
+        "--markdown", action="store_true",
+        help="print the shipped models' tables as Markdown, from the cards (docs/models.md holds "
+        "this output; a test keeps the two equal)",
+    )
     # The default before --time existed; kept so that scripts that pass it keep working.
     p.add_argument("--no-speed", dest="speed", action="store_false", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
@@ -35,6 +40,49 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
         return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
     return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A GitHub-flavoured Markdown table."""
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def markdown_tables() -> list[str]:
+    """The shipped models and the real-world models' degraded-LR scores, as Markdown, from the
+    cards alone: what docs/models.md shows between its generated-table markers."""
+    from superres.zoo.pretrained import PROTOCOL, card_metric, list_pretrained
+
+    entries = list_pretrained()
+    headers = ["model", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM", "MACs/px",
+               "speed vs bicubic"]
+
+    def named(label: str) -> str:  # "espcn (fast)" -> "`espcn` (fast)"
+        name, _, roles = label.partition(" ")
+        return f"`{name}` {roles}".rstrip()
+
+    lines = markdown_table(headers, [[named(row[0]), *row[1:]] for row in pretrained_rows()])
+    cards = [entry.card for entry in entries]
+    protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
+    lines += ["", f"Scores: {protocol.rstrip('.')}. Speed: output pixels per second as a multiple of "
+              "bicubic's in the same run, from the card."]
+    degraded = [
+        [f"`{entry.name}`", f"x{entry.scale}", preset, *(
+            _format_score(card_metric({"metrics": scores}, dataset, "psnr"),
+                          card_metric({"metrics": scores}, dataset, "ssim"))
+            for dataset in ("Set5", "Set14")
+        )]
+        for entry in entries
+        for preset, scores in (entry.card.get("metrics_degraded") or {}).items()
+    ]
+    if degraded:
+        lines += ["", "Real-world models on LR made by `superres degrade --preset P` (same protocol):", ""]
+        headers = ["model", "scale", "preset", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM"]
+        lines += markdown_table(headers, degraded)
+    return lines
 
 
 def architecture_rows() -> list[list[str]]:
@@ -151,6 +199,9 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
 def run(args: argparse.Namespace) -> int:
     from superres.zoo.pretrained import PROTOCOL, list_pretrained
 
+    if args.markdown:
+        print("\n".join(markdown_tables()))
+        return 0
     print(
         "Architectures (parameters and MACs per output pixel at default settings and the smallest "
         "scale; receptive field: LR pixels each side, the most any scale needs):"
