@@ -131,6 +131,14 @@ class _TilePipeline:
         sr = torch.cat(planes, dim=1) if len(planes) > 1 else planes[0]
         return self._quantise(sr).cpu()
 
+    def _network(self, lr: torch.Tensor) -> torch.Tensor:
+        # One image per call: a convolution's float rounding depends on the batch size it runs at
+        # (oneDNN picks its kernels by shape), so a batch would not equal its images one by one,
+        # and a resumed or Dask-run batch would depend on how the images happened to be grouped.
+        if lr.shape[0] == 1:
+            return self.forward(lr)
+        return torch.cat([self.forward(lr[index : index + 1]) for index in range(lr.shape[0])])
+
     def _bicubic(self, planes: torch.Tensor) -> torch.Tensor:
         from superres.ops.resize import imresize_tensor
 
@@ -142,16 +150,16 @@ class _TilePipeline:
             return self._upscale_with_y_model(colour)
         if self.colour_channels == 1:
             # An RGB model on gray: feed it a neutral RGB image, average its answer back to gray.
-            return self.forward(colour.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
-        return self.forward(colour)
+            return self._network(colour.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True)
+        return self._network(colour)
 
     def _upscale_with_y_model(self, colour: torch.Tensor) -> torch.Tensor:
         from superres.ops.color import rgb_to_ycbcr_tensor, ycbcr_to_rgb_tensor
 
         if self.colour_channels == 1:
-            return self.forward(colour)  # gray is its own luma
+            return self._network(colour)  # gray is its own luma
         ycbcr = rgb_to_ycbcr_tensor(colour)
-        y_sr = self.forward(ycbcr[:, :1])
+        y_sr = self._network(ycbcr[:, :1])
         chroma_sr = self._bicubic(ycbcr[:, 1:])
         return ycbcr_to_rgb_tensor(torch.cat([y_sr, chroma_sr], dim=1))
 
@@ -233,8 +241,9 @@ def upscale_images(
     self_ensemble: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """`upscale_image` on several images of one shape and type, run as one batch (N > 1 in the
-    network's calls); the same results as one by one. `tile` applies to the batch as a whole."""
+    """`upscale_image` on several images of one shape and type, prepared, tiled and finished as one
+    batch with the network called per image: the same results as one by one, bit for bit, however
+    the images are grouped. `tile` applies to the batch as a whole."""
     arrays = [np.asarray(pixels) for pixels in images]
     first = arrays[0]
     if any(array.shape != first.shape or array.dtype != first.dtype for array in arrays):
