@@ -41,8 +41,10 @@ def smooth_image(height: int, width: int, channels: int, dtype: type = np.uint8)
 
 def request(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
     """(status, headers, body) of one request to the local server; errors are answers too."""
+    # As the page sends an upload; a test of other types passes its own Content-Type.
+    defaults = {"Content-Type": "application/octet-stream"} if data is not None else {}
     req = urllib.request.Request(
-        url, data=data, headers=headers or {}, method="POST" if data is not None else "GET"
+        url, data=data, headers={**defaults, **(headers or {})}, method="POST" if data is not None else "GET"
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as response:

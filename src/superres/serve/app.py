@@ -11,17 +11,28 @@ Routes:
 - `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel`, `GET /api/jobs/{id}/{before,after,result}`.
 
 Safe by default: bound to 127.0.0.1 with a Host check (a DNS-rebinding page cannot reach it),
+state-changing requests from this page's origin only (`Origin` and `Sec-Fetch-Site` checked, an
+upload must be `application/octet-stream`, which no cross-site form or no-cors fetch can send
+without a preflight this server never answers),
 upload bytes and pixels limited (the decompression-bomb guard of `superres.images`), only content of
 a format superres both reads and writes accepted (`superres.images.formats`: the table that also
 gives the media types and the page's file picker its `accept` list), files named by the server,
 models from the list only. A bad
 request gets a 4xx with `{"error": "one line"}`; the server keeps serving.
+
+Resources: uploads stream to disk (never whole in memory) with a read timeout per chunk, so a
+stalled client cannot hold the server; at most `MAX_CONCURRENT_CHECKS` uploads are decoded at
+once; after each job the worker returns freed memory to the system. The upload folder is named
+after the server's process and swept at the next start if a killed server left it behind;
+shutdown waits at most `SHUTDOWN_DEADLINE_S` for open connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import os
 import re
 import shutil
 import socket
@@ -37,7 +48,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -62,6 +73,18 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _STATIC = Path(__file__).with_name("static")
+#: Uploads decoded (checked) at the same time: each may take hundreds of MB for a big 16-bit file.
+MAX_CONCURRENT_CHECKS = 2
+#: Seconds an upload may go without sending a byte before it is dropped (408).
+BODY_READ_TIMEOUT_S = 30.0
+#: Seconds a stopping server waits for open connections (a stalled upload) before it closes them.
+SHUTDOWN_DEADLINE_S = 5
+#: The upload folder's name: the prefix, then the owning process id (for the sweep at start).
+_FOLDER_PREFIX = "superres-serve-"
+#: Request methods that change nothing: exempt from the same-origin check.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,14 +158,68 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _SameOrigin:
+    """ASGI middleware refusing state-changing requests that come from another origin (403).
+
+    A browser sends `Origin` with every cross-origin POST and `Sec-Fetch-Site` with every request
+    (modern browsers); either naming another site is refused. Requests without both (curl, the
+    Python API's own clients) are not from a web page and pass.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+            headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+            reason = _cross_origin(headers)
+            if reason:
+                await _error(f"refused: {reason}", 403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cross_origin(headers: dict[str, str]) -> str | None:
+    """Why a request with these headers is not from this server's own page, or None."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"a {site} request (only this page may change anything)"
+    origin = headers.get("origin")
+    if origin is not None and origin != f"http://{headers.get('host', '')}":
+        return f"a request from {origin} (only this page may change anything)"
+    return None
+
+
+def _sweep_abandoned_folders(parent: Path) -> None:
+    """Remove upload folders left by servers that were killed (their process is gone)."""
+    for folder in parent.glob(_FOLDER_PREFIX + "*"):
+        pid_text = folder.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _process_alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s, left by a server that was stopped without cleaning up", folder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 class _Server:
     """The state the routes share: limits, device, the job queue and the upload folder."""
 
     def __init__(self, limits: Limits, device: str) -> None:
         self.limits = limits
         self.device = device
-        self.folder = Path(tempfile.mkdtemp(prefix="superres-serve-"))
+        _sweep_abandoned_folders(Path(tempfile.gettempdir()))
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
         self.jobs = JobQueue(device)
+        self.checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
 
     def close(self) -> None:
         self.jobs.close()
@@ -233,26 +310,33 @@ class _Server:
 
     async def receive_upload(self, request: Request, folder: Path) -> tuple[str, str, Path]:
         """Stream the body into `folder/upload<ext>`, counting bytes; (format, extension, path)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/octet-stream":
+            # Not a type a cross-site form or no-cors fetch may send: such requests need a preflight.
+            raise BadRequest("send the image as the body with Content-Type: application/octet-stream", 415)
         limit = self.limits.max_upload_bytes
         declared_header = request.headers.get("content-length")
         declared = int(declared_header) if declared_header is not None and declared_header.isdigit() else 0
+        too_large = BadRequest(f"file is larger than the limit of {limit // 1024**2} MiB", 413)
         if declared > limit:
             if declared <= DRAINED_OVERSIZE_FACTOR * limit:
-                async for _ in request.stream():
+                async for _ in _timed(request.stream()):
                     pass
-            raise BadRequest(f"file is larger than the limit of {limit // 1024**2} MiB", 413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(f"file is larger than the limit of {limit // 1024**2} MiB", 413)
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        if not data:
+            raise too_large
+        partial = folder / "upload.part"
+        head, size = b"", 0
+        with open(partial, "wb") as sink:  # to disk as it arrives: never the whole body in memory
+            async for chunk in _timed(request.stream()):
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                if len(head) < formats.head_length():
+                    head += chunk[: formats.head_length() - len(head)]
+                sink.write(chunk)
+        if not size:
             raise BadRequest("the file is empty")
-        image_format, extension = sniff_format(data[: formats.head_length()])
-        path = folder / f"upload{extension}"
-        await run_in_threadpool(path.write_bytes, data)
+        image_format, extension = sniff_format(head)
+        path = partial.rename(folder / f"upload{extension}")
         return image_format, extension, path
 
     def check_image(self, path: Path, name: str, scale: int) -> dict[str, Any]:
@@ -286,17 +370,35 @@ class _Server:
         folder = Path(tempfile.mkdtemp(dir=self.folder))
         try:
             image_format, extension, path = await self.receive_upload(request, folder)
-            info = await run_in_threadpool(self.check_image, path, options["name"], options["scale"])
+            async with self.checks:  # a bounded number of decodes at once, whatever the uploads
+                info = await run_in_threadpool(self.check_image, path, options["name"], options["scale"])
             job = Job(
                 name=options["name"], image_format=image_format, extension=extension,
                 folder=folder, model=options["model"], scale=options["scale"],
                 self_ensemble=options["self_ensemble"], tile=options["tile"], input_info=info,
             )
             self.jobs.submit(job)
+        except ClientDisconnect:
+            shutil.rmtree(folder, ignore_errors=True)
+            logger.warning("an upload of %s was abandoned by its client", options["name"])
+            raise BadRequest("the upload was abandoned", 400) from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return job
+
+
+async def _timed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks of a request body, each awaited at most `BODY_READ_TIMEOUT_S` (then a 408)."""
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), BODY_READ_TIMEOUT_S)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise BadRequest(f"the upload stalled (no data for {BODY_READ_TIMEOUT_S:g} s)", 408) from None
+        yield chunk
 
 
 def create_app(
@@ -376,7 +478,11 @@ def create_app(
     hosts = allowed_hosts or hosts_for("127.0.0.1")
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        middleware=[
+            Middleware(_SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+            Middleware(_SameOrigin),
+        ],
         exception_handlers={SuperresError: bad_request},
         lifespan=lifespan,
     )
@@ -401,6 +507,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening now, before anyone is told the URL: connections queue until the server runs.
+        sock.listen(2048)
     except OSError as error:
         sock.close()
         raise SuperresError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
@@ -426,7 +534,9 @@ class RunningServer:
 
         self.app = app
         self.url = url_of(sock)
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
+        ))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="superres-serve", daemon=True
         )
@@ -454,4 +564,7 @@ def serve_forever(
     sock = bind(host, port)
     app = create_app(allowed_hosts=hosts_for(host), **app_options)
     on_ready(url_of(sock))
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
+    )
+    uvicorn.Server(config).run(sockets=[sock])

@@ -9,6 +9,8 @@ A running job is cancelled between two tiles (`superres.api.upscale_pixels`' pro
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import queue
 import shutil
@@ -94,6 +96,20 @@ class Job:
     @property
     def download_name(self) -> str:
         return f"{Path(self.name).stem}_x{self.scale}{self.extension}"
+
+
+def release_memory() -> None:
+    """Give the memory a finished job freed back to the system.
+
+    A large job's arrays are freed, but glibc keeps the pages in its heap, so without this the
+    server's resident size stays at its largest job's (measured: 1-1.5 GB) for as long as it runs.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): their allocators return memory on their own
+        return
+    libc.malloc_trim(0)
 
 
 class JobQueue:
@@ -185,6 +201,8 @@ class JobQueue:
             except Exception as error:  # a bug: keep serving, say so on the page and in the log
                 logger.exception("job %s failed", job.id)
                 self._finish(job, "error", f"internal error: {type(error).__name__}: {error}")
+            finally:
+                release_memory()
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._lock:
