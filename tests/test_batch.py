@@ -157,7 +157,9 @@ def test_a_batch_writes_the_same_bytes_whatever_its_grouping(tmp_path: Path) -> 
     outputs = {}
     for batch_size in (1, 4):
         out = tmp_path / f"out{batch_size}"
-        report = upscale_files([tmp_path / "in"], out, scale=2, model="espcn", device="cpu", batch_size=batch_size)
+        report = upscale_files(
+            [tmp_path / "in"], out, scale=2, model="espcn", device="cpu", batch_size=batch_size
+        )
         assert report.exit_code == 0
         outputs[batch_size] = {path.name: path.read_bytes() for path in sorted(out.glob("*.png"))}
     assert len(outputs[1]) == 6 and outputs[1] == outputs[4]
