@@ -84,3 +84,30 @@ def test_an_interrupted_video_resumes_from_its_finished_segments(
     again, clean = decoded(tmp_path / "out.mp4"), decoded(tmp_path / "clean.mp4")
     assert len(again) == len(clean) == 7
     assert all(np.array_equal(a, b) for a, b in zip(again, clean, strict=True))
+
+
+def test_part_of_a_video_can_be_tried_first(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", frames=12)
+    args = ["upscale", str(clip), "--model", "bicubic", "--device", "cpu"]
+    assert main([*args, "--start", "0.1", "--frames", "4"]) == 0
+    trial = tmp_path / "clip_x2_from0.1s.mp4"  # named for the part: never mistaken for the whole
+    frames = decoded(trial)
+    assert len(frames) == 4
+    # The frames are those from 0.1 s on: the 4th to the 7th of the input, upscaled.
+    source = decoded(clip)
+    start = int(np.ceil(0.1 * RATE - 0.5))
+    assert abs(frames[0][::2, ::2].astype(int) - source[start]).mean() < abs(
+        frames[0][::2, ::2].astype(int) - source[0]
+    ).mean()
+    with av.open(str(trial)) as container:
+        assert len(container.streams.audio) == 1
+    assert main([*args, "--duration", "0.2", "-o", str(tmp_path / "short.mp4")]) == 0
+    assert len(decoded(tmp_path / "short.mp4")) == round(0.2 * RATE)
+
+
+def test_clip_options_without_a_video_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from superres.images import write_image
+
+    write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", "bicubic", "--frames", "3"]) == 2
+    assert "choose part of a video" in capsys.readouterr().err

@@ -18,6 +18,11 @@ finished segments without upscaling them and redoes the unfinished one. When all
 are joined, with the audio, into the output (itself written atomically), and the folder goes.
 Every segment starts with a key frame and comes from identically configured encoders, so the
 joined stream is one valid stream, as FFmpeg's concat demuxer would make it.
+
+A `Clip` (`--start`, `--duration`, `--frames`) upscales part of a video to try a model first: the
+frames from `start` seconds on, for `duration` seconds or `frames` frames, with the audio of that
+stretch, into `<name>_x<scale>_from<start>s<ext>` (so the trial never stands in for the whole).
+The progress bar shows frames per second and the time left.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import heapq
 import logging
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -45,6 +51,41 @@ _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".we
 DEFAULT_SEGMENT_FRAMES = 120
 #: Constant-quality setting: visually lossless for H.264 (x264's scale; VP9 reads it alike).
 CRF = 18
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Part of a video: from `start_s` seconds, for `duration_s` seconds and/or `frames` frames
+    (None: to the end)."""
+
+    start_s: float = 0.0
+    duration_s: float | None = None
+    frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_s < 0 or (self.duration_s is not None and self.duration_s <= 0):
+            raise ConfigError("--start must be at least 0 and --duration positive (seconds)")
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError(f"--frames must be at least 1, got {self.frames}")
+
+    @property
+    def whole(self) -> bool:
+        return self.start_s == 0 and self.duration_s is None and self.frames is None
+
+    def end_s(self, rate: Fraction) -> float | None:
+        """Where the clip ends, in seconds of the input (None: at its end)."""
+        ends = [self.start_s + self.duration_s] if self.duration_s is not None else []
+        ends += [self.start_s + float(self.frames / rate)] if self.frames is not None else []
+        return min(ends) if ends else None
+
+    def output_suffix(self) -> str:
+        return "" if self.whole else f"_from{self.start_s:g}s"
+
+    def journal_key(self) -> dict[str, Any]:
+        return {} if self.whole else {"clip": [self.start_s, self.duration_s, self.frames]}
+
+
+WHOLE = Clip()
 
 
 def is_video(path: str | Path) -> bool:
@@ -83,16 +124,31 @@ class _Probe:
                 self.frames = stream.frames or None  # 0 where the container does not say
                 if self.frames is None and stream.duration and stream.time_base:
                     self.frames = int(stream.duration * stream.time_base * self.rate)
+                if self.frames is None and container.duration:  # the container's, in microseconds
+                    self.frames = int(Fraction(container.duration, 1_000_000) * self.rate)
         except av.error.FFmpegError as error:
             raise ImageReadError(f"{path}: cannot read video ({error.strerror or error})") from error
 
 
-def _frames(av: Any, path: Path) -> Iterator[np.ndarray]:
-    """The video's frames as HWC uint8 RGB, in order."""
+def _frames(av: Any, path: Path, clip: Clip = WHOLE, rate: Fraction = Fraction(25)) -> Iterator[np.ndarray]:
+    """The video's frames (those of `clip`) as HWC uint8 RGB, in order."""
+    end_s = clip.end_s(rate)
+    # Half a frame of slack: a frame's time is exact only to the stream's time base.
+    slack = float(1 / rate) / 2
+    count = 0
     try:
         with av.open(str(path)) as container:
-            container.streams.video[0].thread_type = "AUTO"
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if clip.start_s > 0:  # to the key frame before the start; the frames before it are dropped
+                container.seek(int(clip.start_s * 1_000_000), backward=True)
             for frame in container.decode(video=0):
+                time = frame.time if frame.time is not None else 0.0
+                if time < clip.start_s - slack:
+                    continue
+                if (end_s is not None and time >= end_s - slack) or (clip.frames and count >= clip.frames):
+                    return
+                count += 1
                 yield frame.to_ndarray(format="rgb24")
     except av.error.FFmpegError as error:
         raise ImageReadError(f"{path}: cannot decode video ({error.strerror or error})") from error
@@ -105,9 +161,11 @@ def upscale_video(
     *,
     overwrite: bool = False,
     segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    clip: Clip = WHOLE,
 ) -> bool:
-    """Upscale the video `input_path` into `output_path` with `worker`'s model (see the module
-    docstring). Returns False when the output exists and `overwrite` is not set (skipped)."""
+    """Upscale the video `input_path` (the part `clip` names) into `output_path` with `worker`'s
+    model (see the module docstring). Returns False when the output exists and `overwrite` is not
+    set (skipped)."""
     from superres.batch.journal import Journal
 
     av = _require_av()
@@ -129,11 +187,13 @@ def upscale_video(
         {
             **worker.settings.journal_key(worker.network),
             "video": str(input_path), "bytes": status.st_size, "mtime_ns": status.st_mtime_ns,
-            "segment_frames": segment_frames,
+            "segment_frames": segment_frames, **clip.journal_key(),
         },
     )
-    segments = _encode_segments(av, input_path, output_path, parts, journal, worker, probe, segment_frames)
-    _join(av, input_path, output_path, segments, probe, segment_frames)
+    segments = _encode_segments(
+        av, input_path, output_path, parts, journal, worker, probe, segment_frames, clip
+    )
+    _join(av, input_path, output_path, segments, probe, segment_frames, clip)
     shutil.rmtree(parts, ignore_errors=True)
     return True
 
@@ -147,6 +207,7 @@ def _encode_segments(
     worker: ImageBatchWorker,
     probe: _Probe,
     segment_frames: int,
+    clip: Clip = WHOLE,
 ) -> list[Path]:
     """Every segment of the video as a file in `parts`, the finished ones of a killed run kept."""
     from tqdm import tqdm
@@ -154,9 +215,17 @@ def _encode_segments(
     from superres.atomic import atomic_write, remove_stale_temporaries
 
     parts.mkdir(parents=True, exist_ok=True)
-    decoded = _frames(av, input_path)
+    decoded = _frames(av, input_path, clip, probe.rate)
     segments: list[Path] = []
-    with tqdm(total=probe.frames, unit="frame", desc=input_path.name, dynamic_ncols=True) as bar:
+    # Frames per second and the time left (tqdm's rate and ETA) need the number of frames.
+    total = probe.frames
+    end_s = clip.end_s(probe.rate)
+    if total is not None:
+        total = max(0, total - round(clip.start_s * probe.rate))
+    if end_s is not None:
+        in_clip = round((end_s - clip.start_s) * probe.rate)
+        total = in_clip if total is None else min(total, in_clip)
+    with tqdm(total=total, unit="frame", desc=input_path.name, dynamic_ncols=True) as bar:
         while True:
             frames = [frame for _, frame in zip(range(segment_frames), decoded, strict=False)]
             if not frames:
@@ -220,12 +289,18 @@ class _SegmentEncoder:
 
 
 def _packets(
-    container: Any, stream: Any, offset_s: Fraction = Fraction(0)
+    container: Any, stream: Any, offset_s: Fraction = Fraction(0), window: tuple[float, float | None] = (0, None)
 ) -> Iterator[tuple[Fraction, int, Any]]:
-    """(time in seconds, order, packet) of `stream`, shifted by `offset_s`; flush packets dropped."""
+    """(time in seconds, order, packet) of `stream` within `window` (start, end or None, in the
+    stream's own seconds), shifted by `offset_s`; flush packets dropped."""
+    start_s, end_s = window
     for order, packet in enumerate(container.demux(stream)):
         if packet.dts is None:
             continue
+        if packet.pts is not None and packet.time_base is not None:
+            at = float(packet.pts * packet.time_base)
+            if at < start_s or (end_s is not None and at >= end_s):
+                continue
         shift = round(offset_s / packet.time_base)
         packet.dts += shift
         if packet.pts is not None:
@@ -234,7 +309,13 @@ def _packets(
 
 
 def _join(
-    av: Any, input_path: Path, output_path: Path, segments: list[Path], probe: _Probe, segment_frames: int
+    av: Any,
+    input_path: Path,
+    output_path: Path,
+    segments: list[Path],
+    probe: _Probe,
+    segment_frames: int,
+    clip: Clip = WHOLE,
 ) -> None:
     """The segments' video and the input's audio, interleaved by time, into `output_path`."""
     from superres.atomic import atomic_write, remove_stale_temporaries
@@ -256,7 +337,9 @@ def _join(
                 audio_packets = [
                     (
                         (time, 1 + index, 0, order, packet, target)
-                        for time, order, packet in _packets(original, source)
+                        for time, order, packet in _packets(
+                            original, source, Fraction(-clip.start_s), (clip.start_s, clip.end_s(probe.rate))
+                        )
                     )
                     for index, (target, source) in enumerate(audio)
                 ]
@@ -283,6 +366,7 @@ def upscale_videos(
     *,
     overwrite: bool = False,
     segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    clip: Clip = WHOLE,
 ) -> Any:  # superres.batch.worker.BatchReport
     """Several videos: each to `<stem>_x<scale><ext>` beside it or in the folder `output`, or to
     the file `output` for a single one. A bad video is reported and the others go on."""
@@ -292,14 +376,14 @@ def upscale_videos(
     scale = int(worker.network.scale)
     single_file = output is not None and len(inputs) == 1 and is_video(output) and not output.is_dir()
     for input_path in inputs:
-        name = f"{input_path.stem}_x{scale}{input_path.suffix}"
+        name = f"{input_path.stem}_x{scale}{clip.output_suffix()}{input_path.suffix}"
         target = output if single_file else (output or input_path.parent) / name
         if target.absolute() == input_path.absolute():
             report.failed.append((input_path, f"refusing to overwrite input {input_path}"))
             continue
         try:
             written = upscale_video(
-                input_path, target, worker, overwrite=overwrite, segment_frames=segment_frames
+                input_path, target, worker, overwrite=overwrite, segment_frames=segment_frames, clip=clip
             )
         except (SuperresError, OSError) as error:
             from superres.batch.journal import describe_failure
@@ -315,4 +399,4 @@ def upscale_videos(
     return report
 
 
-__all__ = ["DEFAULT_SEGMENT_FRAMES", "VIDEO_EXTENSIONS", "is_video", "upscale_video", "upscale_videos"]
+__all__ = ["DEFAULT_SEGMENT_FRAMES", "VIDEO_EXTENSIONS", "Clip", "is_video", "upscale_video", "upscale_videos"]

@@ -128,6 +128,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="worker processes of the local Dask cluster (default: 2)",
     )
     scale_out.add_argument(
+        "--start", type=float, default=0.0, metavar="SECONDS",
+        help="video: begin this many seconds in (to try a model on part of a clip first)",
+    )
+    scale_out.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="video: upscale this many seconds"
+    )
+    scale_out.add_argument(
+        "--frames", type=positive_int_argument, default=None, metavar="N",
+        help="video: upscale at most N frames",
+    )
+    scale_out.add_argument(
         "--segment-frames",
         type=positive_int_argument,
         default=None,
@@ -162,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from superres.batch.files import upscale_files
     from superres.batch.video import is_video
     from superres.batch.worker import DEFAULT_BATCH_SIZE, BatchReport
+    from superres.errors import ConfigError
     from superres.inference.backends import resolve_device
 
     spec, scale = choose_model(args.model, args.scale)
@@ -173,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     cluster = args.scheduler or ("local" if args.dask else None)
     videos = [Path(item) for item in args.inputs if is_video(item)]
     images = [item for item in args.inputs if not is_video(item)]
+    clip_options = args.start or args.duration is not None or args.frames is not None
+    if clip_options and not videos:
+        raise ConfigError("--start, --duration and --frames choose part of a video; no video was given")
     report = BatchReport()
     # No model named: each image goes to the clean default or, when compressed or noisy, to the
     # real-world model (superres.inference.input_check); a named model takes them all.
@@ -267,7 +282,7 @@ def _upscale_videos(
     """The videos among the inputs, with a model loaded for them (`superres.batch.video`)."""
     from pathlib import Path
 
-    from superres.batch.video import DEFAULT_SEGMENT_FRAMES, upscale_videos
+    from superres.batch.video import DEFAULT_SEGMENT_FRAMES, Clip, upscale_videos
     from superres.batch.worker import DEFAULT_BATCH_SIZE, BatchSettings, ImageBatchWorker
 
     worker = ImageBatchWorker(
@@ -281,5 +296,6 @@ def _upscale_videos(
     return upscale_videos(
         videos, output, worker, overwrite=args.overwrite,
         segment_frames=args.segment_frames or DEFAULT_SEGMENT_FRAMES,
+        clip=Clip(args.start, args.duration, args.frames),
     )
 
