@@ -95,9 +95,9 @@ def test_compare_captions_niqe_without_a_reference(tmp_path: Path, capsys: pytes
     lr = np.kron(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8), np.ones((4, 4, 1), np.uint8))
     Image.fromarray(lr).save(tmp_path / "lr.png")
     figure = tmp_path / "figure.png"
-    assert main(["compare", str(tmp_path / "lr.png"), "--model", "fsrcnn", "--scale", "2", "--niqe",
+    assert main(["compare", str(tmp_path / "lr.png"), "--model", "espcn", "--scale", "2", "--niqe",
                  "-o", str(figure)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("bicubic (MATLAB)") and "NIQE" in printed[0]
-    assert printed[1].startswith("SR: fsrcnn") and "NIQE" in printed[1] and "PSNR" not in printed[1]
+    assert printed[1].startswith("SR: espcn") and "NIQE" in printed[1] and "PSNR" not in printed[1]
     assert figure.is_file()
