@@ -158,3 +158,36 @@ def test_upscale_help_names_video_with_an_example(capsys) -> None:
         main(["upscale", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "videos" in text and "superres upscale clip.mp4" in text
+
+
+def _textured(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(height + width)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_a_fractional_scale_runs_the_next_whole_one_then_downscales(tmp_path: Path) -> None:
+    from superres.inference.pipeline import upscale_image
+    from superres.ops.resize import imresize
+    from superres.zoo.names import resolve_model
+
+    pixels = _textured(20, 30)
+    write_image(tmp_path / "a.png", pixels)
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--scale", "1.5"]) == 0
+    result = read_image(tmp_path / "a_x1.5.png").pixels
+    assert result.shape == (30, 45, 3)
+    expected = imresize(upscale_image(pixels, resolve_model("espcn", 2)), size=(30, 45))
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_a_target_width_picks_the_scale_that_reaches_it(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "a.png", _textured(40, 50))
+    assert main(["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--width", "120"]) == 0
+    assert read_image(tmp_path / "a_w120.png").pixels.shape == (96, 120, 3)  # x2.4: run at x3
+    assert "espcn" in capsys.readouterr().out
+    both = ["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--width", "90", "--height", "70"]
+    assert main(both) == 0 and read_image(tmp_path / "a_90x70.png").pixels.shape == (70, 90, 3)
+    # Beyond what the model's scale reaches: that image fails with one line, nothing is written.
+    too_wide = ["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--scale", "2", "--width", "400"]
+    assert main(too_wide) == 1
+    assert "needs x8.00, more than the model's x2" in capsys.readouterr().err
+    assert not (tmp_path / "a_w400.png").exists()

@@ -28,6 +28,7 @@ from superres.batch.worker import (
     BatchReport,
     BatchSettings,
     ImageBatchWorker,
+    OutputSize,
     resolve_batch_model,
 )
 from superres.errors import ConfigError, ImageReadError
@@ -95,9 +96,10 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def output_name(input_path: Path, scale: int, output_format: str | None = None) -> str:
+def output_name(input_path: Path, scale: int | str, output_format: str | None = None) -> str:
     """`photo.jpg` -> `photo_x2.jpg`: the default output name keeps the extension (a GIF, which
-    is not written, becomes a PNG); `output_format` ("webp", "png", ...) replaces it."""
+    is not written, becomes a PNG); `output_format` ("webp", "png", ...) replaces it. `scale` may
+    be an `OutputSize` label instead (`photo_w3840.jpg`)."""
     from superres.images import IMAGE_EXTENSIONS
 
     suffix = input_path.suffix if input_path.suffix.lower() in IMAGE_EXTENSIONS else ".png"
@@ -106,7 +108,8 @@ def output_name(input_path: Path, scale: int, output_format: str | None = None) 
         if suffix not in IMAGE_EXTENSIONS:
             choices = " ".join(IMAGE_EXTENSIONS)
             raise ConfigError(f"cannot write {output_format} files; choose one of {choices}")
-    return f"{input_path.stem}_x{scale}{suffix}"
+    label = scale if isinstance(scale, str) else f"x{scale}"
+    return f"{input_path.stem}_{label}{suffix}"
 
 
 def output_is_single_file(output: Path, count: int) -> bool:
@@ -132,7 +135,7 @@ def plan_outputs(
     named: Sequence[Path],
     found: Sequence[Path],
     output: Path | None,
-    scale: int,
+    scale: int | str,
     conflicts: list[tuple[Path, str]] | None = None,
     output_format: str | None = None,
 ) -> list[tuple[Path, Path]]:
@@ -195,7 +198,7 @@ def plan_batch(
         named,
         found,
         output_path,
-        int(network.scale),
+        settings.output_size.label() if settings.output_size else int(network.scale),
         conflicts=problems,
         output_format=settings.output_format,
     )
@@ -277,6 +280,7 @@ def upscale_files(
     background: tuple[int, int, int] = (255, 255, 255),
     output_format: str | None = None,
     quality: int = 95,
+    output_size: OutputSize | None = None,
 ) -> BatchReport:
     """Upscale every image that `inputs` (files, folders, globs) names.
 
@@ -292,7 +296,9 @@ def upscale_files(
     (`superres.batch.cluster`): "local" for a local cluster of `workers` processes, or a scheduler
     address. `background`: the 8-bit RGB colour an image with alpha is flattened onto when its
     output format has no alpha (JPEG, BMP). `output_format`: the outputs' extension (e.g. "webp")
-    instead of each input's own; `quality` (1..100): JPEG and WebP quality.
+    instead of each input's own; `quality` (1..100): JPEG and WebP quality. `output_size`: a size
+    other than the model's scale (`OutputSize`: a factor such as 1.5, a width, a height), reached by
+    downscaling the model's output; the names then carry its label (`photo_w3840.png`).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
@@ -302,6 +308,7 @@ def upscale_files(
         model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
         half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
         background=tuple(background), output_format=output_format, quality=quality, overwrite=overwrite,
+        output_size=output_size,
     )
     plan = plan_batch(inputs, output, network, settings, overwrite=overwrite, shard=shard)
     if cluster is None:

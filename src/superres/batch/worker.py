@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from superres.errors import ModelError
+from superres.errors import ConfigError, ModelError
 from superres.inference.backends import make_backend, resolve_device
 from superres.inference.pipeline import resolve_tile, upscale_image, upscale_images
 
@@ -90,6 +90,66 @@ DEFAULT_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
+class OutputSize:
+    """An output size other than the model's scale: a factor (`--scale 1.5`), a width, a height
+    or both (`--width 3840`; one of them keeps the aspect ratio). The model upscales at its own
+    integer scale, then the result is downscaled to this size with MATLAB's antialiased bicubic,
+    as chaiNNer and Upscayl do; a size beyond the model's scale is refused, never interpolated."""
+
+    factor: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.factor is None) == (self.width is None and self.height is None):
+            raise ConfigError("an output size is a factor, or a width and/or a height, not both")
+        if self.factor is not None and self.factor <= 1:
+            raise ConfigError(f"the output factor must be above 1, got {self.factor:g}")
+        for value in (self.width, self.height):
+            if value is not None and value < 1:
+                raise ConfigError(f"an output width or height must be positive, got {value}")
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the output of an input this size."""
+        if self.factor is not None:
+            return max(1, round(height * self.factor)), max(1, round(width * self.factor))
+        if self.width is not None and self.height is not None:
+            return self.height, self.width
+        if self.width is not None:
+            return max(1, round(height * self.width / width)), self.width
+        return self.height, max(1, round(width * self.height / height))
+
+    def needed_factor(self, height: int, width: int) -> float:
+        out_height, out_width = self.size_for(height, width)
+        return max(out_height / height, out_width / width)
+
+    def label(self) -> str:
+        """What output names carry instead of `x<scale>`: `x1.5`, `w3840`, `h2160`, `3840x2160`."""
+        if self.factor is not None:
+            return f"x{self.factor:g}"
+        if self.width is not None and self.height is not None:
+            return f"{self.width}x{self.height}"
+        return f"w{self.width}" if self.width is not None else f"h{self.height}"
+
+
+def fit_to_size(sr: np.ndarray, size: OutputSize, input_shape: tuple[int, ...], scale: int) -> np.ndarray:
+    """`sr` (an input of `input_shape` upscaled `scale` times) brought to `size`."""
+    from superres.ops.resize import imresize
+
+    height, width = input_shape[:2]
+    target = size.size_for(height, width)
+    if target[0] > sr.shape[0] or target[1] > sr.shape[1]:
+        needed = size.needed_factor(height, width)
+        raise ConfigError(
+            f"{width}x{height} to {target[1]}x{target[0]} needs x{needed:.2f}, more than the model's "
+            f"x{scale}: choose a larger --scale"
+        )
+    if target == sr.shape[:2]:
+        return sr
+    return imresize(sr, size=target)
+
+
+@dataclass(frozen=True)
 class BatchSettings:
     """How every image of a batch is upscaled: what the local and the cluster runners share."""
 
@@ -107,6 +167,7 @@ class BatchSettings:
     quality: int = 95  # JPEG and WebP
     overwrite: bool = False  # without it an output is never written over, not even one that
     # another run of the same batch wrote while this one worked (no-clobber rename)
+    output_size: OutputSize | None = None  # None: the model's scale
 
     def journal_key(self, network: nn.Module) -> dict:
         """What decides the output pixels: a journal written with another key is not resumed."""
@@ -117,6 +178,7 @@ class BatchSettings:
             "scale": self.scale,
             "self_ensemble": self.self_ensemble,
             "half": self.half,
+            **({"output_size": self.output_size.label()} if self.output_size else {}),
         }
 
 
@@ -176,6 +238,8 @@ class ImageBatchWorker:
         from superres.atomic import remove_stale_temporaries
         from superres.images import write_image
 
+        if self.settings.output_size is not None:
+            sr = fit_to_size(sr, self.settings.output_size, image.pixels.shape, int(self.network.scale))
         output_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(output_path)
         write_image(

@@ -16,7 +16,18 @@ from superres.cli.options import (
     colour_argument,
     positive_int_argument,
 )
-from superres.errors import ModelError
+from superres.errors import ConfigError, ModelError
+
+
+def scale_argument(text: str) -> int | float:
+    """`--scale`: a whole factor (2) or a fraction above 1 (1.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 1 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"the scale must be above 1, got {text}")
+    return int(value) if value.is_integer() else value
 
 
 def supported_scales() -> tuple[int, ...]:
@@ -44,10 +55,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="output file (one input) or folder")
     p.add_argument(
         "--scale",
-        type=int,
+        type=scale_argument,
         default=None,
         help="upscaling factor: 2, 3 or 4 with the trained models, up to 8 with bicubic "
-        "(default: 2, or the checkpoint's)",
+        "(default: 2, or the checkpoint's); a fraction such as 1.5 runs the model at the next whole "
+        "scale, then downscales (antialiased bicubic)",
+    )
+    p.add_argument(
+        "--width", type=positive_int_argument, default=None, metavar="PIXELS",
+        help="output width (the height follows the aspect ratio unless --height is given too); the "
+        "model runs at the smallest scale that reaches it, then the result is downscaled",
+    )
+    p.add_argument(
+        "--height", type=positive_int_argument, default=None, metavar="PIXELS", help="output height"
     )
     p.add_argument(
         "--model",
@@ -173,10 +193,10 @@ def run(args: argparse.Namespace) -> int:
     from superres.batch.files import upscale_files
     from superres.batch.video import is_video
     from superres.batch.worker import DEFAULT_BATCH_SIZE, BatchReport
-    from superres.errors import ConfigError
     from superres.inference.backends import resolve_device
 
-    spec, scale = choose_model(args.model, args.scale)
+    output_size, model_scale = _output_size(args)
+    spec, scale = choose_model(args.model, model_scale)
     if args.denoise is not None:
         spec = _with_denoise(args.model, spec, args.denoise)
     # ONNX Runtime runs on the CPU here: "auto" must not pick a GPU it cannot use.
@@ -215,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
             background=args.background,
             output_format=args.output_format,
             quality=args.quality,
+            output_size=output_size,
         ))
     if videos:
         report.extend(_upscale_videos(videos, args, spec, scale, device))
@@ -224,6 +245,47 @@ def run(args: argparse.Namespace) -> int:
     if len(report.written) == 1:
         print(f"wrote {report.written[0]}")
     return report.exit_code
+
+
+def _output_size(args: argparse.Namespace) -> tuple[object | None, int | None]:
+    """(`OutputSize` or None, the whole scale to run the model at) from --scale, --width, --height.
+
+    A fraction runs the model at the next whole scale (at least 2); a width or height without a
+    whole --scale runs it at the smallest trained scale that reaches the size for every input."""
+    import math
+
+    from superres.batch.worker import OutputSize
+
+    if args.width is None and args.height is None:
+        if isinstance(args.scale, float):
+            return OutputSize(factor=args.scale), max(2, math.ceil(args.scale))
+        return None, args.scale
+    if isinstance(args.scale, float):
+        raise ConfigError("give a fractional --scale or --width/--height, not both")
+    size = OutputSize(width=args.width, height=args.height)
+    if args.scale is not None:
+        return size, args.scale
+    needed = max((size.needed_factor(*shape) for shape in _input_shapes(args.inputs)), default=2.0)
+    trained = (2, 3, 4)
+    return size, next((scale for scale in trained if scale >= needed - 1e-9), trained[-1])
+
+
+def _input_shapes(inputs: list[str]) -> list[tuple[int, int]]:
+    """(height, width) of each image input, from its header (Pillow reads only that)."""
+    from PIL import Image
+
+    from superres.batch.files import expand_inputs
+    from superres.batch.video import is_video
+
+    named, found, _ = expand_inputs([item for item in inputs if not is_video(item)])
+    shapes = []
+    for path in [*named, *found]:
+        try:
+            with Image.open(path) as opened:
+                shapes.append((opened.height, opened.width))
+        except (OSError, ValueError):
+            continue  # unreadable: the batch reports it
+    return shapes
 
 
 def _with_denoise(named: str | None, spec: str, strength: float) -> str:
