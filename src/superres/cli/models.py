@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from superres.zoo.pretrained import PretrainedEntry
 
 
+#: The two published systems superres started from: shipped whatever newer models beat them.
+SEED_MODELS = ("srcnn", "red20")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "models",
@@ -136,9 +140,18 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
         scale: {"default": default_model_for(scale), "fast": fastest_model_for(scale)}
         for scale in {entry.scale for entry in entries}
     }
+    best = {
+        scale: max(
+            (entry for entry in entries if entry.scale == scale and not entry.by_name_only),
+            key=lambda entry: entry.metric("Set5", "psnr") or 0.0,
+        ).name
+        for scale in chosen
+    }
     rows = []
     for entry in entries:
         roles = [role for role, name in chosen[entry.scale].items() if name == entry.name]
+        roles += ["best"] if best[entry.scale] == entry.name else []
+        roles += ["seed"] if entry.name in SEED_MODELS else []
         roles += ["perceptual"] if entry.perceptual else []
         roles += ["real-world"] if entry.real_world else []
         macs = entry.macs_per_pixel
@@ -221,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
         rows = pretrained_rows(speeds)
         headers.append("output MP/s here")
     print(
-        "Pretrained weights (default: what `superres upscale` uses; fast: `--model fast`; "
+        "Pretrained weights (default: what `superres upscale` uses; best: the highest Set5 PSNR; "
+        "fast: `--model fast`; seed: the SRCNN and RED-Net superres started from; "
         "perceptual: GAN-trained for detail, not PSNR, used by name only; real-world: for "
         "compressed, noisy or blurred images; speed: output pixels per second as a multiple of "
         "bicubic's, from the card):"
