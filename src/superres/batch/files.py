@@ -272,6 +272,7 @@ def upscale_files(
     backend: str = "torch",
     half: bool = False,
     self_ensemble: bool = False,
+    precision: str = "fp32",
     max_pixels: int | None = None,
     shard: str | object | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -289,6 +290,7 @@ def upscale_files(
     unwritable image is reported and skipped while the rest completes. User errors that concern
     the whole batch (unknown model, bad scale, an output over an input) raise SuperresError.
     `self_ensemble`: average each image over its 8 flips/rotations (8 times the work).
+    `precision`: what the network computes in, "fp32", "bf16" or "auto" (`superres.inference.precision`).
     `max_pixels`: the decompression-bomb limit per input (None: `superres.images.DEFAULT_MAX_PIXELS`).
     Resumable: a journal beside the outputs (`superres.batch.journal`) lets the same call after a kill
     skip what was finished. `shard`: "i/N" or a `superres.batch.journal.Shard`, this process's part.
@@ -306,7 +308,8 @@ def upscale_files(
     network = resolve_batch_model(model, scale, resolved_device)
     settings = BatchSettings(
         model=model, scale=int(network.scale), tile=tile, device=str(resolved_device), backend=backend,
-        half=half, self_ensemble=self_ensemble, max_pixels=max_pixels, batch_size=batch_size,
+        half=half, self_ensemble=self_ensemble, precision=precision, max_pixels=max_pixels,
+        batch_size=batch_size,
         background=tuple(background), output_format=output_format, quality=quality, overwrite=overwrite,
         output_size=output_size,
     )

@@ -160,6 +160,7 @@ class BatchSettings:
     backend: str = "torch"
     half: bool = False
     self_ensemble: bool = False
+    precision: str = "fp32"  # superres.inference.precision: fp32, bf16, auto (the card decides)
     max_pixels: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     background: tuple[int, int, int] = (255, 255, 255)  # under alpha, for formats without it
@@ -171,7 +172,12 @@ class BatchSettings:
 
     def journal_key(self, network: nn.Module) -> dict:
         """What decides the output pixels: a journal written with another key is not resumed."""
+        from superres.inference.precision import resolve_precision
+
         name = self.model if isinstance(self.model, str) else network.info.name
+        # The precision computed in, as resolved ("auto" is a decision, not an output); only when
+        # not fp32, so that the journals of earlier (fp32) runs still resume.
+        precision = resolve_precision(self.precision, network, resolve_device(self.device), self.backend)
         return {
             "model": name,
             "model_kwargs": getattr(network, "model_kwargs", {}),
@@ -179,6 +185,7 @@ class BatchSettings:
             "self_ensemble": self.self_ensemble,
             "half": self.half,
             **({"output_size": self.output_size.label()} if self.output_size else {}),
+            **({"precision": precision} if precision != "fp32" else {}),
         }
 
 
@@ -198,7 +205,8 @@ class ImageBatchWorker:
             network = resolve_batch_model(settings.model, settings.scale, device)
         self.network = network
         self.runner = make_backend(
-            self.network, settings.backend, device, half=settings.half, self_ensemble=settings.self_ensemble
+            self.network, settings.backend, device, half=settings.half, self_ensemble=settings.self_ensemble,
+            precision=settings.precision,
         )
         self.max_pixels = DEFAULT_MAX_PIXELS if settings.max_pixels is None else settings.max_pixels
 
@@ -216,7 +224,10 @@ class ImageBatchWorker:
         if image.pixels.dtype != pixels.dtype:
             return False
         settings = self.settings
-        tile = resolve_tile(settings.tile, self.network, pixels.shape[2], self.runner.device, settings.half)
+        tile = resolve_tile(
+            settings.tile, self.network, pixels.shape[2], self.runner.device, settings.half,
+            self.runner.precision,
+        )
         return tile is None or (count + 1) * pixels.shape[0] * pixels.shape[1] <= tile * tile
 
     def compute(self, images: Sequence) -> list[np.ndarray]:

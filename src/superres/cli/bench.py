@@ -55,6 +55,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="instead: images/s upscaling FOLDER with the default model at the first --scales, "
         "the overlapped batch runner against a plain read-upscale-write loop",
     )
+    parser.add_argument(
+        "--pipeline",
+        metavar="WxH",
+        default=None,
+        help="instead: time `superres upscale`'s pipeline on one WxH photo-like image (e.g. 4000x3000) "
+        "with --model at the first --scales, at each --precisions with auto tiles, and in one pass where "
+        "that fits in memory; each run a fresh process: time ratios against the first precision, the "
+        "tiling overhead (tiled time / one-pass time) and each run's peak memory",
+    )
+    parser.add_argument(
+        "--model", default="default", help="with --pipeline: the shipped model (default: the default)"
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "auto"],
+        choices=["fp32", "bf16", "auto"],
+        help="with --pipeline: the precisions, the first the baseline (default: fp32 auto)",
+    )
+    parser.add_argument(
+        "--no-one-pass", action="store_true", help="with --pipeline: skip the one-pass (tiling overhead) runs"
+    )
     parser.set_defaults(run=run)
 
 
@@ -80,6 +102,8 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pipeline is not None:
+        return _run_pipeline(args)
     if args.folder_throughput is not None:
         from superres.lab.bench_batch import format_throughput, measure_folder_throughput
 
@@ -95,4 +119,22 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_bench(settings, progress=progress)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace) -> int:
+    from superres.lab.bench import parse_size
+    from superres.lab.bench_pipeline import format_pipeline, measure_pipeline
+
+    height, width = parse_size(args.pipeline)
+
+    def progress(message: str) -> None:
+        print(f"bench: {message}", file=sys.stderr, flush=True)
+
+    result = measure_pipeline(
+        width, height, model=args.model, scale=args.scales[0],
+        precisions=tuple(dict.fromkeys(args.precisions)), repeats=args.repeats or 1,
+        tiling=not args.no_one_pass, progress=progress,
+    )
+    print(json.dumps(result, indent=2) if args.json else format_pipeline(result))
     return 0

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         nargs="+",
         default=None,
-        help="one or more shipped model names, 'bicubic' or .safetensors checkpoints, drawn in "
+        help="one or more shipped model names, 'bicubic', .safetensors checkpoints or community "
+        "model files (.pth, .pt, .ckpt, .safetensors), drawn in "
         "this order (default: the default model of the scale)",
     )
     p.add_argument("-o", "--output", required=True, help="figure file to write (PNG)")

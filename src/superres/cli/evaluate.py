@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from superres.cli.options import add_device_argument, add_max_pixels_argument
+from superres.cli.options import add_device_argument, add_max_pixels_argument, add_precision_argument
 from superres.errors import ConfigError
 
 #: How the LPIPS column is made (kept here so that `--help` does not import torch).
@@ -31,7 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folders", nargs="+", type=Path, help="folders of HR images (e.g. Set5/HR)")
     parser.add_argument(
-        "--model", default="bicubic", help="registered or shipped model name, or a .safetensors checkpoint"
+        "--model", default="bicubic",
+        help="registered or shipped model name, a .safetensors checkpoint or a community model file "
+        "(.pth, .pt, .ckpt, .safetensors)",
     )
     parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="scales (default 2 3 4)")
     parser.add_argument(
@@ -50,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     parser.add_argument("--save-dir", type=Path, help="write the SR images here")
     add_device_argument(parser)
+    add_precision_argument(parser, default="fp32")
     add_max_pixels_argument(parser)
     parser.add_argument("--shave", type=int, help="border pixels left out (default: the scale)")
     parser.add_argument("--rgb", action="store_true", help="score all RGB channels instead of Y")
@@ -135,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         model_name += ENSEMBLE_LABEL
     for scale in args.scale:
         model = resolve_model(args.model, scale, device=str(device))
-        backend = make_backend(model, "torch", device, self_ensemble=args.self_ensemble)
+        backend = make_backend(
+            model, "torch", device, self_ensemble=args.self_ensemble, precision=args.precision
+        )
         for folder in args.folders:
             save_dir = args.save_dir / dataset_name(folder) if args.save_dir else None
             results.append(
@@ -162,6 +167,8 @@ def _row(result: EvalResult, score: EvalResult | ImageScore, image: str) -> dict
     """One output row: `score` is the result itself (its means) or one of its images."""
     row = {"model": result.model, "dataset": result.dataset, "scale": result.scale, "image": image,
            "psnr": round(score.psnr, 4), "ssim": round(score.ssim, 4)}
+    if result.precision != "fp32":  # the cards' scores are fp32: say when a row is not
+        row["precision"] = result.precision
     for key, value in (("lpips_approx", score.lpips), ("niqe", score.niqe), ("grid", score.grid)):
         if value is not None:
             row[key] = round(value, 4)
@@ -186,6 +193,9 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
     described = protocol.describe() + (f"; {LPIPS_LABEL} on the same planes" if perceptual else "")
     described += f"; {NIQE_LABEL} on the same planes" if natural else ""
     described += f"; {GRID_LABEL}" if lattice else ""
+    lowered = sorted({row["precision"] for row in rows if "precision" in row})
+    if lowered:
+        described += f"; the network computed in {', '.join(lowered)} (superres.inference.precision)"
     if fmt == "json":
         return json.dumps({"protocol": described, "results": rows}, indent=2) + "\n"
     if fmt == "csv":
@@ -199,7 +209,8 @@ def format_results(results: list[EvalResult], fmt: str, *, per_image: bool, prot
     header += ["NIQE"] if natural else []
     header += ["grid"] if lattice else []
     lines = [
-        [r["model"], r["dataset"], f"x{r['scale']}", r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
+        [r["model"] + (f" [{r['precision']}]" if "precision" in r else ""), r["dataset"], f"x{r['scale']}",
+         r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}"]
         + ([f"{r['lpips_approx']:.4f}"] if perceptual else [])
         + ([f"{r['niqe']:.3f}"] if natural else [])
         + ([f"{r['grid']:.3f}"] if lattice else [])

@@ -22,8 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="shipped pretrained name, registered weight-free model (bicubic), or .safetensors "
-        "checkpoint; with --untrained, any registered architecture",
+        help="shipped pretrained name, registered weight-free model (bicubic), a .safetensors "
+        "checkpoint or a community model file (.pth, .pt, .ckpt, .safetensors; the `community` "
+        "extra); with --untrained, any registered architecture",
     )
     parser.add_argument("--scale", type=int, default=None, help="scale (default: the checkpoint's, or 2)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
@@ -82,12 +83,13 @@ def _model(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from superres.inference.export import DEFAULT_OPSET, export_onnx
+    from superres.zoo.names import looks_like_path
 
     if args.output.suffix.lower() != ".onnx":
         raise ModelError(f"output file {args.output} should end in .onnx")
     model = _model(args)
     # The name the user gave (release name or checkpoint file), so the file says where it came from.
-    name = Path(args.model).name if args.model.endswith(".safetensors") else args.model
+    name = Path(args.model).name if looks_like_path(args.model) else args.model
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     path = export_onnx(model, args.output, opset=opset, verify=not args.no_verify, name=name)
     size_kib = path.stat().st_size / 1024

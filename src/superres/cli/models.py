@@ -10,10 +10,6 @@ if TYPE_CHECKING:
     from superres.zoo.pretrained import PretrainedEntry
 
 
-#: The two published systems superres started from: shipped whatever newer models beat them.
-SEED_MODELS = ("srcnn", "red20")
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "models",
@@ -30,6 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--markdown", action="store_true",
         help="print the shipped models' tables as Markdown, from the cards (docs/models.md holds "
         "this output; a test keeps the two equal)",
+    )
+    p.add_argument(
+        "--inspect", metavar="FILE",
+        help="print what a model file holds instead: for a community .pth/.pt/.ckpt/.safetensors, the "
+        "architecture spandrel detects, scale, channels, size requirements and parameters, and the "
+        "receptive field, grid and memory superres measures (once per file, cached)",
     )
     # The default before --time existed; kept so that scripts that pass it keep working.
     p.add_argument("--no-speed", dest="speed", action="store_false", help=argparse.SUPPRESS)
@@ -132,6 +134,7 @@ def _perceptual_score(entry: PretrainedEntry, dataset: str) -> str:
 def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
     """name, scale, architecture, Set5 and Set14 PSNR / SSIM (model cards), MACs per output pixel
     and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
+    from superres.zoo import SEED_MODELS
     from superres.zoo.pretrained import default_model_for, fastest_model_for, list_pretrained
 
     entries = list_pretrained()
@@ -144,13 +147,14 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
         scale: max(
             (entry for entry in entries if entry.scale == scale and not entry.by_name_only),
             key=lambda entry: entry.metric("Set5", "psnr") or 0.0,
-        ).name
+            default=None,
+        )
         for scale in chosen
     }
     rows = []
     for entry in entries:
         roles = [role for role, name in chosen[entry.scale].items() if name == entry.name]
-        roles += ["best"] if best[entry.scale] == entry.name else []
+        roles += ["best"] if best[entry.scale] is entry else []
         roles += ["seed"] if entry.name in SEED_MODELS else []
         roles += ["perceptual"] if entry.perceptual else []
         roles += ["real-world"] if entry.real_world else []
@@ -209,9 +213,37 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
     )
 
 
+def inspect_rows(path: str) -> list[tuple[str, str]]:
+    """(field, value) rows describing the model in the file at `path`: a community model file as
+    detected and measured (`superres.zoo.community.describe`), a superres checkpoint by its card."""
+    from superres.zoo import community
+    from superres.zoo.names import load_choice, parse_model
+
+    if community.is_community_file(path):
+        return community.describe(community.load_community_model(path))
+    model = load_choice(parse_model(path))
+    info = model.info
+    kwargs = getattr(model, "model_kwargs", {}) or {}
+    return [
+        ("file", path),
+        ("architecture", f"{info.name} (a superres checkpoint)"),
+        ("scale", str(model.scale)),
+        ("channels", info.channels_for(kwargs)),
+        ("model kwargs", ", ".join(f"{key}={value}" for key, value in kwargs.items()) or "-"),
+        ("receptive field", f"{info.receptive_field_for(model.scale, **kwargs)} LR pixels each side"),
+        ("parameters", f"{sum(parameter.numel() for parameter in model.parameters()):,}"),
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     from superres.zoo.pretrained import PROTOCOL, list_pretrained
 
+    if args.inspect:
+        rows = inspect_rows(args.inspect)
+        width = max(len(key) for key, _ in rows)
+        for key, value in rows:
+            print(f"{key.ljust(width)}  {value}")
+        return 0
     if args.markdown:
         print("\n".join(markdown_tables()))
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 
 from superres.cli.options import add_device_argument
 from superres.errors import ConfigError
@@ -26,6 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-megapixels", type=float, default=2**24 / 1e6,
         help="largest image accepted, in millions of pixels (default: 16.78, i.e. 4096 x 4096)",
+    )
+    p.add_argument(
+        "--models-dir", metavar="DIR",
+        help="also offer the model files in DIR (.pth, .pt, .ckpt, .safetensors: community models of any "
+        "architecture spandrel recognises, and superres checkpoints), by file name",
     )
     p.set_defaults(run=run)
 
@@ -52,5 +58,9 @@ def run(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"superres serve: open {url} (Ctrl-C stops)", flush=True)
 
-    serve_forever(args.host, args.port, on_ready=ready, limits=limits, device=args.device)
+    if args.models_dir is not None and not Path(args.models_dir).is_dir():
+        raise ConfigError(f"--models-dir {args.models_dir}: no such folder")
+    serve_forever(
+        args.host, args.port, on_ready=ready, limits=limits, device=args.device, models_dir=args.models_dir
+    )
     return 0

@@ -13,6 +13,7 @@ import argparse
 from superres.cli.options import (
     add_device_arguments,
     add_max_pixels_argument,
+    add_precision_argument,
     colour_argument,
     positive_int_argument,
 )
@@ -73,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         help="shipped model name ('real' for compressed, noisy or blurred photos), 'fast', 'bicubic', "
-        "or a .safetensors checkpoint (default: per image, the real-world model 'real' for a JPEG of "
+        "a .safetensors checkpoint or a community model file (.pth, .pt, .ckpt, .safetensors of any "
+        "architecture spandrel recognises) (default: per image, the real-world model 'real' for a JPEG of "
         "quality <= 90 or a noisy image where it ships at the scale, else the best shipped model for "
         "the scale)",
     )
@@ -88,6 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_arguments(p)
     p.add_argument("--half", action="store_true", help="run the network in float16 (CUDA only)")
+    add_precision_argument(p)
     p.add_argument(
         "--self-ensemble",
         action="store_true",
@@ -226,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             backend=args.backend,
             half=args.half,
+            precision=args.precision,
             self_ensemble=args.self_ensemble,
             max_pixels=args.max_pixels,
             shard=args.shard,
@@ -350,7 +354,8 @@ def _upscale_videos(
     worker = ImageBatchWorker(
         BatchSettings(
             model=spec, scale=scale, tile=args.tile, device=str(device), backend=args.backend,
-            half=args.half, self_ensemble=args.self_ensemble, max_pixels=args.max_pixels,
+            half=args.half, self_ensemble=args.self_ensemble, precision=args.precision,
+            max_pixels=args.max_pixels,
             batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
         )
     )

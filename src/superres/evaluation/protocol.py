@@ -15,8 +15,10 @@ published bicubic rows to the second decimal:
    naturalness score of SR alone (`superres.evaluation.niqe.niqe`), both on the same shaved planes.
 
 Every choice is a field of `Protocol`; `Protocol.describe()` is printed beside every number.
-The network runs through `superres.inference.backends` (the fast CPU path by default); which channels it
-eats comes from its `ModelInfo` card, never from its name.
+The network runs through `superres.inference.backends` (the fast CPU path by default, in float32
+unless a `precision` is asked for: `superres.inference.precision`, which is how each card's
+per-precision PSNR change is measured); which channels it eats comes from its `ModelInfo` card,
+never from its name.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class EvalResult:
     scale: int
     model: str
     per_image: list[ImageScore] = field(default_factory=list)
+    precision: str = "fp32"  # what the network computed in (the backend's, "auto" resolved)
 
     @property
     def psnr(self) -> float:
@@ -284,6 +287,7 @@ def evaluate_model(
     perceptual: PlaneDistance | None = None,
     no_reference: PlaneScore | None = None,
     grid: bool = False,
+    precision: str = "fp32",
 ) -> EvalResult:
     """Mean and per-image PSNR/SSIM of `model` (a superres model with its card) on the HR
     images of `hr_dir` at `scale`.
@@ -295,14 +299,18 @@ def evaluate_model(
     `perceptual`: also score each image by this distance (`ImageScore.lpips`, `EvalResult.lpips`);
     `no_reference`: by this score of SR alone (`ImageScore.niqe`, `EvalResult.niqe`).
     `grid`: also the sub-pixel lattice (`ImageScore.grid`, `EvalResult.grid`, gray levels).
+    `precision`: what the default backend computes in ("fp32", "bf16", "auto"; a given `backend`
+    keeps its own).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if channels is None:
         channels = model_channels(model)
     name = model_name or model.info.name
     if backend is None:
-        backend = make_backend(model, "torch", device)
-    result = EvalResult(dataset=dataset_name(hr_dir), scale=scale, model=name)
+        backend = make_backend(model, "torch", device, precision=precision)
+    result = EvalResult(
+        dataset=dataset_name(hr_dir), scale=scale, model=name, precision=getattr(backend, "precision", "fp32")
+    )
     for path in list_images(hr_dir):
         hr = read_image(path, max_pixels=limit).pixels
         lr = None
@@ -317,6 +325,7 @@ def evaluate_model(
         result.per_image.append(score)
         logger.debug("%s x%d %s: %.4f dB / %.4f", result.dataset, scale, path.stem, score.psnr, score.ssim)
         if save_dir is not None:
-            sr_path = Path(save_dir) / f"{path.stem}_x{scale}_{name}.png"
+            # A model file's name, not its path: a --model with folders must not make folders here.
+            sr_path = Path(save_dir) / f"{path.stem}_x{scale}_{Path(name).name}.png"
             write_image(sr_path, sr.squeeze() if sr.shape[2] == 1 else sr)
     return result

@@ -10,7 +10,9 @@ Runtimes (`RUNTIMES`):
 - `"torch"`: on the CPU, the fast path of `superres.inference.fast.optimize_for_inference` (a folded,
   channels-last copy with conv + activation and conv + skip chains fused into single oneDNN
   kernels, inference mode) with glibc told to keep freed memory
-  (`superres.inference.fast.retain_freed_memory`); on CUDA the folded network, in float16 with `half`.
+  (`superres.inference.fast.retain_freed_memory`), its inner convolutions in bf16 with
+  `precision` "bf16" (or "auto" where the model's card allows it: `superres.inference.precision`);
+  on CUDA the folded network, in float16 with `half`.
 - `"onnxruntime"`: the model exported to ONNX in memory (`superres.inference.export.export_onnx_bytes`,
   done once per model and weights version) and run by ONNX Runtime's CPU provider with one
   intra-op thread per available core.
@@ -30,7 +32,6 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,9 @@ from torch import nn
 from superres.errors import ConfigError
 from superres.inference import export
 from superres.inference.fast import optimize_for_inference, retain_freed_memory
+from superres.inference.precision import resolve_precision
 from superres.ops.ensemble import self_ensemble as ensembled
+from superres.zoo.pretrained import weights_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,14 @@ TensorFunction = Callable[[torch.Tensor], torch.Tensor]
 class Backend:
     """How a network is run: `forward` maps float32 LR to float32 SR on `device`.
 
-    `name` is the runtime ("torch", "onnxruntime"), or whatever a hand-made backend calls itself.
+    `name` is the runtime ("torch", "onnxruntime"), or whatever a hand-made backend calls itself;
+    `precision` what the network computes in ("fp32", "bf16", "fp16"), which also sizes the tiles.
     """
 
     forward: TensorFunction
     device: torch.device
     name: str = "custom"
+    precision: str = "fp32"
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
         return self.forward(lr)
@@ -100,9 +105,13 @@ def make_backend(
     self_ensemble: bool = False,
     num_threads: int | None = None,
     retain_memory: bool = True,
+    precision: str = "fp32",
 ) -> Backend:
     """A `Backend` running `model` on `runtime` ("torch" or "onnxruntime") and `device`.
 
+    `precision`: "fp32", "bf16" (the torch CPU path, on a CPU with bf16 instructions), "auto"
+    (bf16 where the model's card says it is free and faster, `superres.inference.precision.resolve_precision`)
+    or "int8" (refused); the backend's `.precision` says what was chosen.
     `half`: float16 (torch on CUDA only). `self_ensemble`: average the network over the 8
     flips/rotations of its input (`superres.ops.ensemble`). `num_threads`: ONNX Runtime intra-op
     threads (default: the cores this process may use). `retain_memory`: on the CPU torch path,
@@ -114,27 +123,28 @@ def make_backend(
         raise ConfigError(f"unknown backend '{runtime}'; available: {', '.join(sorted(RUNTIMES))}")
     if half and target.type != "cuda":
         raise ConfigError(f"--half needs a CUDA device; the device here is '{target}'")
+    chosen = resolve_precision(precision, model, target, runtime)
     if runtime == "onnxruntime":
         if target.type != "cpu":
             raise ConfigError(f"backend 'onnxruntime' runs on the CPU only, not on '{target}'")
         forward = _onnx_forward(model, num_threads)
     elif target.type == "cpu":
-        forward = _torch_cpu_forward(model, retain_memory)
+        forward = _torch_cpu_forward(model, retain_memory, chosen)
     else:
         forward = _torch_device_forward(model, target, torch.float16 if half else torch.float32)
     if self_ensemble:
         forward = ensembled(forward)
-    return Backend(forward=forward, device=target, name=runtime)
+    return Backend(forward=forward, device=target, name=runtime, precision="fp16" if half else chosen)
 
 
 # --------------------------------------------------------------------------- torch
 
 
-def _torch_cpu_forward(model: nn.Module, retain_memory: bool) -> TensorFunction:
+def _torch_cpu_forward(model: nn.Module, retain_memory: bool, precision: str = "fp32") -> TensorFunction:
     if retain_memory:
         retain_freed_memory()
     # A copy: optimize_for_inference folds re-parameterisable branches and batch norms itself.
-    fast = optimize_for_inference(model)
+    fast = optimize_for_inference(model, precision=precision)
 
     def run_on_cpu(lr: torch.Tensor) -> torch.Tensor:
         return fast(lr.to("cpu", torch.float32))
@@ -175,18 +185,8 @@ _onnx_cache: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, bytes]] = weakref
 _onnx_cache_lock = threading.Lock()
 
 
-def _weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
-    """Changes whenever a parameter or buffer is replaced or modified in place.
-
-    `_version` counts in-place writes (optimizer steps, `load_state_dict`), `data_ptr` catches
-    replaced tensors; together they say whether an exported graph still holds these weights.
-    """
-    tensors = [*model.parameters(), *model.buffers()]
-    return tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)
-
-
 def _cached_onnx_bytes(model: nn.Module) -> bytes:
-    fingerprint = _weights_fingerprint(model)
+    fingerprint = weights_fingerprint(model)
     with _onnx_cache_lock:
         cached = _onnx_cache.get(model)
         if cached is not None and cached[0] == fingerprint:

@@ -30,6 +30,7 @@ ships in torch 2.13 and needs only the `onnx` package; the torch.export-based ex
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import logging
@@ -167,7 +168,12 @@ def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, name: str
     onnx = require_optional("onnx", "ONNX export")
     _check_opset(opset)
     metadata = _metadata(model, name)
-    proto = onnx.load_from_string(_trace_to_onnx(_exportable_copy(model), opset))
+    try:
+        traced = _trace_to_onnx(_exportable_copy(model), opset)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelError(f"torch cannot export {metadata['model']} to ONNX: {first[:300]}") from None
+    proto = onnx.load_from_string(traced)
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -178,7 +184,32 @@ def export_onnx_bytes(model: nn.Module, *, opset: int = DEFAULT_OPSET, name: str
         f"{OUTPUT_NAME} (N, {metadata['num_channels']}, {metadata['scale']}h, {metadata['scale']}w)"
     )
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    data = proto.SerializeToString()
+    _check_runs_at_another_size(data, int(metadata["num_channels"]))
+    return data
+
+
+def _check_runs_at_another_size(onnx_bytes: bytes, channels: int) -> None:
+    """`ModelError` (one line) if ONNX Runtime cannot run the graph on a size other than the traced
+    one: a network that computes sizes in Python (window attention's partitions) had them frozen
+    as constants by the tracer. Skipped where ONNX Runtime is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 4  # fatal only: the failure below is reported as one line
+    session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    lr = torch.rand(1, channels, 13, 17, generator=torch.Generator().manual_seed(0))
+    try:
+        session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own error types; one line for the user
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelError(
+            "torch's ONNX export of this network runs at the traced size only (sizes computed in "
+            f"Python were frozen into the graph); use the torch backend: {first[:200]}"
+        ) from None
 
 
 def onnx_session(onnx_bytes: bytes, *, num_threads: int | None = None) -> Any:
@@ -204,7 +235,14 @@ def verify_onnx(model: nn.Module, onnx_bytes: bytes, *, tolerance: float = VERIF
     lr = torch.rand(2, num_channels_of(model), 13, 17, generator=generator)
     with torch.inference_mode():
         expected = copy.deepcopy(model).cpu().float().eval()(lr).numpy()
-    actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
+    try:
+        actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own error types; one line for the user
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelError(
+            "the exported graph does not run on another image size (sizes computed in Python were "
+            f"frozen when torch traced the network): {first[:300]}"
+        ) from None
     if actual.shape != expected.shape:
         raise ModelError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}")
     difference = float(abs(actual - expected).max())

@@ -32,10 +32,20 @@ development machine (A/B runs in one process; `superres bench` for the totals):
 For training (`prepare_for_training`): channels-last plus `retain_freed_memory`. The fused
 kernels have no backward, and stride-1 transposed convs as convs trained no faster (within 2%).
 
-Measured and dropped: bf16 autocast for inference (on a CPU with AVX-512 BF16 but no AMX, RED20
-got slower, 15.7 s vs 9.0 s, and lost 0.10 dB PSNR on Set5 x2, SRCNN too; with AMX tiles SPAN x2
-ran 2-2.5x faster in eager mode but lost 0.06 dB on Set5 x2, FSRCNN x2 0.07 dB: a card's numbers
-would no longer hold. Training is another matter: `superres.training.loop` uses bf16 there);
+bf16 (`precision="bf16"`, `to_lower_precision`): the folded network's inner convolutions hold bf16
+weights and compute on bf16 activations, while the convolutions that read or write the image
+(the first and the last, found by their channel counts) and everything between the input and the
+first convolution (centring, the bicubic skip) stay float32. On the 2-core AVX-512 BF16 machine
+(no AMX) SPAN60 x2 ran 2.2-2.4x faster and moved Set5 by +0.0006 dB; converting every convolution
+cost 0.006 dB, and torch's bf16 autocast, which casts the image and the skip too, ran only 1.2x
+faster and lost 0.076 dB (docs/precision.md). Whether bf16 is free is measured per shipped model
+and recorded in its card (`superres.inference.precision`). Training uses autocast
+(`superres.training.loop`), where the gradients, not the last 0.01 dB, matter.
+
+Measured and dropped: bf16 autocast for inference (above; earlier, RED20 under autocast got slower,
+15.7 s vs 9.0 s, and lost 0.10 dB PSNR on Set5 x2); int8 post-training static quantisation (torch's
+FX x86 path, calibrated on T91: SPAN60 x2 ran 0.94x the float32 speed and lost 4.1 dB on Set5,
+ESPCN x2 1.07x and 2.5 dB; docs/precision.md);
 `torch.compile` (works offline with gcc but costs ~20 s of compilation per input shape for about
 what ONNX Runtime gives without it); TorchScript freeze + `optimize_for_inference` (within 4% of
 channels-last eager); oneDNN blocked-layout (`to_mkldnn`) models (no better than channels-last except
@@ -547,13 +557,15 @@ class FastInferenceModel(nn.Module):
     """A frozen copy of a super-resolution model that runs on the fastest CPU path.
 
     Calls take and return ordinary (N, C, h, w) float32 tensors; the output is contiguous NCHW.
-    Attributes `scale`, `info` and `model_kwargs` are those of the wrapped model.
+    Attributes `scale`, `info` and `model_kwargs` are those of the wrapped model; `precision` is
+    what its inner convolutions compute in ("fp32" or "bf16", see `to_lower_precision`).
     """
 
-    def __init__(self, model: nn.Module, *, channels_last: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, channels_last: bool = True, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
+        self.precision = precision
         self.scale = getattr(model, "scale", None)
         self.info = getattr(model, "info", None)
         self.model_kwargs = getattr(model, "model_kwargs", {})
@@ -563,11 +575,98 @@ class FastInferenceModel(nn.Module):
             if self.channels_last:
                 lr = to_channels_last(lr)
             sr = self.model(lr)
-            return sr.contiguous()
+            return sr.float().contiguous()
+
+
+# --------------------------------------------------------------------------- lower precision
+
+
+class CastInputs(nn.Module):
+    """`inner` (a convolution) with its weights in `dtype` and its tensor inputs cast to `dtype`;
+    its output in `output_dtype` (default: `dtype`).
+
+    The elementwise work after a bf16 convolution stays bf16 until it meets a float32 tensor (the
+    image, the bicubic skip), where type promotion returns to float32.
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype, output_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.inner = inner.to(dtype)
+        self.dtype = dtype
+        self.output_dtype = dtype if output_dtype is None else output_dtype
+
+    def forward(self, *inputs: object) -> torch.Tensor:
+        cast = [value.to(self.dtype) if isinstance(value, torch.Tensor) else value for value in inputs]
+        return self.inner(*cast).to(self.output_dtype)
+
+
+def _conv_channels(module: nn.Module) -> tuple[int, int] | None:
+    """(input, output) channels of a convolution the fast path runs, None for anything else."""
+    if isinstance(module, FusedConv2d):
+        return module.weight.shape[1] * module.groups, module.weight.shape[0]
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        return module.in_channels, module.out_channels
+    return None
+
+
+def to_lower_precision(
+    model: nn.Module, dtype: torch.dtype, *, image_channels: int, output_channels: int
+) -> int:
+    """Run the inner convolutions of a frozen fast-path copy in `dtype` (bf16), in place.
+
+    A convolution that reads the image (at most `image_channels` inputs) or writes it (at most
+    `output_channels` outputs: the image's channels, times scale**2 before a pixel shuffle) keeps
+    float32 weights and float32 inputs: rounding the image itself to bf16 (8 significant bits,
+    half a grey level near white after SPAN's x255 range) costs what the inner layers' rounding
+    does not. The first hands its features on in `dtype`, so that the skips and concatenations
+    that reuse them do not promote the blocks after them back to float32. Every other
+    convolution holds `dtype` weights and casts its inputs (`CastInputs`); other modules with
+    weights (a per-channel PReLU) keep float32 and cast their inputs up. The input, its centring
+    and any bicubic skip are never touched, so the output is a float32 image plus a residual
+    computed in `dtype`. Returns how many convolutions now run in `dtype`.
+    """
+    lowered = 0
+    for parent in list(model.modules()):
+        if isinstance(parent, CastInputs):
+            continue
+        for name, child in list(parent.named_children()):
+            channels = _conv_channels(child)
+            if channels is not None:
+                inputs, outputs = channels
+                if outputs <= output_channels:  # writes the image: float32 in and out
+                    replacement = CastInputs(child, torch.float32)
+                elif inputs <= image_channels:  # reads the image: float32 in, features out in dtype
+                    replacement = CastInputs(child, torch.float32, output_dtype=dtype)
+                else:
+                    replacement = CastInputs(child, dtype)
+                    lowered += 1
+                setattr(parent, name, replacement)
+            elif any(True for _ in child.parameters(recurse=False)) and not list(child.children()):
+                setattr(parent, name, CastInputs(child, torch.float32))
+    return lowered
+
+
+@functools.cache
+def bf16_convolutions_work() -> bool:
+    """True where this torch build computes bf16 convolutions on this CPU (natively or emulated)
+    and agrees with float32 on a tiny input; checked once."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x = to_channels_last(torch.rand(1, 8, 6, 7, generator=generator))
+    conv = nn.Conv2d(8, 8, 3, padding=1).requires_grad_(False)
+    try:
+        with torch.inference_mode():
+            expected = conv(x)
+            lowered = CastInputs(copy.deepcopy(conv), torch.bfloat16)(x).float()
+    except (RuntimeError, TypeError) as error:
+        logger.debug("bf16 convolutions unavailable: %s", error)
+        return False
+    return bool(torch.allclose(lowered, expected, atol=0.05, rtol=0.02))
 
 
 def optimize_for_inference(
-    model: nn.Module, *, channels_last: bool = True, fuse: bool = True
+    model: nn.Module, *, channels_last: bool = True, fuse: bool = True, precision: str = "fp32"
 ) -> FastInferenceModel:
     """A fast inference copy of `model` (the original is left untouched).
 
@@ -578,7 +677,11 @@ def optimize_for_inference(
     `fuse` and `channels_last`, conv -> activation and conv -> skip sum [-> ReLU] chains also run
     as single oneDNN kernels (`fuse_conv_activations`), where torch.fx can trace the model.
     Same outputs as `model(lr)` up to float rounding (max abs difference ~1e-6).
+    `precision="bf16"`: the inner convolutions in bf16 (`to_lower_precision`; the outputs then move
+    by what the model's card records, `superres.inference.precision`).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"the fast path computes in fp32 or bf16, not {precision!r}")
     fast = copy.deepcopy(model).cpu().float().eval()  # eval first: batch norm folds its running stats
     fuse_reparameterizable(fast)
     if fuse:
@@ -589,9 +692,24 @@ def optimize_for_inference(
     replace_transposed_convs(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+    if precision == "bf16":
+        to_lower_precision(fast, torch.bfloat16, **_image_channels(model))
     # Again at the end: the modules the rewrites added start in training mode, with gradients.
     fast.eval().requires_grad_(False)
-    return FastInferenceModel(fast, channels_last=channels_last)
+    return FastInferenceModel(fast, channels_last=channels_last, precision=precision)
+
+
+def _image_channels(model: nn.Module) -> dict[str, int]:
+    """The channel counts at which a convolution touches the image, from the model's card: its
+    input channels (1 for Y, 3 for RGB) and its output, times scale**2 where the network
+    computes on the LR grid and ends in a pixel shuffle."""
+    info = getattr(model, "info", None)
+    scale = int(getattr(model, "scale", 1) or 1)
+    if info is None:
+        return {"image_channels": 4, "output_channels": 4 * scale * scale}
+    channels = 1 if info.channels_for(getattr(model, "model_kwargs", None)) == "Y" else 3
+    per_output = 1 if info.pre_upsample else scale * scale
+    return {"image_channels": channels, "output_channels": channels * per_output}
 
 
 # --------------------------------------------------------------------------- training

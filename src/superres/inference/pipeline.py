@@ -18,9 +18,11 @@ colours (`fill_transparent`, a pull-push fill). Premultiplying instead would div
 output by an interpolated alpha, which amplifies the network's errors where alpha is small.
 
 The network is called through a `superres.inference.backends.Backend` (`(lr) -> sr` on one device): pass
-a runtime name ("torch", "onnxruntime") or a ready `Backend`. Tile overlap and colour handling
-come from the model's card alone (`receptive_field_for` with the model's own kwargs,
-`channels_for`), so every registered network, pre- or post-upsampling, tiles exactly.
+a runtime name ("torch", "onnxruntime") and a `precision` (`superres.inference.precision`: fp32,
+bf16, or auto, bf16 where the model's card says it costs nothing), or a ready `Backend`. Tile
+overlap and colour handling come from the model's card alone (`receptive_field_for` with the
+model's own kwargs, `channels_for`), so every registered network, pre- or post-upsampling, tiles
+exactly.
 """
 
 from __future__ import annotations
@@ -186,8 +188,15 @@ def _prepare_lr(pixels: np.ndarray, max_value: int, has_alpha: bool) -> torch.Te
 
 
 def resolve_tile(
-    tile: str | int | None, model: nn.Module, channels: int, device: torch.device, half: bool
+    tile: str | int | None,
+    model: nn.Module,
+    channels: int,
+    device: torch.device,
+    half: bool,
+    precision: str = "fp32",
 ) -> int | None:
+    """`tile` as `tiled_forward` takes it: "auto" becomes the largest tile whose activations fit the
+    memory budget at the precision the network computes in (2 bytes a value for fp16 or bf16)."""
     if tile is None or isinstance(tile, int):
         if isinstance(tile, int) and tile < 1:
             raise ConfigError(f"tile must be a positive number of pixels or 'auto', got {tile}")
@@ -200,7 +209,7 @@ def resolve_tile(
         device,
         scale=model.scale,
         model_kwargs=getattr(model, "model_kwargs", None),
-        bytes_per_value=2 if half else 4,
+        bytes_per_value=2 if half or precision in ("bf16", "fp16") else 4,
     )
 
 
@@ -214,6 +223,7 @@ def upscale_image(
     backend: str | Backend = "torch",
     self_ensemble: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Upscale HWC (or HW) uint8/uint16 pixels by `model.scale`; same layout and type out.
 
@@ -222,10 +232,12 @@ def upscale_image(
     `device` and `self_ensemble` are its own; `half` still sizes the auto tile).
     `self_ensemble`: 8 passes averaged (`superres.ops.ensemble`).
     `on_tile(done, total)` is called after each tile (progress reporting).
+    `precision`: "fp32", "bf16", "auto" or "int8" (`superres.inference.precision`; with a runtime
+    name only: a ready `Backend` computes in its own).
     """
     (result,) = upscale_images(
         [pixels], model, tile=tile, device=device, half=half, backend=backend,
-        self_ensemble=self_ensemble, on_tile=on_tile,
+        self_ensemble=self_ensemble, on_tile=on_tile, precision=precision,
     )
     return result
 
@@ -240,6 +252,7 @@ def upscale_images(
     backend: str | Backend = "torch",
     self_ensemble: bool = False,
     on_tile: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> list[np.ndarray]:
     """`upscale_image` on several images of one shape and type, prepared, tiled and finished as one
     batch with the network called per image: the same results as one by one, bit for bit, however
@@ -260,7 +273,9 @@ def upscale_images(
     if isinstance(backend, Backend):
         runner = backend
     else:
-        runner = make_backend(model, backend, device, half=half, self_ensemble=self_ensemble)
+        runner = make_backend(
+            model, backend, device, half=half, self_ensemble=self_ensemble, precision=precision
+        )
 
     pipeline = _TilePipeline(
         forward=runner.forward,
@@ -271,7 +286,7 @@ def upscale_images(
         has_alpha=has_alpha,
         max_value=max_value,
     )
-    tile_size = resolve_tile(tile, model, channels, runner.device, half)
+    tile_size = resolve_tile(tile, model, channels, runner.device, half, runner.precision)
     overlap = _tile_overlap(model)
     lr = torch.cat([_prepare_lr(array, max_value, has_alpha) for array in arrays])
     with torch.inference_mode():
@@ -284,6 +299,7 @@ def upscale_images(
             overlap=overlap,
             memory_format=torch.channels_last,
             on_tile=on_tile,
+            align=int(getattr(model.info, "tile_alignment", 1)),
         )
     del lr
     results = [np.ascontiguousarray(one.permute(1, 2, 0).numpy(), dtype=first.dtype) for one in sr]

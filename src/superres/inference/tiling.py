@@ -9,7 +9,16 @@ would see on the whole image.
 
 `auto_tile` picks the largest tile that keeps the network's activations under a memory budget,
 sized from the model's `ModelInfo` card alone (its receptive field and activation count), so
-every registered network, pre- or post-upsampling, is sized by what it really holds.
+every registered network, pre- or post-upsampling, is sized by what it really holds. Each tile
+recomputes `overlap` pixels of context on every side, so larger tiles waste less: with a tile of
+t LR pixels the network computes (t + 2 * overlap)**2 / t**2 times the pixels it keeps (SPAN60 x2,
+overlap 21: 1.24 at t = 397, 1.12 at t = 711, the tile of a 1.5 GB budget). The CPU budget is
+therefore a share of the machine's memory (`CPU_BUDGET_SHARE`, within `MIN_CPU_BUDGET_BYTES` and
+`MAX_CPU_BUDGET_BYTES`) rather than a fixed size. The core count does not enter: tiles run one
+after another with every core inside each convolution (oneDNN splits a convolution's output
+across threads), so a tile that fits the budget keeps every core busy, and the overlap's share,
+not the core count, is what the tile size changes (`superres bench --pipeline` measures the
+overhead: tiled time over one-pass time).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from superres.images.limits import memory_bytes
 
 if TYPE_CHECKING:  # the card's type only; tiling itself never imports the model registry
     from superres.models.blocks import ModelInfo
@@ -33,8 +44,11 @@ TileFunction = Callable[[torch.Tensor], torch.Tensor]
 MIN_AUTO_TILE = 32
 #: The largest tile `auto_tile` proposes: beyond this, tiles only make the progress coarser.
 MAX_AUTO_TILE = 1024
-#: CPU memory budget for one tile's activations when the caller gives none.
-DEFAULT_CPU_BUDGET_BYTES = 512 * 1024**2
+#: Share of the machine's memory (or its container's limit) one tile's activations may take on the
+#: CPU when the caller gives no budget, within the two bounds below.
+CPU_BUDGET_SHARE = 1 / 16
+MIN_CPU_BUDGET_BYTES = 512 * 1024**2
+MAX_CPU_BUDGET_BYTES = 2 * 1024**3
 #: Share of the free GPU memory one tile may use when the caller gives no budget.
 GPU_BUDGET_SHARE = 0.5
 
@@ -72,6 +86,21 @@ def _context_window(start: int, stop: int, window: int, length: int) -> tuple[in
     return first, first + window
 
 
+def _aligned_window(start: int, stop: int, window: int, length: int, align: int) -> tuple[int, int]:
+    """`_context_window` moved back to start at a multiple of `align`, and lengthened by up to
+    `align - 1` pixels so that it still holds the same context (cut at the image's end).
+
+    A network that anchors a grid at the image's top-left corner (window attention, a U-Net's
+    downsampling) then sees in each tile the grid it sees in the whole image. A window that ends
+    at the image's end starts on the grid too, so it is padded exactly as the whole image is.
+    """
+    first, last = _context_window(start, stop, window, length)
+    if align <= 1:
+        return first, last
+    first -= first % align
+    return first, min(length, first + window + align - 1)
+
+
 def tiled_forward(
     fn: TileFunction,
     lr: torch.Tensor,
@@ -81,6 +110,7 @@ def tiled_forward(
     overlap: int,
     memory_format: torch.memory_format = torch.contiguous_format,
     on_tile: Callable[[int, int], None] | None = None,
+    align: int = 1,
 ) -> torch.Tensor:
     """`fn(lr)` computed tile by tile: tiles of at most `tile` LR pixels, `overlap` of context.
 
@@ -90,6 +120,8 @@ def tiled_forward(
     only the centre of each tile's output (the part its context makes exact) is written into it.
     Every call gets the same LR shape, min(image, largest tile + 2 * overlap) on each axis.
     `on_tile(done, total)`, if given, is called after every tile (a progress bar's hook).
+    `align` > 1 (the card's `tile_alignment`) starts every call at a multiple of it and lets it run
+    up to `align - 1` pixels longer, so calls may then differ in shape (`_aligned_window`).
     """
     if lr.ndim != 4:
         raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(lr.shape)}")
@@ -110,14 +142,15 @@ def tiled_forward(
     window_width = min(width, max(right - left for _, _, left, right in spans) + 2 * overlap)
     output: torch.Tensor | None = None
     for done, (top, bottom, left, right) in enumerate(spans, start=1):
-        context_top, context_bottom = _context_window(top, bottom, window_height, height)
-        context_left, context_right = _context_window(left, right, window_width, width)
+        context_top, context_bottom = _aligned_window(top, bottom, window_height, height, align)
+        context_left, context_right = _aligned_window(left, right, window_width, width, align)
         sr_tile = fn(lr[:, :, context_top:context_bottom, context_left:context_right])
-        expected = (scale * window_height, scale * window_width)
+        expected = (scale * (context_bottom - context_top), scale * (context_right - context_left))
         if tuple(sr_tile.shape[-2:]) != expected:
             raise ValueError(
                 f"tile function returned {tuple(sr_tile.shape[-2:])} pixels for an LR tile of "
-                f"{window_height}x{window_width} at scale {scale}; expected {expected}"
+                f"{context_bottom - context_top}x{context_right - context_left} at scale {scale}; "
+                f"expected {expected}"
             )
         if output is None:
             batch, channels = sr_tile.shape[:2]
@@ -157,8 +190,20 @@ def tile_memory_bytes(
     return math.ceil((tile + 2 * overlap) ** 2 * values_per_pixel * bytes_per_value)
 
 
+def cpu_budget_bytes(memory: int | None) -> int:
+    """One tile's activation budget on a CPU with `memory` bytes (None: unknown): `CPU_BUDGET_SHARE`
+    of it, within [MIN_CPU_BUDGET_BYTES, MAX_CPU_BUDGET_BYTES] (a 24 GB machine: 1.5 GB)."""
+    if memory is None:
+        return MIN_CPU_BUDGET_BYTES
+    return int(min(MAX_CPU_BUDGET_BYTES, max(MIN_CPU_BUDGET_BYTES, memory * CPU_BUDGET_SHARE)))
+
+
+#: CPU memory budget for one tile's activations on this machine when the caller gives none.
+DEFAULT_CPU_BUDGET_BYTES = cpu_budget_bytes(memory_bytes())
+
+
 def default_budget_bytes(device: torch.device | str) -> int:
-    """Memory for one tile: a fixed share of RAM on CPU, half the free memory on a GPU."""
+    """Memory for one tile: a share of the machine's memory on CPU, half the free memory on a GPU."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

@@ -55,6 +55,9 @@ class ModelInfo:
     - `to_rgb(model)`: a Y network turned into an RGB one with the same Y output, where it has one.
     - A `"channels"` entry in `default_kwargs` makes the colour space a constructor choice
       (`channels_for(kwargs)`); `channels` is then the default.
+    - `tile_alignment`: the period of a grid the network anchors at the image's top-left corner
+      (window attention, a U-Net's downsampling), 1 for a plain conv net: tiles then start at
+      multiples of it, so that each sees the grid the whole image sees.
     """
 
     name: str
@@ -72,6 +75,7 @@ class ModelInfo:
     bench_kwargs: Mapping[str, Any] = field(default_factory=dict)
     widen: WidenHook | None = field(default=None, repr=False, compare=False)
     to_rgb: ColourHook | None = field(default=None, repr=False, compare=False)
+    tile_alignment: int = 1
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -4,11 +4,18 @@ Routes:
 - `GET /`, `GET /static/...`: the page (one HTML, one JS, one CSS file shipped in the package;
   nothing is fetched from anywhere else, and the Content-Security-Policy forbids it);
 - `GET /api/models`: the models the page offers (the aliases, the shipped models and the
-  weight-free ones, never a path) with their card: Set5/Set14 scores, MACs per pixel, and the
-  speed measured by this server's last run; and the upload formats (the file picker's `accept`);
-- `POST /api/jobs?model=&scale=&tile=&self_ensemble=&name=[&denoise=]`: the image file as the raw request
-  body (no multipart parser: the body is counted as it streams in and refused past the limit);
-- `GET /api/jobs/{id}`, `POST /api/jobs/{id}/cancel`, `GET /api/jobs/{id}/{before,after,result}`.
+  weight-free ones, and with `--models-dir` the model files in that folder by file name, never a
+  path) with their card: Set5/Set14 scores, MACs per pixel, and the
+  speed measured by this server's last run, and per scale its `purpose` (the page's menu groups);
+  and the upload formats (the file picker's `accept`) and the output formats;
+- `POST /api/jobs?model=&scale=&tile=&self_ensemble=&name=[&denoise=][&format=&quality=]`: the image
+  file as the raw request body (no multipart parser: the body is counted as it streams in and
+  refused past the limit); `format`: `keep` (the upload's) or a written format's extension (`png`,
+  `jpg`, `webp`, ...), `quality` 1..100 for JPEG and WebP;
+- `GET /api/jobs/{id}` (with `eta_s` while running), `POST /api/jobs/{id}/cancel`,
+  `GET /api/jobs/{id}/{before,after,result}` ("before": the input enlarged by bicubic interpolation);
+- `GET /api/jobs/zip?ids=ID,ID,...`: the results of finished jobs as one zip, each under its
+  download name.
 
 Safe by default: bound to 127.0.0.1 with a Host check (a DNS-rebinding page cannot reach it),
 state-changing requests from this page's origin only (`Origin` and `Sec-Fetch-Site` checked, an
@@ -38,6 +45,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -45,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -83,6 +92,12 @@ SHUTDOWN_DEADLINE_S = 5
 _FOLDER_PREFIX = "superres-serve-"
 #: Request methods that change nothing: exempt from the same-origin check.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Most results one zip takes (the queue keeps 50 finished jobs).
+MAX_ZIPPED = 100
+#: Formats whose files are compressed already: stored in a zip as they are, not deflated again.
+_COMPRESSED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+#: Formats whose writer takes a quality (`superres.images.write_image`).
+_QUALITY_FORMATS = frozenset({"JPEG", "WEBP"})
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +151,69 @@ def sniff_format(head: bytes) -> tuple[str, str]:
     return image_format.name, image_format.extensions[0]
 
 
+def output_format(text: str | None) -> str | None:
+    """The `formats` name of a `format=` value: None for `keep` (the upload's format), else a
+    written format named by an extension (`png`, `jpg`, `jpeg`, `webp`, ...); BadRequest otherwise."""
+    if not text or text.lower() == "keep":
+        return None
+    row = formats.for_extension("." + text.lower().lstrip("."))
+    if row is None or not row.can_write:
+        choices = ", ".join(["keep", *(fmt.extensions[0].lstrip(".") for fmt in formats.writable())])
+        raise BadRequest(f"format must be one of {choices}")
+    return row.name
+
+
+def output_quality(text: str | None) -> int:
+    """The `quality=` value (JPEG and WebP), 1..100; the writer's default when not given."""
+    from superres.serve.jobs import DEFAULT_QUALITY
+
+    if not text:
+        return DEFAULT_QUALITY
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise BadRequest("quality must be a whole number from 1 to 100")
+    return int(text)
+
+
+def model_purpose(name: str, entry: Any) -> str:
+    """What a menu name is for at one scale (`entry`: the shipped weights it resolves to there, or
+    None): the aliases `default` and `fast`, then `real-world` (compressed or noisy photos),
+    `perceptual` (GAN-trained detail), `seed` (the SRCNN and RED-Net superres started from),
+    `other` (the other PSNR-trained models) or `interpolation` (weight-free: bicubic). The roles
+    `superres models` prints; the page groups its menu by them."""
+    from superres.zoo import ALIASES, SEED_MODELS
+
+    if name in ALIASES:
+        return name
+    if entry is None:
+        return "interpolation"
+    if entry.real_world:
+        return "real-world"
+    if entry.perceptual:
+        return "perceptual"
+    return "seed" if entry.name in SEED_MODELS else "other"
+
+
 def clean_name(name: str | None) -> str:
     """A display name from the client's file name: no folders, tame characters, short."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .")[:80]
     return base or "image"
+
+
+def _file_card(path: Path) -> tuple[int, str] | None:
+    """(scale, architecture) of the model in a file of `--models-dir`, or None if it holds none."""
+    from superres.zoo import community
+    from superres.zoo.names import load_choice, parse_model
+
+    try:
+        if community.is_community_file(path):
+            model = community.load_community_model(path, measured=False)  # measured when first run
+        else:
+            model = load_choice(parse_model(str(path)))
+    except SuperresError as error:
+        logger.warning("not offering %s: %s", path, error)
+        return None
+    return int(model.scale), str(model.info.name)
 
 
 class _SecurityHeaders:
@@ -213,9 +286,13 @@ def _process_alive(pid: int) -> bool:
 class _Server:
     """The state the routes share: limits, device, the job queue and the upload folder."""
 
-    def __init__(self, limits: Limits, device: str) -> None:
+    def __init__(self, limits: Limits, device: str, models_dir: Path | None = None) -> None:
         self.limits = limits
         self.device = device
+        self.models_dir = models_dir
+        # (path, mtime, size) -> (scale, architecture), or None for a file that is not a model.
+        self._file_cards: dict[tuple[str, int, int], tuple[int, str] | None] = {}
+        self._file_lock = threading.Lock()
         _sweep_abandoned_folders(Path(tempfile.gettempdir()))
         self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
         self.jobs = JobQueue(device)
@@ -246,6 +323,7 @@ class _Server:
                 per_scale[str(scale)] = {
                     "resolves_to": choice.name,
                     "architecture": entry.architecture if entry else choice.name,
+                    "purpose": model_purpose(name, entry),
                     "scores": {key: metrics[key] for key in ("Set5", "Set14") if key in metrics},
                     "macs_per_pixel": entry.macs_per_pixel if entry else None,
                     # A real-world model's denoising strength can be turned (`load_denoised`).
@@ -257,7 +335,43 @@ class _Server:
                 }
             if per_scale:
                 cards.append({"name": name, "scales": per_scale})
+        for name, (path, scale, architecture) in self.model_files().items():
+            cards.append({"name": name, "scales": {str(scale): {
+                "resolves_to": name, "architecture": architecture, "purpose": "community",
+                "scores": {}, "macs_per_pixel": None, "denoise": False,
+                "speed_mp_s": {
+                    str(ensemble).lower(): self.jobs.speeds.get((path, scale, ensemble))
+                    for ensemble in (False, True)
+                },
+            }}})
         return cards
+
+    def model_files(self) -> dict[str, tuple[str, int, str]]:
+        """The model files in `--models-dir` by file name: (path, scale, architecture). Community
+        files (`superres.zoo.community`) and superres checkpoints at a scale the page offers; each
+        file is read once per version (size and time), one that is no model is left out (logged)."""
+        if self.models_dir is None:
+            return {}
+        from superres.zoo import community
+
+        try:
+            paths = sorted(path for path in self.models_dir.iterdir() if path.is_file())
+        except OSError as error:
+            logger.warning("cannot list --models-dir %s: %s", self.models_dir, error)
+            return {}
+        found = {}
+        for path in paths:
+            if not path.name.lower().endswith(community.SUFFIXES):
+                continue
+            status = path.stat()
+            key = (str(path), status.st_mtime_ns, status.st_size)
+            with self._file_lock:
+                if key not in self._file_cards:
+                    self._file_cards[key] = _file_card(path)
+                card = self._file_cards[key]
+            if card is not None and card[0] in SCALES:
+                found[path.name] = (str(path), *card)
+        return found
 
     # ----------------------------------------------------------------- uploads
 
@@ -267,8 +381,9 @@ class _Server:
 
         query = request.query_params
         model = query.get("model", "default")
-        if model not in model_names():
-            raise BadRequest(f"unknown model {model!r}; choose one of {', '.join(model_names())}")
+        files = self.model_files()
+        if model not in model_names() and model not in files:
+            raise BadRequest(f"unknown model {model!r}; choose one of {', '.join([*model_names(), *files])}")
         try:
             scale = int(query.get("scale", "2"))
         except ValueError:
@@ -284,12 +399,18 @@ class _Server:
         ensemble = query.get("self_ensemble", "false").lower()
         if ensemble not in ("true", "false", "1", "0"):
             raise BadRequest("self_ensemble must be true or false")
+        if model in files:  # a file of --models-dir, named by the page; the job gets its path
+            path, file_scale, _ = files[model]
+            if scale != file_scale:
+                raise BadRequest(f"{model} is a x{file_scale} model, not x{scale}")
+            model = path
         choice = parse_model(model, scale)  # a shipped model lacking this scale: a ModelError, said so
         if query.get("denoise"):
             model = self._denoised(model, choice.name, scale, query["denoise"])
         return {
             "model": model, "scale": scale, "tile": tile,
             "self_ensemble": ensemble in ("true", "1"), "name": clean_name(query.get("name")),
+            "format": output_format(query.get("format")), "quality": output_quality(query.get("quality")),
         }
 
     @staticmethod
@@ -376,6 +497,7 @@ class _Server:
                 name=options["name"], image_format=image_format, extension=extension,
                 folder=folder, model=options["model"], scale=options["scale"],
                 self_ensemble=options["self_ensemble"], tile=options["tile"], input_info=info,
+                output_format=options["format"], quality=options["quality"],
             )
             self.jobs.submit(job)
         except ClientDisconnect:
@@ -386,6 +508,47 @@ class _Server:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return job
+
+    def zip_results(self, ids_text: str) -> Path:
+        """A zip (a temporary file in the server's folder) of the results of the finished jobs
+        named by `ids_text` ("ID,ID,..."), each under its download name (numbered where two
+        share one). Unknown jobs: 404; unfinished ones: 409."""
+        ids = list(dict.fromkeys(part for part in ids_text.split(",") if part))
+        if not ids:
+            raise BadRequest("name the finished jobs to zip: ?ids=ID,ID,...")
+        if len(ids) > MAX_ZIPPED:
+            raise BadRequest(f"at most {MAX_ZIPPED} results fit in one zip")
+        jobs = []
+        for job_id in ids:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise BadRequest("no such job (finished jobs are kept for a while only)", 404)
+            if job.state != "done":
+                raise BadRequest(f"{job.name}: the result is not ready (the job is {job.state})", 409)
+            jobs.append(job)
+        handle, name = tempfile.mkstemp(prefix="results-", suffix=".zip", dir=self.folder)
+        path, used = Path(name), set()
+        try:
+            with os.fdopen(handle, "wb") as sink, zipfile.ZipFile(sink, "w") as archive:
+                for job in jobs:
+                    # Download names are the server's (`clean_name`): no folders, nothing to traverse.
+                    stem, suffix = Path(job.download_name).stem, Path(job.download_name).suffix
+                    member, number = f"{stem}{suffix}", 1
+                    while member in used:
+                        number += 1
+                        member = f"{stem}-{number}{suffix}"
+                    used.add(member)
+                    stored = job.result_format in _COMPRESSED_FORMATS
+                    method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+                    archive.write(job.result_path, member, compress_type=method)
+        except FileNotFoundError:
+            path.unlink(missing_ok=True)
+            gone = "a result was removed meanwhile (finished jobs are kept for a while only)"
+            raise BadRequest(gone, 404) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
 
 
 async def _timed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -402,12 +565,17 @@ async def _timed(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def create_app(
-    *, limits: Limits = Limits(), device: str = "auto", allowed_hosts: list[str] | None = None
+    *,
+    limits: Limits = Limits(),
+    device: str = "auto",
+    allowed_hosts: list[str] | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
 ) -> Starlette:
-    """The ASGI app. `allowed_hosts`: Host header values accepted (default: loopback names)."""
+    """The ASGI app. `allowed_hosts`: Host header values accepted (default: loopback names).
+    `models_dir`: a folder whose model files (`.pth`, `.safetensors`, ...) the page offers too."""
     from superres.inference.backends import resolve_device
 
-    server = _Server(limits, str(resolve_device(device)))
+    server = _Server(limits, str(resolve_device(device)), Path(models_dir) if models_dir else None)
 
     def job_or_404(request: Request) -> Job:
         job = server.jobs.get(request.path_params["job_id"])
@@ -424,6 +592,12 @@ def create_app(
             "models": cards, "scales": list(SCALES), "limits": asdict(limits), "device": server.device,
             # What the page's file picker offers and its hint says, from the format table.
             "upload": {"accept": accept_list(), "formats": formats.in_words(upload_formats())},
+            # The page's output format menu (`format=`), besides "keep".
+            "output_formats": [
+                {"value": fmt.extensions[0].lstrip("."), "label": fmt.label, "alpha": fmt.alpha,
+                 "quality": fmt.name in _QUALITY_FORMATS}
+                for fmt in formats.writable()
+            ],
         })
 
     async def submit(request: Request) -> Response:
@@ -432,6 +606,13 @@ def create_app(
 
     async def status(request: Request) -> Response:
         return JSONResponse(server.jobs.snapshot(job_or_404(request)))
+
+    async def zip_results(request: Request) -> Response:
+        path = await run_in_threadpool(server.zip_results, request.query_params.get("ids", ""))
+        return FileResponse(
+            path, media_type="application/zip", filename="superres-results.zip",
+            background=BackgroundTask(path.unlink, missing_ok=True),
+        )
 
     async def cancel(request: Request) -> Response:
         job = job_or_404(request)
@@ -470,6 +651,7 @@ def create_app(
         Route("/", index),
         Route("/api/models", models),
         Route("/api/jobs", submit, methods=["POST"]),
+        Route("/api/jobs/zip", zip_results),  # before /api/jobs/{job_id}, which would take "zip"
         Route("/api/jobs/{job_id:str}", status),
         Route("/api/jobs/{job_id:str}/cancel", cancel, methods=["POST"]),
         Route("/api/jobs/{job_id:str}/{which:str}", image),

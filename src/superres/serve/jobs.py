@@ -5,6 +5,12 @@ network (loaded once by `superres.api.runtime_for` and reused) keeps buffers tha
 must not share. Every job owns a folder inside the server's temporary folder; its files have
 names chosen here, never from a request. Finished jobs beyond `keep` are deleted, oldest first.
 A running job is cancelled between two tiles (`superres.api.upscale_pixels`' progress hook).
+
+The "before" preview is the input enlarged by bicubic interpolation (the `bicubic` model, MATLAB's
+imresize) to the output's size, written in the same format as the "after" one: what people compare
+an upscaler against. A nearest-neighbour enlargement would flatter any model. The result is written
+in the job's output format (the upload's by default) at its quality; where that format lacks alpha
+the image is composited on white, and the snapshot's `output.notes` says so.
 """
 
 from __future__ import annotations
@@ -20,10 +26,15 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from superres.errors import SuperresError
 from superres.images import formats
+
+if TYPE_CHECKING:
+    from superres.images import LoadedImage
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +43,8 @@ logger = logging.getLogger(__name__)
 PREVIEW_FORMAT = formats.PNG
 #: Finished states: a job in one of these never changes again.
 FINAL_STATES = frozenset({"done", "error", "cancelled"})
+#: JPEG and WebP quality when a request names none (`superres.images.write_image`'s).
+DEFAULT_QUALITY = 95
 
 
 class QueueFull(SuperresError):
@@ -50,11 +63,33 @@ def browser_shows(image_format: str) -> bool:
     return row is not None and row.browser_shows
 
 
+def _label(image_format: str) -> str:
+    row = formats.by_name(image_format)
+    return row.label if row is not None else image_format
+
+
 def describe_pixels(shape: tuple[int, ...], bits: int) -> str:
     """'RGB, 8-bit' / 'gray+alpha, 16-bit': what a person checks a download by."""
     channels = 1 if len(shape) == 2 else shape[2]
     layout = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}[channels]
     return f"{layout}, {bits}-bit"
+
+
+def fit_to_format(pixels: np.ndarray, image_format: str) -> tuple[np.ndarray, list[str]]:
+    """`pixels` as a file of `image_format` holds them, and notes on what changed: alpha
+    composited on white, 16 bits rounded to 8 (as `superres.images.write_image` would, without
+    its log line: the job's `output.notes` say it to the person who asked)."""
+    from superres.images import WHITE, composite_on, uint16_to_uint8
+
+    row = formats.by_name(image_format)
+    notes = []
+    if row is not None and not row.alpha and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        pixels = composite_on(pixels, WHITE)
+        notes.append(f"{row.label} has no transparency: transparent areas composited on white")
+    if row is not None and pixels.dtype == np.uint16 and not row.sixteen_bit:
+        pixels = uint16_to_uint8(pixels)
+        notes.append(f"{row.label} holds 8 bits per sample: the 16-bit result rounded to 8")
+    return pixels, notes
 
 
 @dataclass
@@ -78,24 +113,50 @@ class Job:
     output_info: dict[str, Any] | None = None
     seconds: float | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
+    output_format: str | None = None  # a writable `formats` name; None: the upload's
+    quality: int = DEFAULT_QUALITY  # JPEG and WebP
+    started: float | None = None  # time.monotonic() when the network started on it
+    estimate_s: float | None = None  # the run's expected seconds, from this server's last speed
 
     @property
     def upload_path(self) -> Path:
         return self.folder / f"upload{self.extension}"
 
     @property
+    def result_format(self) -> str:
+        return self.output_format or self.image_format
+
+    @property
+    def result_extension(self) -> str:
+        row = formats.by_name(self.result_format)
+        return row.extensions[0] if row is not None else self.extension
+
+    @property
     def result_path(self) -> Path:
-        return self.folder / f"result{self.extension}"
+        return self.folder / f"result{self.result_extension}"
 
     def preview_path(self, which: str) -> Path:
-        """The file an <img> shows for "before" or "after"."""
-        if browser_shows(self.image_format):
-            return self.upload_path if which == "before" else self.result_path
-        return self.folder / f"{which}{PREVIEW_FORMAT.extensions[0]}"
+        """The file an <img> shows for "before" (the bicubic enlargement) or "after"."""
+        shown = browser_shows(self.result_format)
+        if which == "after" and shown:
+            return self.result_path
+        return self.folder / f"{which}{self.result_extension if shown else PREVIEW_FORMAT.extensions[0]}"
 
     @property
     def download_name(self) -> str:
-        return f"{Path(self.name).stem}_x{self.scale}{self.extension}"
+        return f"{Path(self.name).stem}_x{self.scale}{self.result_extension}"
+
+    def eta_seconds(self, now: float) -> float | None:
+        """Seconds left while running: from the time taken and the share of tiles done, or,
+        before the first tile, from the speed this server measured for the model."""
+        if self.state != "running" or self.started is None:
+            return None
+        elapsed = now - self.started
+        if self.progress > 0:
+            return max(0.0, elapsed * (1 - self.progress) / self.progress)
+        if self.estimate_s is not None:
+            return max(0.0, self.estimate_s - elapsed)
+        return None
 
 
 def release_memory() -> None:
@@ -155,6 +216,9 @@ class JobQueue:
             if job.state == "queued":
                 queued = [other.id for other in self._jobs.values() if other.state == "queued"]
                 position = queued.index(job.id) + 1
+            now = time.monotonic()
+            eta = job.eta_seconds(now)
+            running = job.state == "running" and job.started is not None
             return {
                 "id": job.id,
                 "name": job.name,
@@ -168,6 +232,10 @@ class JobQueue:
                 "input": job.input_info,
                 "output": job.output_info,
                 "seconds": job.seconds,
+                "format": _label(job.result_format),
+                # While running: seconds since the network started, and an estimate of those left.
+                "elapsed_s": round(now - job.started, 1) if running else None,
+                "eta_s": None if eta is None else round(eta, 1),
             }
 
     def close(self) -> None:
@@ -214,46 +282,61 @@ class JobQueue:
         return str(error).replace(str(job.upload_path), job.name)
 
     def _run(self, job: Job) -> None:
-        from superres.api import (
-            model_for_image,
-            parse_model,
-            read_image,
-            runtime_for,
-            upscale_pixels,
-            write_image,
-        )
+        from superres.api import model_for_image, parse_model, read_image, runtime_for, upscale_pixels
+        from superres.images import write_image
 
         def progress(done: int, total: int) -> None:
             if job.cancel_requested.is_set():
                 raise JobCancelled
             job.progress = done / total
 
+        progress(0, 1)  # cancelled (or the server stopping) while it waited: nothing is done
         loaded = read_image(job.upload_path)
-        if not browser_shows(job.image_format):
-            write_image(job.preview_path("before"), loaded.pixels)
+        self._write_before(job, loaded)
+        progress(0, 1)
         # "default" looks at the image: a compressed or noisy one goes to the real-world model.
         job.model = model_for_image(job.model, loaded.pixels, job.scale, job.upload_path)
         job.model_label = parse_model(job.model, job.scale).label
         # Loaded (once per model) before the clock starts: the card's speed is the network's.
         runtime_for(job.model, job.scale, device=self.device, self_ensemble=job.self_ensemble)
+        key = (parse_model(job.model, job.scale).name, job.scale, job.self_ensemble)
+        height, width = loaded.pixels.shape[:2]
+        if self.speeds.get(key):
+            job.estimate_s = height * width * job.scale**2 / 1e6 / self.speeds[key]
         started = time.perf_counter()
+        job.started = time.monotonic()
         sr = upscale_pixels(
             loaded.pixels, job.model, scale=job.scale, tile=job.tile, device=self.device,
             self_ensemble=job.self_ensemble, progress=progress,
         )
         job.seconds = round(time.perf_counter() - started, 3)
-        write_image(job.result_path, sr, icc_profile=loaded.icc_profile)
-        if not browser_shows(job.image_format):
+        written, notes = fit_to_format(sr, job.result_format)
+        write_image(job.result_path, written, icc_profile=loaded.icc_profile, quality=job.quality)
+        if not browser_shows(job.result_format):
             write_image(job.preview_path("after"), sr)
-        key = (parse_model(job.model, job.scale).name, job.scale, job.self_ensemble)
         self.speeds[key] = sr.shape[0] * sr.shape[1] / 1e6 / max(job.seconds, 1e-6)
         job.output_info = {
             "width": int(sr.shape[1]),
             "height": int(sr.shape[0]),
-            "mode": describe_pixels(sr.shape, 16 if sr.dtype.name == "uint16" else 8),
+            "mode": describe_pixels(written.shape, 16 if written.dtype == np.uint16 else 8),
+            "format": _label(job.result_format),
+            "notes": notes,
             "bytes": job.result_path.stat().st_size,
             "download_name": job.download_name,
         }
         with self._lock:
             job.progress = 1.0
             job.state = "done"
+
+    def _write_before(self, job: Job, loaded: LoadedImage) -> None:
+        """The "before" preview: the loaded upload enlarged by the `bicubic` model to the output's
+        size, written as the "after" preview is (same format and quality, alpha flattened alike,
+        the ICC profile where the after preview is the result file, which keeps it)."""
+        from superres.images import write_image
+        from superres.inference.pipeline import upscale_image
+        from superres.models.bicubic import Bicubic
+
+        enlarged = upscale_image(loaded.pixels, Bicubic(job.scale), tile="auto", device=self.device)
+        enlarged, _ = fit_to_format(enlarged, job.result_format)
+        icc_profile = loaded.icc_profile if browser_shows(job.result_format) else None
+        write_image(job.preview_path("before"), enlarged, icc_profile=icc_profile, quality=job.quality)

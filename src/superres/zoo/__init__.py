@@ -18,3 +18,6 @@ FAST_ALIAS = "fast"
 #: The aliases of the name grammar (`superres.zoo.names`), beside shipped names, architectures and
 #: checkpoint paths.
 ALIASES = (DEFAULT_ALIAS, FAST_ALIAS)
+#: The two published systems superres started from (SRCNN, RED-Net): shipped whatever newer
+#: models beat them.
+SEED_MODELS = ("srcnn", "red20")

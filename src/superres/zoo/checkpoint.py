@@ -116,8 +116,8 @@ def load_checkpoint(
     except Exception as error:  # safetensors raises its own error types for every kind of damage
         if not _looks_like_safetensors(path):
             raise CheckpointError(
-                f"{path}: not a safetensors checkpoint (a PyTorch .pth/.pt or ONNX file? superres "
-                "reads only .safetensors and never loads pickles)"
+                f"{path}: not a safetensors checkpoint (a PyTorch .pth/.pt or ONNX file? this reader "
+                "never loads pickles; `--model FILE.pth` reads a community model file safely)"
             ) from None
         raise CheckpointError(f"{path}: a damaged or truncated safetensors file ({error})") from None
     if METADATA_KEY not in header:

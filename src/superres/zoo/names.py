@@ -2,7 +2,9 @@
 
 A `--model` value (or the `model=` of the Python API, or the web page's menu) is, in this order:
 
-- a path to a checkpoint file (`looks_like_path`: a `.safetensors` name or one with a folder);
+- a path to a model file (`looks_like_path`: a name ending in `.safetensors`, `.pth`, `.pt` or
+  `.ckpt`, or one with a folder): a superres checkpoint (safetensors with superres metadata) or a
+  community model file of any architecture spandrel recognises (`superres.zoo.community`);
 - `NAME@denoise=S`: a real-world model at denoising strength S in [0, 1];
 - an alias: `default` (the best shipped PSNR model at the scale) or `fast` (the cheapest that
   still beats bicubic by 1 dB);
@@ -52,8 +54,10 @@ class ModelChoice:
 
 
 def looks_like_path(spec: str) -> bool:
-    """Whether a model name names a checkpoint file rather than a model."""
-    return spec.endswith(".safetensors") or "/" in spec or "\\" in spec
+    """Whether a model name names a model file rather than a model."""
+    from superres.zoo.community import SUFFIXES
+
+    return spec.lower().endswith(SUFFIXES) or "/" in spec or "\\" in spec
 
 
 def model_names(scale: int | None = None, entries: list[PretrainedEntry] | None = None) -> list[str]:
@@ -102,14 +106,14 @@ def parse_model(
         if info.needs_weights:
             raise ModelError(
                 f"model '{name}' needs trained weights and none ship for x{at_scale} "
-                f"({pretrained.shipped_summary(entries)}); pass a .safetensors checkpoint path instead"
+                f"({pretrained.shipped_summary(entries)}); pass a model file path instead"
             )
         return ModelChoice(spec, "architecture", name, at_scale, alias)
     if Path(spec).is_file():
         return ModelChoice(spec, "checkpoint", spec, scale)
     raise ModelError(
         f"unknown model '{spec}'; choose one of: {', '.join(model_names(None, entries))}, "
-        "or a .safetensors checkpoint path"
+        "or a model file path (.safetensors, .pth, .pt, .ckpt)"
     )
 
 
@@ -121,7 +125,12 @@ def resolve_model(spec: str, scale: int | None, device: str = "cpu") -> nn.Modul
 def load_choice(choice: ModelChoice, device: str = "cpu") -> nn.Module:
     """The network of a parsed `ModelChoice`, in eval mode on `device`."""
     if choice.kind == "checkpoint":
-        return pretrained.load_checkpoint_file(Path(choice.name), choice.scale, device)
+        from superres.zoo import community
+
+        path = Path(choice.name)
+        if community.is_community_file(path):
+            return community.load_community_model(path, choice.scale, device)
+        return pretrained.load_checkpoint_file(path, choice.scale, device)
     if choice.kind == "architecture":
         return create_model(choice.name, choice.scale).to(device).eval()
     name, _, options = choice.name.partition("@")

@@ -205,7 +205,40 @@ def load_pretrained(name: str, scale: int, device: str = "cpu") -> nn.Module:
     default = entry.card.get("default_denoise")
     if default is not None:
         return load_denoised(name, scale, float(default), device)
-    return _load_entry(entry, device)
+    return attach_card(_load_entry(entry, device), entry.card)
+
+
+def weights_fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """Changes whenever a parameter or buffer is replaced or modified in place.
+
+    `_version` counts in-place writes (optimizer steps, `load_state_dict`), `data_ptr` catches
+    replaced tensors (a copy, a move to another device); together they say whether a network
+    still holds the weights something was measured or exported with.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)
+
+
+def attach_card(model: nn.Module, card: Mapping[str, Any]) -> nn.Module:
+    """`model` (the weights of a shipped card, just loaded) marked with that card; returns it.
+
+    What the card measured about these weights (its `precision` entry: the PSNR cost of running
+    them in bf16, which `superres.inference.precision` reads for `--precision auto`) holds only
+    while the weights are unchanged: `card_of` checks that.
+    """
+    model.shipped_card = (dict(card), weights_fingerprint(model))
+    return model
+
+
+def card_of(model: nn.Module) -> Mapping[str, Any] | None:
+    """The card of the shipped weights `model` was loaded with (`attach_card`), or None: a network
+    built or trained here, or shipped weights changed since loading (fine-tuned, blended, copied or
+    moved), whose card's measurements no longer describe it."""
+    attached = getattr(model, "shipped_card", None)
+    if not isinstance(attached, tuple) or len(attached) != 2:
+        return None
+    card, fingerprint = attached
+    return card if fingerprint == weights_fingerprint(model) else None
 
 
 def _load_entry(entry: PretrainedEntry, device: str = "cpu") -> nn.Module:
@@ -244,7 +277,10 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             tensor.copy_(strength * tensor + (1.0 - strength) * base[key])
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    # The card measured the blend at its default strength; another strength is another network.
+    default = entry.card.get("default_denoise")
+    return attach_card(model, entry.card) if default is not None and float(default) == strength else model
 
 
 def load_denoised_spec(spec: str, scale: int, device: str = "cpu") -> nn.Module:
