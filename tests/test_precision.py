@@ -213,6 +213,10 @@ def test_the_image_convolutions_stay_fp32() -> None:
     image = [cast for cast in casts if cast.dtype == torch.float32]
     assert len(image) == 2 and len(casts) > 10  # the first (1 -> 60) and the last (60 -> 4) convolution
     assert {fast._conv_channels(cast.inner) for cast in image} == {(1, 60), (60, 4)}
+    # The first hands bf16 features on, the last a float32 image.
+    assert {(cast.inner.weight.shape[1], cast.output_dtype) for cast in image} == {
+        (1, torch.bfloat16), (60, torch.float32)
+    }
     assert lowered(torch.rand(1, 1, 20, 24)).dtype == torch.float32
 
 

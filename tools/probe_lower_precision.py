@@ -14,7 +14,9 @@ Variants, all of the folded fast-path network (`superres.inference.fast.optimize
   write the image stay float32 (`superres.inference.fast.to_lower_precision`);
 - `int8`: post-training static quantisation, torch's FX graph mode with the x86 backend's default
   qconfig (per-channel int8 weights, histogram-observed uint8 activations), calibrated on 16 LR
-  images of T91 (training images, never the benchmark).
+  images of T91 (training images, never the benchmark): the whole network, skip and all;
+- `int8-inner`: the same, but only the convolutions between the first and the last (everything
+  else float32, each quantised convolution between a quantise and a dequantise).
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def all_convs_bf16(model: nn.Module) -> nn.Module:
     return fast
 
 
-def int8_network(model: nn.Module, scale: int, channels: str, calibration: int = 16) -> nn.Module:
-    from torch.ao.quantization import get_default_qconfig_mapping
+def int8_network(
+    model: nn.Module, scale: int, channels: str, calibration: int = 16, inner_only: bool = False
+) -> nn.Module:
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     from superres.models.reparam import fuse_reparameterizable
@@ -68,7 +72,13 @@ def int8_network(model: nn.Module, scale: int, channels: str, calibration: int =
     inputs = [_tensor(model_input(image, scale, channels, protocol)) for image in pixels]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_fx(graph, get_default_qconfig_mapping("x86"), (inputs[0],))
+        mapping = get_default_qconfig_mapping("x86")
+        if inner_only:
+            convs = [name for name, module in graph.named_modules() if isinstance(module, nn.Conv2d)]
+            mapping = QConfigMapping()
+            for name in convs[1:-1]:
+                mapping.set_module_name(name, get_default_qconfig("x86"))
+        prepared = prepare_fx(graph, mapping, (inputs[0],))
         with torch.no_grad():
             for lr in inputs:
                 prepared(lr)
@@ -94,6 +104,7 @@ def main() -> int:
     inner = optimize_for_inference(model, precision="bf16")
     every = all_convs_bf16(model)
     quantised = int8_network(model, args.scale, channels)
+    quantised_inner = int8_network(model, args.scale, channels, inner_only=True)
 
     def autocast(lr: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -108,7 +119,7 @@ def main() -> int:
 
     variants = {
         "fp32": run(fast), "autocast": autocast, "bf16-all": run(every), "bf16-inner": run(inner),
-        "int8": run(quantised),
+        "int8": run(quantised), "int8-inner": run(quantised_inner),
     }
     generator = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 1 if channels == "Y" else 3, args.size, args.size, generator=generator)

@@ -36,16 +36,17 @@ bf16 (`precision="bf16"`, `to_lower_precision`): the folded network's inner conv
 weights and compute on bf16 activations, while the convolutions that read or write the image
 (the first and the last, found by their channel counts) and everything between the input and the
 first convolution (centring, the bicubic skip) stay float32. On the 2-core AVX-512 BF16 machine
-(no AMX) SPAN60 x2 ran 2.2-2.4x faster and moved Set5 by +0.0006 dB; converting every convolution
-cost 0.006 dB, and torch's bf16 autocast, which casts the image and the skip too, ran only 1.2x
-faster and lost 0.076 dB (docs/precision.md). Whether bf16 is free is measured per shipped model
-and recorded in its card (`superres.inference.precision`). Training uses autocast
-(`superres.training.loop`), where the gradients, not the last 0.01 dB, matter.
+(no AMX) SPAN60 x2's network took 0.6x fp32's time and moved Set5 by -0.0002 dB; converting every
+convolution cost 0.006 dB, and torch's bf16 autocast, which casts the image and the skip too, ran
+about as fast and lost 0.076 dB (`tools/probe_lower_precision.py`, docs/precision.md). Whether
+bf16 is free is measured per shipped model and recorded in its card (`superres.inference.precision`).
+Training uses autocast (`superres.training.loop`), where the gradients, not the last 0.01 dB, matter.
 
 Measured and dropped: bf16 autocast for inference (above; earlier, RED20 under autocast got slower,
 15.7 s vs 9.0 s, and lost 0.10 dB PSNR on Set5 x2); int8 post-training static quantisation (torch's
-FX x86 path, calibrated on T91: SPAN60 x2 ran 0.94x the float32 speed and lost 4.1 dB on Set5,
-ESPCN x2 1.07x and 2.5 dB; docs/precision.md);
+FX x86 path, calibrated on T91: SPAN60 x2 lost 4.1 dB on Set5 quantised whole, 0.14 dB with only
+its inner convolutions, at 0.64x fp32's time against bf16's 0.60x; SRCNN x2 0.26-0.68 dB, ESPCN x2
+2-3 dB; `tools/probe_lower_precision.py`, docs/precision.md);
 `torch.compile` (works offline with gcc but costs ~20 s of compilation per input shape for about
 what ONNX Runtime gives without it); TorchScript freeze + `optimize_for_inference` (within 4% of
 channels-last eager); oneDNN blocked-layout (`to_mkldnn`) models (no better than channels-last except

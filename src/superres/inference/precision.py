@@ -5,9 +5,10 @@
   write the image, the input's centring and any bicubic skip stay float32
   (`superres.inference.fast.to_lower_precision`). It needs a CPU that computes bf16 natively
   (AVX-512 BF16 or AMX-BF16); elsewhere oneDNN emulates it, slower than float32, so it is refused.
-- `int8`: refused. Post-training static quantisation (torch's FX x86 path, calibrated on T91) ran
-  no faster than float32 on this project's CPU and cost 2.5-4 dB of Set5 PSNR (docs/precision.md);
-  no shipped model has an int8 form.
+- `int8`: refused. Post-training static quantisation (torch's FX x86 path, calibrated on T91 LR
+  images) cost 0.14 dB (SPAN60 x2, inner convolutions only) to 4.1 dB (the whole network) of Set5
+  PSNR, far beyond `SAFE_DELTA_DB`, and ran no faster than bf16 where it kept most quality
+  (docs/precision.md, `tools/probe_lower_precision.py`); no shipped model has an int8 form.
 - `auto`: bf16 where the CPU has the instructions, the runtime is the torch CPU path, and the
   model's card (`superres.zoo.pretrained.card_of`: shipped weights, unchanged since loading)
   records that bf16 moved its Set5 and Set14 PSNR by at most `SAFE_DELTA_DB` by the paper protocol
@@ -49,8 +50,8 @@ SAFE_SETS = ("Set5", "Set14")
 LOWER_PRECISIONS = ("bf16",)
 
 INT8_REFUSAL = (
-    "--precision int8 is not available: no shipped model has a calibrated int8 form (torch's CPU int8 "
-    "path ran no faster than fp32 here and lost 2.5-4 dB on Set5; docs/precision.md); use bf16 or fp32"
+    "--precision int8 is not available: no shipped model has a calibrated int8 form (static int8 lost "
+    "0.14-4.1 dB on Set5 and ran no faster than bf16; docs/precision.md); use auto, bf16 or fp32"
 )
 
 
