@@ -259,7 +259,7 @@ def test_model_card_layout(tmp_path: Path) -> None:
 def test_models_command_lists_architectures_and_weights(
     weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["models", "--time"]) == 0
+    assert main(["models", "--time", "--architectures"]) == 0
     out = capsys.readouterr().out
     for name in ("bicubic", "srcnn", "srcnn-tutorial", "rednet", "red_small"):
         assert name in out

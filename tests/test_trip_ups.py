@@ -126,6 +126,26 @@ def test_models_answers_from_the_cards_without_timing(monkeypatch, capsys) -> No
     assert "speed" in out and "superres upscale` sends a JPEG of quality <= 90" in out
 
 
+def test_models_answers_without_importing_torch() -> None:
+    # The cards are JSON: listing them must not wait for torch's import (about a second or more).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, contextlib\n"
+        "from superres.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()): assert main(['models']) == 0\n"
+        "assert 'torch' not in sys.modules, 'superres models imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_models_lists_the_architectures_on_request(capsys) -> None:
+    assert main(["models", "--architectures"]) == 0
+    out = capsys.readouterr().out
+    assert "Architectures (parameters" in out and "span" in out
+
+
 def test_output_format_and_quality_for_a_batch(tmp_path: Path) -> None:
     for name in ("a.png", "b.jpg"):
         write_image(tmp_path / "in" / name, rgba_image()[..., :3])

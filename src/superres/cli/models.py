@@ -23,6 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the speed column is the card's, measured against bicubic when the model was published",
     )
     p.add_argument(
+        "--architectures", action="store_true",
+        help="also list the registered architectures with their parameters, MACs per pixel and "
+        "receptive field (builds each network: a second or two)",
+    )
+    p.add_argument(
         "--markdown", action="store_true",
         help="print the shipped models' tables as Markdown, from the cards (docs/models.md holds "
         "this output; a test keeps the two equal)",
@@ -247,14 +252,16 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         print("\n".join(markdown_tables()))
         return 0
-    print(
-        "Architectures (parameters and MACs per output pixel at default settings and the smallest "
-        "scale; receptive field: LR pixels each side, the most any scale needs):"
-    )
-    headers = ["name", "channels", "works on", "scales", "parameters", "MACs/px", "receptive field"]
-    for line in format_table(headers, architecture_rows()):
-        print("  " + line)
-    print()
+    # From the cards alone unless asked: answering must not wait for torch (tests/test_trip_ups.py).
+    if args.architectures:
+        print(
+            "Architectures (parameters and MACs per output pixel at default settings and the smallest "
+            "scale; receptive field: LR pixels each side, the most any scale needs):"
+        )
+        headers = ["name", "channels", "works on", "scales", "parameters", "MACs/px", "receptive field"]
+        for line in format_table(headers, architecture_rows()):
+            print("  " + line)
+        print()
     rows = pretrained_rows()
     if not rows:
         print("Pretrained weights: none ship with this version; `superres upscale` uses bicubic.")

@@ -29,16 +29,17 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from superres.atomic import atomic_write_bytes
 from superres.errors import ModelError
 from superres.zoo import DEFAULT_ALIAS, DEFAULT_SCALE, FAST_ALIAS
-from superres.zoo.checkpoint import load_model
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
+
+    from torch import nn
+
+# torch is imported where a network is loaded, not here: reading the cards (`superres models`, the
+# default and `fast` choices, the web page's menu) must not wait for it.
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ def _real_path(item: Traversable) -> Iterator[Path]:
 
 
 def _load_checkpoint_model(path: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
+    from superres.zoo.checkpoint import load_model
+
     model, metadata = load_model(path, device=device)
     model.eval()
     return model, metadata
@@ -274,6 +277,8 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     model = _load_entry(entry)
     clean = load_pretrained(str(base_name), scale)
     base = clean.info.to_rgb(clean).state_dict()
+    import torch
+
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             tensor.copy_(strength * tensor + (1.0 - strength) * base[key])
