@@ -204,7 +204,7 @@ def test_a_target_width_picks_the_scale_that_reaches_it(tmp_path: Path, capsys) 
     write_image(tmp_path / "a.png", _textured(40, 50))
     assert main(["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--width", "120"]) == 0
     assert read_image(tmp_path / "a_w120.png").pixels.shape == (96, 120, 3)  # x2.4: run at x3
-    assert "espcn" in capsys.readouterr().out
+    assert "espcn at x3, then downscaled to w120 (antialiased bicubic)" in capsys.readouterr().out
     both = ["upscale", str(tmp_path / "a.png"), "--model", "espcn", "--width", "90", "--height", "70"]
     assert main(both) == 0 and read_image(tmp_path / "a_90x70.png").pixels.shape == (70, 90, 3)
     # Beyond what the model's scale reaches: that image fails with one line, nothing is written.

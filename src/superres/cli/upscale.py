@@ -245,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         report.extend(_upscale_videos(videos, args, spec, scale, device))
     method = " / ".join(routes) if images else spec
     method = f"{method} (x8 self-ensemble)" if args.self_ensemble else method
+    if output_size is not None and images:
+        method = f"{method} at x{scale}, then downscaled to {output_size.label()} (antialiased bicubic)"
     print(f"upscaled with {method} on {device}: {report.summary()}")
     if len(report.written) == 1:
         print(f"wrote {report.written[0]}")
