@@ -430,4 +430,4 @@ def test_onnx_export_where_torch_can_and_one_line_where_it_cannot(
     capsys.readouterr()
     # SwinIR computes its window partition sizes in Python: the traced graph runs at one size only.
     assert main(["export", "--model", str(model_files["swinir"]), "-o", str(tmp_path / "s.onnx")]) == 2
-    assert "traced size only" in one_error_line(capsys)
+    assert "does not run on another image size" in one_error_line(capsys)

@@ -195,20 +195,20 @@ def _check_runs_at_another_size(onnx_bytes: bytes, channels: int) -> None:
     as constants by the tracer. Skipped where ONNX Runtime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
         return
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 4  # fatal only: the failure below is reported as one line
-    session = onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_bytes, num_threads=1)
     lr = torch.rand(1, channels, 13, 17, generator=torch.Generator().manual_seed(0))
+    _run_at_another_size(session, lr)
+
+
+def _run_at_another_size(session: Any, lr: torch.Tensor) -> Any:
+    """The session's output for `lr` (a size other than the traced one), or one `ModelError` line."""
     try:
-        session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})
+        return session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
     except Exception as error:  # noqa: BLE001 - ONNX Runtime's own error types; one line for the user
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelError(
-            "torch's ONNX export of this network runs at the traced size only (sizes computed in "
-            f"Python were frozen into the graph); use the torch backend: {first[:200]}"
+            "the exported graph does not run on another image size (sizes computed in Python were "
+            f"frozen when torch traced the network); use the torch backend: {first[:200]}"
         ) from None
 
 
@@ -235,14 +235,7 @@ def verify_onnx(model: nn.Module, onnx_bytes: bytes, *, tolerance: float = VERIF
     lr = torch.rand(2, num_channels_of(model), 13, 17, generator=generator)
     with torch.inference_mode():
         expected = copy.deepcopy(model).cpu().float().eval()(lr).numpy()
-    try:
-        actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
-    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own error types; one line for the user
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ModelError(
-            "the exported graph does not run on another image size (sizes computed in Python were "
-            f"frozen when torch traced the network): {first[:300]}"
-        ) from None
+    actual = _run_at_another_size(session, lr)
     if actual.shape != expected.shape:
         raise ModelError(f"ONNX output shape {actual.shape} differs from PyTorch's {expected.shape}")
     difference = float(abs(actual - expected).max())
