@@ -212,3 +212,22 @@ def test_a_target_width_picks_the_scale_that_reaches_it(tmp_path: Path, capsys) 
     assert main(too_wide) == 1
     assert "needs x8.00, more than the model's x2" in capsys.readouterr().err
     assert not (tmp_path / "a_w400.png").exists()
+
+
+def test_the_python_api_takes_sizes_too(tmp_path: Path) -> None:
+    from superres.inference.pipeline import upscale_image
+    from superres.ops.resize import imresize
+    from superres.zoo.names import resolve_model
+
+    pixels = _textured(20, 30)
+    fp32 = {"model": "espcn", "precision": "fp32"}
+    half_again = superres.upscale(pixels, scale=1.5, **fp32)
+    expected = imresize(upscale_image(pixels, resolve_model("espcn", 2)), size=(30, 45))
+    np.testing.assert_array_equal(half_again, expected)
+    assert superres.upscale(pixels, width=80, **fp32).shape == (53, 80, 3)  # x2.67: run at x3
+    write_image(tmp_path / "a.png", pixels)
+    assert superres.upscale(tmp_path / "a.png", height=50, **fp32) == tmp_path / "a_h50.png"
+    assert read_image(tmp_path / "a_h50.png").pixels.shape == (50, 75, 3)
+    report = superres.upscale_files([tmp_path / "a.png"], tmp_path / "out", width=60, **fp32)
+    assert [path.name for path in report.written] == ["a_w60.png"]
+    assert read_image(tmp_path / "out" / "a_w60.png").pixels.shape == (40, 60, 3)

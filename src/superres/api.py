@@ -298,7 +298,9 @@ def upscale(
     image: Any,
     model: str = "default",
     *,
-    scale: int | None = None,
+    scale: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
     tile: str | int | None = "auto",
     device: str = "auto",
     backend: str = "torch",
@@ -317,6 +319,9 @@ def upscale(
       alpha, gray and the ICC profile as `superres upscale` does, and the output `Path` returned.
 
     `tile`: "auto", LR pixels per tile, or None for one pass; the result is the same.
+    `scale` may be a fraction (1.5), or `width` and/or `height` name the output size: the model
+    runs at the next whole scale (for a size, the smallest that reaches it) and its result is
+    downscaled with MATLAB's antialiased bicubic, as `superres upscale --scale 1.5 / --width`.
     `scale=None`: the checkpoint's scale for a path, the one scale a shipped name ships at
     (`span-gan`: x4), else 2.
     `model="default"` looks at the input first: a compressed (a JPEG file of quality <= 90) or
@@ -330,6 +335,10 @@ def upscale(
     """
     from PIL import Image as PILImage
 
+    if width is not None or height is not None or (scale is not None and not float(scale).is_integer()):
+        return _upscale_to_size(image, model, scale, width, height, denoise=denoise, output=output,
+                                tile=tile, device=device, backend=backend, self_ensemble=self_ensemble,
+                                precision=precision)
     if denoise is not None:
         model = f"{'real' if model == 'default' else model}@denoise={denoise:g}"
     options = dict(
@@ -347,6 +356,36 @@ def upscale(
     raise TypeError(
         f"upscale takes a numpy array, a PIL image or a path, not {type(image).__name__}"
     )
+
+
+def _upscale_to_size(
+    image: Any, model: str, scale: float | None, width: int | None, height: int | None, **options: Any
+) -> Any:
+    """`upscale` to a size other than a whole scale: the model's result, then the downscale."""
+    from PIL import Image as PILImage
+
+    from superres.batch.files import input_shapes, output_name
+    from superres.batch.worker import choose_output_size, fit_to_size
+
+    output = options.pop("output")
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        size, model_scale = choose_output_size(scale, width, height, input_shapes([path]))
+        loaded = read_image(path)
+        sr = upscale(loaded.pixels, model, scale=model_scale, **options)
+        fitted = fit_to_size(sr, size, loaded.pixels.shape, model_scale)
+        target = Path(output) if output is not None else path.with_name(output_name(path, size.label()))
+        if target.resolve() == path.resolve():
+            raise ConfigError(f"refusing to overwrite input {path} with its upscaled result")
+        return write_image(target, fitted, icc_profile=loaded.icc_profile)
+    if isinstance(image, PILImage.Image):
+        pixels, icc_profile = _pixels_of_pil(image)
+        return _pil_of_pixels(_upscale_to_size(pixels, model, scale, width, height, output=None, **options),
+                              icc_profile)
+    pixels = np.asarray(image)
+    size, model_scale = choose_output_size(scale, width, height, [pixels.shape[:2]])
+    sr = upscale(pixels, model, scale=model_scale, **options)
+    return fit_to_size(sr, size, pixels.shape, model_scale)
 
 
 def model_for_image(model: str, pixels: np.ndarray, scale: int | None, path: Path | None = None) -> str:
@@ -383,7 +422,9 @@ def upscale_files(
     output: str | os.PathLike[str] | None = None,
     *,
     model: str = "default",
-    scale: int | None = DEFAULT_SCALE,
+    scale: float | None = DEFAULT_SCALE,
+    width: int | None = None,
+    height: int | None = None,
     overwrite: bool = False,
     tile: str | int | None = "auto",
     device: str = "auto",
@@ -399,15 +440,20 @@ def upscale_files(
     `overwrite`; a bad file is reported in the returned `BatchReport` (`.written`, `.skipped`,
     `.failed`) while the rest completes. `output_format` ("webp", "png", ...) and `quality` as
     `--format` / `--quality`; `background`: what alpha is flattened onto for JPEG and BMP;
-    `precision` as in `upscale`."""
+    `precision`, and a fractional `scale` or a `width`/`height`, as in `upscale`."""
+    from superres.batch.files import input_shapes
     from superres.batch.files import upscale_files as upscale_batch
+    from superres.batch.worker import choose_output_size
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    inputs = list(inputs)
+    shapes = input_shapes(inputs) if width is not None or height is not None else []
+    size, scale = choose_output_size(scale, width, height, shapes)
     return upscale_batch(
         inputs, output, scale=scale, model=load_model(model, scale, device), overwrite=overwrite, tile=tile,
         device=device, backend=backend, self_ensemble=self_ensemble, output_format=output_format,
-        quality=quality, background=background, precision=precision,
+        quality=quality, background=background, precision=precision, output_size=size,
     )
 
 

@@ -112,6 +112,22 @@ def output_name(input_path: Path, scale: int | str, output_format: str | None = 
     return f"{input_path.stem}_{label}{suffix}"
 
 
+def input_shapes(inputs: Iterable[str | Path]) -> list[tuple[int, int]]:
+    """(height, width) of each image the inputs name, from the file headers (Pillow reads only
+    those); unreadable files are left out (the batch reports them)."""
+    from PIL import Image
+
+    named, found, _ = expand_inputs(inputs)
+    shapes = []
+    for path in [*named, *found]:
+        try:
+            with Image.open(path) as opened:
+                shapes.append((opened.height, opened.width))
+        except (OSError, ValueError):
+            continue
+    return shapes
+
+
 def output_is_single_file(output: Path, count: int) -> bool:
     """Whether `-o output` names one output file; ConfigError when it names a file for several
     inputs, or a file of a format that is read but not written."""

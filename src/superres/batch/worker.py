@@ -132,6 +132,33 @@ class OutputSize:
         return f"w{self.width}" if self.width is not None else f"h{self.height}"
 
 
+#: The scales the trained models ship at: a target size runs the smallest that reaches it.
+TRAINED_SCALES = (2, 3, 4)
+
+
+def choose_output_size(
+    scale: float | None, width: int | None, height: int | None, shapes: Sequence[tuple[int, int]]
+) -> tuple[OutputSize | None, int | None]:
+    """(`OutputSize` or None, the whole scale to run the model at) from a scale that may be a
+    fraction, a width and a height; `shapes`: (height, width) of the inputs.
+
+    A fraction runs the model at the next whole scale (at least 2); a width or height without a
+    whole scale runs it at the smallest trained scale that reaches the size for every input."""
+    import math
+
+    if width is None and height is None:
+        if scale is not None and not float(scale).is_integer():
+            return OutputSize(factor=float(scale)), max(2, math.ceil(scale))
+        return None, None if scale is None else int(scale)
+    if scale is not None and not float(scale).is_integer():
+        raise ConfigError("give a fractional scale or a width/height, not both")
+    size = OutputSize(width=width, height=height)
+    if scale is not None:
+        return size, int(scale)
+    needed = max((size.needed_factor(*shape) for shape in shapes), default=2.0)
+    return size, next((s for s in TRAINED_SCALES if s >= needed - 1e-9), TRAINED_SCALES[-1])
+
+
 def fit_to_size(sr: np.ndarray, size: OutputSize, input_shape: tuple[int, ...], scale: int) -> np.ndarray:
     """`sr` (an input of `input_shape` upscaled `scale` times) brought to `size`."""
     from superres.ops.resize import imresize

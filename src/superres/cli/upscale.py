@@ -254,44 +254,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _output_size(args: argparse.Namespace) -> tuple[object | None, int | None]:
-    """(`OutputSize` or None, the whole scale to run the model at) from --scale, --width, --height.
-
-    A fraction runs the model at the next whole scale (at least 2); a width or height without a
-    whole --scale runs it at the smallest trained scale that reaches the size for every input."""
-    import math
-
-    from superres.batch.worker import OutputSize
-
-    if args.width is None and args.height is None:
-        if isinstance(args.scale, float):
-            return OutputSize(factor=args.scale), max(2, math.ceil(args.scale))
-        return None, args.scale
-    if isinstance(args.scale, float):
-        raise ConfigError("give a fractional --scale or --width/--height, not both")
-    size = OutputSize(width=args.width, height=args.height)
-    if args.scale is not None:
-        return size, args.scale
-    needed = max((size.needed_factor(*shape) for shape in _input_shapes(args.inputs)), default=2.0)
-    trained = (2, 3, 4)
-    return size, next((scale for scale in trained if scale >= needed - 1e-9), trained[-1])
-
-
-def _input_shapes(inputs: list[str]) -> list[tuple[int, int]]:
-    """(height, width) of each image input, from its header (Pillow reads only that)."""
-    from PIL import Image
-
-    from superres.batch.files import expand_inputs
+    """(`OutputSize` or None, the whole scale to run the model at) from --scale, --width, --height
+    (`superres.batch.worker.choose_output_size`; sizes from the image inputs' headers)."""
+    from superres.batch.files import input_shapes
     from superres.batch.video import is_video
+    from superres.batch.worker import choose_output_size
 
-    named, found, _ = expand_inputs([item for item in inputs if not is_video(item)])
     shapes = []
-    for path in [*named, *found]:
-        try:
-            with Image.open(path) as opened:
-                shapes.append((opened.height, opened.width))
-        except (OSError, ValueError):
-            continue  # unreadable: the batch reports it
-    return shapes
+    if args.width is not None or args.height is not None:
+        shapes = input_shapes([item for item in args.inputs if not is_video(item)])
+    return choose_output_size(args.scale, args.width, args.height, shapes)
 
 
 def _with_denoise(named: str | None, spec: str, strength: float) -> str:
