@@ -187,6 +187,19 @@ def test_before_is_the_bicubic_enlargement_and_the_output_format_is_the_one_aske
     assert request(f"{server}api/jobs/{job['id']}/result")[2][8:12] == b"WEBP"
 
 
+def test_an_output_width_downscales_the_result_and_the_before_side(server: str, tmp_path: Path) -> None:
+    body = png_bytes(tmp_path, smooth_image(20, 26, 3))
+    _, job = submit(server, body, model="bicubic", scale=3, width=60)
+    job = wait_for(server, job["id"])
+    assert job["state"] == "done" and (job["output"]["width"], job["output"]["height"]) == (60, 46), job
+    (tmp_path / "before.png").write_bytes(request(f"{server}api/jobs/{job['id']}/before")[2])
+    assert read_image(tmp_path / "before.png").pixels.shape == (46, 60, 3)  # the same size, to compare
+    _, job = submit(server, body, model="bicubic", scale=2, width=200)  # beyond x2: one line
+    job = wait_for(server, job["id"])
+    assert job["state"] == "error" and "more than the model's x2" in job["error"]
+    assert submit(server, body, model="bicubic", width="wide")[0] == 400
+
+
 def test_download_all_is_one_zip_of_finished_results(server: str, tmp_path: Path) -> None:
     body = png_bytes(tmp_path, smooth_image(10, 14, 3))
     ids = []

@@ -411,7 +411,17 @@ class _Server:
             "model": model, "scale": scale, "tile": tile,
             "self_ensemble": ensemble in ("true", "1"), "name": clean_name(query.get("name")),
             "format": output_format(query.get("format")), "quality": output_quality(query.get("quality")),
+            "width": self._output_width(query.get("width")),
         }
+
+    def _output_width(self, text: str | None) -> int | None:
+        """The page's optional output width: the model's result downscaled to it."""
+        if not text:
+            return None
+        width = int(text) if text.isdigit() else 0
+        if not 1 <= width <= self.limits.max_output_pixels:
+            raise BadRequest("width must be a whole number of pixels")
+        return width
 
     @staticmethod
     def _denoised(model: str, name: str, scale: int, text: str) -> str:
@@ -497,7 +507,7 @@ class _Server:
                 name=options["name"], image_format=image_format, extension=extension,
                 folder=folder, model=options["model"], scale=options["scale"],
                 self_ensemble=options["self_ensemble"], tile=options["tile"], input_info=info,
-                output_format=options["format"], quality=options["quality"],
+                output_format=options["format"], quality=options["quality"], width=options["width"],
             )
             self.jobs.submit(job)
         except ClientDisconnect:

@@ -115,6 +115,7 @@ class Job:
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     output_format: str | None = None  # a writable `formats` name; None: the upload's
     quality: int = DEFAULT_QUALITY  # JPEG and WebP
+    width: int | None = None  # the output's width, reached by downscaling; None: the scale's
     started: float | None = None  # time.monotonic() when the network started on it
     estimate_s: float | None = None  # the run's expected seconds, from this server's last speed
 
@@ -310,6 +311,7 @@ class JobQueue:
             self_ensemble=job.self_ensemble, progress=progress,
         )
         job.seconds = round(time.perf_counter() - started, 3)
+        sr = self._to_width(job, sr, loaded.pixels.shape)
         written, notes = fit_to_format(sr, job.result_format)
         write_image(job.result_path, written, icc_profile=loaded.icc_profile, quality=job.quality)
         if not browser_shows(job.result_format):
@@ -328,6 +330,15 @@ class JobQueue:
             job.progress = 1.0
             job.state = "done"
 
+    @staticmethod
+    def _to_width(job: Job, sr: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+        """`sr` downscaled to the job's width (antialiased bicubic), as `superres upscale --width`."""
+        if job.width is None:
+            return sr
+        from superres.batch.worker import OutputSize, fit_to_size
+
+        return fit_to_size(sr, OutputSize(width=job.width), input_shape, job.scale)
+
     def _write_before(self, job: Job, loaded: LoadedImage) -> None:
         """The "before" preview: the loaded upload enlarged by the `bicubic` model to the output's
         size, written as the "after" preview is (same format and quality, alpha flattened alike,
@@ -337,6 +348,7 @@ class JobQueue:
         from superres.models.bicubic import Bicubic
 
         enlarged = upscale_image(loaded.pixels, Bicubic(job.scale), tile="auto", device=self.device)
+        enlarged = self._to_width(job, enlarged, loaded.pixels.shape)
         enlarged, _ = fit_to_format(enlarged, job.result_format)
         icc_profile = loaded.icc_profile if browser_shows(job.result_format) else None
         write_image(job.preview_path("before"), enlarged, icc_profile=icc_profile, quality=job.quality)

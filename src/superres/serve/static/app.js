@@ -161,6 +161,7 @@ async function upload(file, name = file.name) {
   });
   if (!$("#denoise-control").hidden) query.set("denoise", $("#denoise").value);
   if (!$("#quality-control").hidden) query.set("quality", $("#quality").value);
+  if ($("#width").value) query.set("width", $("#width").value);
   try {
     const job = await api(`/api/jobs?${query}`, {
       method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" },
