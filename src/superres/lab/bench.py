@@ -13,7 +13,10 @@ says for those kwargs) is upscaled by:
   baseline;
 - `torch`: `superres.inference.backends.make_backend(model, "torch")`, the fast CPU path of
   `superres.inference.fast`;
-- `onnxruntime`: `make_backend(model, "onnxruntime")`.
+- `torch-bf16`: the same with its inner convolutions in bf16 (`precision="bf16"`, what
+  `--precision auto` runs where a model's card allows it), only where the CPU has bf16;
+- `onnxruntime`: `make_backend(model, "onnxruntime")` (float32: its CPU provider has no bf16
+  convolutions; OpenVINO is not installed here and not benchmarked).
 
 Each is run `warmup` times untimed, then `repeats` times; the median wall time counts. Achieved
 GFLOP/s is counted from the layer shapes (`count_conv_flops`: 2 FLOPs per multiply-accumulate of
@@ -45,7 +48,7 @@ JSON (`run_bench(...)` returns it; `superres bench --json` prints it), schema `s
                             warmup, training, training_repeats, matmul_size, quick,
                             model_kwargs (per model: the effective constructor kwargs timed)}
     matmul                 {size, gflops (the reference), gflops_start, gflops_end}
-    inference              list of {model, scale, backend ("eager" | "torch" | "onnxruntime"),
+    inference              list of {model, scale, backend ("eager" | "torch" | "torch-bf16" | "onnxruntime"),
                             batch, lr_size [h, w], output_size [H, W], median_s, min_s, times_s,
                             megapixels_per_s (output), gflop (per call), gflops, matmul_ratio,
                             speedup_vs_eager}
@@ -84,6 +87,7 @@ from superres.inference.fast import (
     retain_freed_memory,
     to_channels_last,
 )
+from superres.inference.precision import cpu_runs_bf16
 from superres.models import create_model, get_model_info, list_models
 from superres.models.complexity import count_conv_flops
 
@@ -105,13 +109,19 @@ _LEARNING_RATE = 1e-4
 Progress = Callable[[str], None]
 
 
+#: The runtimes and precisions timed against each other: the torch fast path in float32 and with its
+#: inner convolutions in bf16 (`superres.inference.precision`, skipped where the CPU lacks bf16),
+#: and ONNX Runtime, whose CPU provider has no bf16 convolutions (float32 only).
+BENCH_BACKENDS = ("torch", "torch-bf16", "onnxruntime")
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What `run_bench` measures. Sizes are output (height, width)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
     scales: tuple[int, ...] = (2,)
-    backends: tuple[str, ...] = ("torch", "onnxruntime")
+    backends: tuple[str, ...] = ("torch", "torch-bf16", "onnxruntime")
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
     repeats: int = 3
     warmup: int = 1
@@ -160,8 +170,8 @@ class BenchSettings:
                 get_model_info(name).check_scale(scale)
             self.kwargs_for(name)  # ModelError for an unknown kwarg
         for backend in self.backends:
-            if backend not in ("torch", "onnxruntime"):
-                raise ConfigError(f"unknown backend {backend!r}; available: torch, onnxruntime")
+            if backend not in BENCH_BACKENDS:
+                raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BENCH_BACKENDS)}")
         if self.repeats < 1 or self.warmup < 0 or self.training_repeats < 1:
             raise ConfigError(
                 f"repeats must be >= 1 and warm-up >= 0, got {self.repeats} and {self.warmup}"
@@ -242,7 +252,8 @@ def _bench_backend_inference(
     name: str, scale: int, size: tuple[int, int], backend: str, settings: BenchSettings
 ) -> dict[str, Any]:
     model = _new_model(name, scale, settings).eval()
-    runner = make_backend(model, backend)
+    runtime, _, precision = backend.partition("-")
+    runner = make_backend(model, runtime, precision=precision or "fp32")
     lr = torch.rand(1, _num_channels(name, settings), *lr_size_for(size, scale))
     return _inference_record(name, scale, backend, model, lr, lambda: runner(lr), settings)
 
@@ -418,6 +429,8 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict
     for name, scale in combos:
         for size in settings.sizes:
             for backend in settings.backends:
+                if backend.endswith("-bf16") and not cpu_runs_bf16():
+                    continue  # refused, not emulated: oneDNN's emulation is slower than float32
                 say(f"{name} x{scale} {size[1]}x{size[0]} {backend}")
                 inference.append(_bench_backend_inference(name, scale, size, backend, settings))
         if settings.training:
