@@ -439,3 +439,26 @@ def test_float_round_trip_is_exact(dtype: type) -> None:
 def test_from_float_rejects_other_dtypes() -> None:
     with pytest.raises(TypeError, match="uint8 or uint16"):
         from_float(np.zeros(2), np.int16)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "channels", "dtype", "expected"),
+    [(".png", 4, np.uint16, 8), (".png", 1, np.uint16, 2), (".png", 3, np.uint8, 3),
+     (".tif", 3, np.uint16, 8), (".jpg", 3, np.uint8, 3), (".bmp", 4, np.uint8, 3)],  # BMP: alpha flattened
+)
+def test_probe_reads_size_and_bytes_a_pixel_from_the_header(
+    tmp_path: Path, suffix: str, channels: int, dtype: type, expected: int
+) -> None:
+    from superres.images import probe_image
+
+    pixels = np.zeros((5, 7, channels), dtype=dtype)
+    path = tmp_path / f"a{suffix}"
+    write_image(path, pixels[:, :, 0] if channels == 1 else pixels)
+    width, height, pixel_bytes = probe_image(path)
+    assert (width, height) == (7, 5) and pixel_bytes >= pixel_bytes_of(read_image(path).pixels)
+    assert pixel_bytes == expected
+
+
+def pixel_bytes_of(pixels: np.ndarray) -> int:
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return channels * pixels.dtype.itemsize

@@ -181,3 +181,16 @@ def test_fifty_uploads_at_once_stay_in_a_memory_budget_and_the_page_answers(tmp_
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_uploads_are_admitted_by_decoded_bytes_read_from_the_header(tmp_path: Path) -> None:
+    # 16-bit RGBA is 8 bytes a pixel: under the pixel limit, it can still be over the byte budget.
+    running = start_in_thread(device="cpu", limits=Limits(max_pixels=300_000))  # budget: 1.2 MB
+    try:
+        url = f"{running.url}api/jobs?model=bicubic&scale=2"
+        deep = png(tmp_path, 400, 400, np.uint16, 4)  # 160,000 px (under 300,000) x 8 B = 1.28 MB
+        status, answer = post(url, deep, OCTETS)
+        assert status == 413 and "8 bytes a pixel" in answer["error"] and "MiB decoded" in answer["error"]
+        assert post(url, png(tmp_path, 400, 400), OCTETS)[0] == 201  # the same size in 8-bit RGB
+    finally:
+        running.stop()

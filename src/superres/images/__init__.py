@@ -51,6 +51,7 @@ __all__ = [
     "READ_EXTENSIONS",
     "LoadedImage",
     "default_max_pixels",
+    "probe_image",
     "from_float",
     "list_images",
     "read_image",
@@ -179,6 +180,18 @@ def read_image(
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     pixels = apply_orientation(decoded.pixels, decoded.orientation)
     return LoadedImage(np.ascontiguousarray(pixels), decoded.icc_profile, path)
+
+
+def probe_image(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """(width, height, bytes per decoded pixel at most) of an image file, read from its header:
+    nothing is decoded, so a server can refuse by memory before it commits any."""
+    path = Path(path)
+    _check_is_nonempty_file(path)
+    try:
+        with open(path, "rb") as fp, _open_decoder(fp, path) as decoder:
+            return decoder.width, decoder.height, decoder.bytes_per_pixel
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
 
 
 def _open_decoder(fp: BinaryIO, path: Path) -> AbstractContextManager[Decoder]:

@@ -37,6 +37,11 @@ class Decoder(Protocol):
     @property
     def height(self) -> int: ...
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Bytes one pixel of `decode`'s result takes at most (channels x 1 or 2), from the header."""
+        ...
+
     def decode(self) -> Decoded: ...
 
 

@@ -89,6 +89,13 @@ class PillowDecoder:
     def height(self) -> int:
         return self.image.height
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        # At most RGBA (a palette may hold alpha); 16-bit and wider integer modes come out as uint16.
+        sample = 2 if self.image.mode.startswith(("I", "F")) else 1
+        channels = 4 if self.image.mode == "P" else min(4, len(self.image.getbands()))
+        return sample * channels
+
     def decode(self) -> Decoded:
         image, path = self.image, self.path
         try:

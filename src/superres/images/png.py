@@ -150,6 +150,12 @@ class PngDecoder:
     def height(self) -> int:
         return self.header.height
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        # A colour key (tRNS on gray or RGB) becomes an alpha channel.
+        channels = self.header.channels + (self.colour_key is not None)
+        return channels * (2 if self.header.bit_depth == 16 else 1)
+
     def decode(self) -> Decoded:
         pixels = _decode_pixels(self.image_data, self.header, self.path)
         if self.colour_key is not None and self.header.colour_type in (0, 2):

@@ -168,6 +168,10 @@ class TiffDecoder:
     def height(self) -> int:
         return self.layout.height
 
+    @property
+    def bytes_per_pixel(self) -> int:
+        return 8  # 16-bit gray+alpha, RGB or RGBA: at most four 2-byte samples
+
     def decode(self) -> Decoded:
         """HWC native-endian uint16 pixels; `ImageReadError` naming the path if damaged."""
         return _read_sixteen_bit_colour(self.fp, self.path)

@@ -110,6 +110,13 @@ class Limits:
     max_pixels: int = 2**24  # 16.7 MP in: a 4896 x 3264 photo
     max_output_pixels: int = 2**27  # 134 MP out: a 16 MP image at x2, 8 MP at x4
     max_tile: int = 4096
+    #: Bytes one decoded upload may take, read from its header before decoding: the pixel limit
+    #: in 8-bit RGBA, so a 16-bit RGBA image (8 bytes a pixel) is held to half the pixels.
+    max_decoded_bytes: int | None = None  # None: 4 x max_pixels
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.max_decoded_bytes if self.max_decoded_bytes is not None else 4 * self.max_pixels
 
 
 class BadRequest(SuperresError):
@@ -474,9 +481,21 @@ class _Server:
         """Decode the whole file now (a truncated or bomb file fails here, at once) and check
         the output size; the description of the input for the page."""
         from superres.api import read_image
+        from superres.images import probe_image
 
         try:
+            width, height, pixel_bytes = probe_image(path)
+            # Over the pixel limit: the reader's own message below (the decompression bomb guard).
+            pixels = width * height
+            if pixels <= self.limits.max_pixels and pixels * pixel_bytes > self.limits.decoded_bytes:
+                raise BadRequest(
+                    f"{name}: {width}x{height} at {pixel_bytes} bytes a pixel needs "
+                    f"{width * height * pixel_bytes / 2**20:.0f} MiB decoded, over this server's "
+                    f"{self.limits.decoded_bytes / 2**20:.0f} MiB", 413,
+                )
             loaded = read_image(path, max_pixels=self.limits.max_pixels)
+        except BadRequest:
+            raise
         except SuperresError as error:
             # The reader's words are for the command line: here the limit is the server's
             # --max-megapixels, and formats read but not written (GIF) are refused before decoding.
