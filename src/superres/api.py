@@ -335,10 +335,9 @@ def upscale(
     """
     from PIL import Image as PILImage
 
+    size = None
     if width is not None or height is not None or (scale is not None and not float(scale).is_integer()):
-        return _upscale_to_size(image, model, scale, width, height, denoise=denoise, output=output,
-                                tile=tile, device=device, backend=backend, self_ensemble=self_ensemble,
-                                precision=precision)
+        size, scale = _output_size(image, scale, width, height)
     if denoise is not None:
         model = f"{'real' if model == 'default' else model}@denoise={denoise:g}"
     options = dict(
@@ -346,46 +345,42 @@ def upscale(
         self_ensemble=self_ensemble, precision=precision,
     )
     if isinstance(image, np.ndarray):
-        return upscale_pixels(image, **_for_input(options, image))
+        return _fitted(upscale_pixels(image, **_for_input(options, image)), size, image.shape)
     if isinstance(image, PILImage.Image):
         pixels, icc_profile = _pixels_of_pil(image)
-        sr = upscale_pixels(pixels, **_for_input(options, pixels))
+        sr = _fitted(upscale_pixels(pixels, **_for_input(options, pixels)), size, pixels.shape)
         return _pil_of_pixels(sr, icc_profile)
     if isinstance(image, (str, os.PathLike)):
-        return _upscale_file(Path(image), output, options)
+        return _upscale_file(Path(image), output, options, size)
     raise TypeError(
         f"upscale takes a numpy array, a PIL image or a path, not {type(image).__name__}"
     )
 
 
-def _upscale_to_size(
-    image: Any, model: str, scale: float | None, width: int | None, height: int | None, **options: Any
-) -> Any:
-    """`upscale` to a size other than a whole scale: the model's result, then the downscale."""
+def _output_size(image: Any, scale: float | None, width: int | None, height: int | None) -> tuple[Any, int]:
+    """(`OutputSize`, the whole scale to run the model at) for a fractional scale or a width/height
+    (`superres.batch.worker.choose_output_size`), from the input's size."""
     from PIL import Image as PILImage
 
-    from superres.batch.files import input_shapes, output_name
-    from superres.batch.worker import choose_output_size, fit_to_size
+    from superres.batch.files import input_shapes
+    from superres.batch.worker import choose_output_size
 
-    output = options.pop("output")
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        size, model_scale = choose_output_size(scale, width, height, input_shapes([path]))
-        loaded = read_image(path)
-        sr = upscale(loaded.pixels, model, scale=model_scale, **options)
-        fitted = fit_to_size(sr, size, loaded.pixels.shape, model_scale)
-        target = Path(output) if output is not None else path.with_name(output_name(path, size.label()))
-        if target.resolve() == path.resolve():
-            raise ConfigError(f"refusing to overwrite input {path} with its upscaled result")
-        return write_image(target, fitted, icc_profile=loaded.icc_profile)
-    if isinstance(image, PILImage.Image):
-        pixels, icc_profile = _pixels_of_pil(image)
-        return _pil_of_pixels(_upscale_to_size(pixels, model, scale, width, height, output=None, **options),
-                              icc_profile)
-    pixels = np.asarray(image)
-    size, model_scale = choose_output_size(scale, width, height, [pixels.shape[:2]])
-    sr = upscale(pixels, model, scale=model_scale, **options)
-    return fit_to_size(sr, size, pixels.shape, model_scale)
+        shapes = input_shapes([Path(image)])
+    elif isinstance(image, PILImage.Image):
+        shapes = [(image.height, image.width)]
+    else:
+        shapes = [np.shape(image)[:2]]
+    return choose_output_size(scale, width, height, shapes)
+
+
+def _fitted(sr: np.ndarray, size: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+    """`sr` downscaled to `size` (an `OutputSize`), or as it is for None."""
+    if size is None:
+        return sr
+    from superres.batch.worker import fit_to_size
+
+    return fit_to_size(sr, size, input_shape, sr.shape[0] // input_shape[0])
 
 
 def model_for_image(model: str, pixels: np.ndarray, scale: int | None, path: Path | None = None) -> str:
@@ -405,13 +400,14 @@ def _for_input(options: dict, pixels: np.ndarray, path: Path | None = None) -> d
     return {**options, "model": model_for_image(options["model"], pixels, options["scale"], path)}
 
 
-def _upscale_file(path: Path, output: str | os.PathLike[str] | None, options: dict) -> Path:
+def _upscale_file(path: Path, output: str | os.PathLike[str] | None, options: dict, size: Any = None) -> Path:
     from superres.batch.files import output_name
 
     loaded = read_image(path)
     sr = upscale_pixels(loaded.pixels, **_for_input(options, loaded.pixels, path))
-    scale = sr.shape[0] // loaded.pixels.shape[0]
-    target = Path(output) if output is not None else path.with_name(output_name(path, scale))
+    label = size.label() if size is not None else sr.shape[0] // loaded.pixels.shape[0]
+    sr = _fitted(sr, size, loaded.pixels.shape)
+    target = Path(output) if output is not None else path.with_name(output_name(path, label))
     if target.resolve() == path.resolve():
         raise ConfigError(f"refusing to overwrite input {path} with its upscaled result")
     return write_image(target, sr, icc_profile=loaded.icc_profile)
