@@ -51,6 +51,7 @@ __all__ = [
     "READ_EXTENSIONS",
     "LoadedImage",
     "default_max_pixels",
+    "flatten_for_format",
     "probe_image",
     "from_float",
     "list_images",
@@ -317,18 +318,32 @@ def _fit_pixels_to_format(
     background: tuple[int, int, int] = WHITE,
 ) -> np.ndarray:
     """Flatten what the format cannot store (alpha: over `background`; 16 bits), with a warning."""
-    if not image_format.alpha and pixels.shape[2] in (2, 4):
+    pixels, lost = flatten_for_format(pixels, image_format, background)
+    if "alpha" in lost:
         logger.warning(
             "%s: %s cannot store alpha; transparent areas composited on RGB %s (--background)",
             path, image_format.label, tuple(background),
         )
-        pixels = composite_on(pixels, background)
-    if pixels.dtype == np.uint16 and not image_format.sixteen_bit:
+    if "16-bit" in lost:
         logger.warning(
             "%s: %s written with 8 bits per sample (16-bit input rounded)", path, image_format.label
         )
-        pixels = uint16_to_uint8(pixels)
     return np.ascontiguousarray(pixels)
+
+
+def flatten_for_format(
+    pixels: np.ndarray, image_format: formats.ImageFormat, background: tuple[int, int, int] = WHITE
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """`pixels` (HW or HWC) as `image_format` can store them, and what was lost: "alpha"
+    (composited over `background`) and "16-bit" (rounded to 8 bits). Callers word it their way."""
+    lost = []
+    if not image_format.alpha and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        pixels = composite_on(pixels, background)
+        lost.append("alpha")
+    if pixels.dtype == np.uint16 and not image_format.sixteen_bit:
+        pixels = uint16_to_uint8(pixels)
+        lost.append("16-bit")
+    return pixels, tuple(lost)
 
 
 def composite_on(pixels: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:

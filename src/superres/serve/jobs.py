@@ -79,17 +79,17 @@ def fit_to_format(pixels: np.ndarray, image_format: str) -> tuple[np.ndarray, li
     """`pixels` as a file of `image_format` holds them, and notes on what changed: alpha
     composited on white, 16 bits rounded to 8 (as `superres.images.write_image` would, without
     its log line: the job's `output.notes` say it to the person who asked)."""
-    from superres.images import WHITE, composite_on, uint16_to_uint8
+    from superres.images import flatten_for_format
 
     row = formats.by_name(image_format)
-    notes = []
-    if row is not None and not row.alpha and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        pixels = composite_on(pixels, WHITE)
-        notes.append(f"{row.label} has no transparency: transparent areas composited on white")
-    if row is not None and pixels.dtype == np.uint16 and not row.sixteen_bit:
-        pixels = uint16_to_uint8(pixels)
-        notes.append(f"{row.label} holds 8 bits per sample: the 16-bit result rounded to 8")
-    return pixels, notes
+    if row is None:
+        return pixels, []
+    pixels, lost = flatten_for_format(pixels, row)
+    words = {
+        "alpha": f"{row.label} has no transparency: transparent areas composited on white",
+        "16-bit": f"{row.label} holds 8 bits per sample: the 16-bit result rounded to 8",
+    }
+    return pixels, [words[item] for item in lost]
 
 
 @dataclass
