@@ -329,7 +329,8 @@ def _bench_training(name: str, scale: int, mode: str, settings: BenchSettings) -
 # --------------------------------------------------------------------------- the run
 
 
-def _load_average() -> float | None:
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none): beside every timing."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # not on every platform
@@ -407,7 +408,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict
     settings.check()
     say = progress or (lambda message: None)
     allocator_tuned = freed_memory_retained()  # reported, so that a tuned baseline shows
-    load_at_start = _load_average()
+    load_at_start = load_average()
     combos = [(name, scale) for name in settings.models for scale in settings.scales]
 
     say(f"matmul {settings.matmul_size}x{settings.matmul_size} fp32")
@@ -448,7 +449,7 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict
     settings_json["model_kwargs"] = {name: settings.kwargs_for(name) for name in settings.models}
     return {
         "schema": SCHEMA,
-        "machine": _machine(allocator_tuned, [load_at_start, _load_average()]),
+        "machine": _machine(allocator_tuned, [load_at_start, load_average()]),
         "settings": settings_json,
         "matmul": {
             "size": settings.matmul_size,

@@ -132,6 +132,7 @@ def measure_pipeline(
 ) -> dict[str, Any]:
     """The runs and ratios described above, JSON-ready. `runner` runs one configuration (tests
     pass `run_once` to stay in process)."""
+    from superres.lab.bench import load_average
     from superres.zoo.pretrained import alias_target
 
     say = progress or (lambda message: None)
@@ -176,18 +177,11 @@ def measure_pipeline(
         "input_size": [height, width],
         "output_size": [scale * height, scale * width],
         "repeats": repeats,
-        "load_average": _load_average(),
+        "load_average": load_average(),
         "runs": records,
         "time_ratios": ratios,
         "tiling_overhead": overhead if one_pass else None,
     }
-
-
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def format_pipeline(result: dict[str, Any]) -> str:
