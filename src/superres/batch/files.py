@@ -113,18 +113,20 @@ def output_name(input_path: Path, scale: int | str, output_format: str | None = 
 
 
 def input_shapes(inputs: Iterable[str | Path]) -> list[tuple[int, int]]:
-    """(height, width) of each image the inputs name, from the file headers (Pillow reads only
-    those); unreadable files are left out (the batch reports them)."""
-    from PIL import Image
+    """(height, width) of each image the inputs name, from the file headers
+    (`superres.images.probe_image`: nothing decoded); unreadable files are left out (the batch
+    reports them)."""
+    from superres.errors import SuperresError
+    from superres.images import probe_image
 
     named, found, _ = expand_inputs(inputs)
     shapes = []
     for path in [*named, *found]:
         try:
-            with Image.open(path) as opened:
-                shapes.append((opened.height, opened.width))
-        except (OSError, ValueError):
+            width, height, _ = probe_image(path)
+        except SuperresError:
             continue
+        shapes.append((height, width))
     return shapes
 
 
