@@ -53,6 +53,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
     return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
 
 
+def stated_protocol(entries: Sequence[PretrainedEntry]) -> str:
+    """The protocol the cards state their scores in (they all come from `superres evaluate`)."""
+    from superres.zoo.pretrained import PROTOCOL
+
+    return next((str(entry.card["protocol"]) for entry in entries if entry.card.get("protocol")), PROTOCOL)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A GitHub-flavoured Markdown table."""
     return [
@@ -65,7 +72,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 def markdown_tables() -> list[str]:
     """The shipped models and the real-world models' degraded-LR scores, as Markdown, from the
     cards alone: what docs/models.md shows between its generated-table markers."""
-    from superres.zoo.pretrained import PROTOCOL, card_metric, list_pretrained
+    from superres.zoo.pretrained import card_metric, list_pretrained
 
     entries = list_pretrained()
     headers = ["model", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM", "MACs/px",
@@ -76,8 +83,7 @@ def markdown_tables() -> list[str]:
         return f"`{name}` {roles}".rstrip()
 
     lines = markdown_table(headers, [[named(row[0]), *row[1:]] for row in pretrained_rows()])
-    cards = [entry.card for entry in entries]
-    protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
+    protocol = stated_protocol(entries)
     lines += ["", f"Scores: {protocol.rstrip('.')}. Speed: output pixels per second as a multiple of "
               "bicubic's in the same run, from the card."]
     degraded = [
@@ -241,7 +247,7 @@ def inspect_rows(path: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superres.zoo.pretrained import PROTOCOL, list_pretrained
+    from superres.zoo.pretrained import list_pretrained
 
     if args.inspect:
         rows = inspect_rows(args.inspect)
@@ -303,7 +309,6 @@ def run(args: argparse.Namespace) -> int:
             print("  " + line)
     _print_real_world(entries)
     # The cards state the protocol their scores follow; they all come from `superres evaluate`.
-    cards = [entry.card for entry in entries]
-    protocol = next((str(card["protocol"]) for card in cards if card.get("protocol")), PROTOCOL)
+    protocol = stated_protocol(entries)
     print(f"  Scores: {protocol.rstrip('.')}.")
     return 0
