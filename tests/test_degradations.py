@@ -15,6 +15,7 @@ from PIL import Image
 from superres.cli import main
 from superres.cli.degrade import PRESET_HELP
 from superres.errors import ConfigError
+from superres.evaluation.protocol import Protocol, evaluate_model
 from superres.images import read_image, write_image
 from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
@@ -35,6 +36,7 @@ from superres.training.config import config_from_dict, load_run_config, resolve_
 from superres.training.data import DeviceBatches, PairedPatchSampler
 from superres.training.loop import train
 from superres.training.runlog import DEGRADE_HISTORY_COLUMNS
+from superres.zoo.checkpoint import load_model
 from test_train import read_history, synthetic_image, weights_of
 
 
@@ -350,6 +352,17 @@ def test_real_world_settings_are_checked_before_training(colour_dirs: tuple[Path
         resolve_config(real_config(colour_dirs, degradation="bicubic", degradation_options={"jpeg": False}))
     with pytest.raises(ConfigError, match="unknown field"):
         resolve_config(real_config(colour_dirs, degradation_options={"sharpness": 1}))
+
+
+def test_validation_scores_the_chosen_preset(colour_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="val_preset: unknown preset"):
+        resolve_config(real_config(colour_dirs, val_preset="blurry"))
+    train(real_config(colour_dirs, val_preset="jpeg"), tmp_path / "run")
+    logged = float(read_history(tmp_path / "run")[-1]["val_psnr"])
+    model, _ = load_model(tmp_path / "run" / "last.safetensors")  # no EMA: the weights validated last
+    result = evaluate_model(model, colour_dirs[1], 2, channels="RGB", protocol=Protocol(lr_preset="jpeg"))
+    assert logged == pytest.approx(result.psnr, abs=1e-4)
+    assert load_run_config(tmp_path / "run").val_preset == "jpeg"
 
 
 def test_a_y_span_becomes_an_rgb_span_with_the_same_y_output() -> None:

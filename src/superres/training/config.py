@@ -205,6 +205,15 @@ class TrainConfig:
             type=_json_object,
         ),
     )
+    val_preset: str | None = field(
+        default=None,
+        metadata=flag(
+            _DATA,
+            "LR of the validation images by this `superres degrade` preset (default: 'real' with "
+            "degradation real, else the clean LR of the degradation)",
+            metavar="PRESET",
+        ),
+    )
     channels: str | None = field(default=None, metadata=flag(_DATA, choices=CHANNELS))
     amp: str = field(
         default="auto",
@@ -333,6 +342,8 @@ class TrainConfig:
             values.pop("teacher_self_ensemble", None)
         if not self.degradation_options:
             values.pop("degradation_options", None)
+        if self.val_preset is None:  # likewise for the configs written before it existed
+            values.pop("val_preset", None)
         return values
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -513,6 +524,7 @@ def validate_config(config: TrainConfig) -> None:
     if config.degradation is not None:
         _check_choice("degradation", config.degradation, DEGRADATIONS)
     _validate_degradation_options(config)
+    _validate_val_preset(config)
     if config.channels_last not in ("auto", True, False):
         raise ConfigError(f"channels_last must be \"auto\", true or false, got {config.channels_last!r}")
     for name in ("scale", "patch_size", "batch_size", "val_every", "checkpoint_every", "log_every"):
@@ -571,6 +583,16 @@ def _validate_gan(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not (_is_number(value) and value >= 0):
             raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _validate_val_preset(config: TrainConfig) -> None:
+    """A validation preset is one that `superres degrade` knows."""
+    if config.val_preset is None:
+        return
+    from superres.ops.degradations import PRESETS  # torch: not at the top (see resolve_config)
+
+    if config.val_preset not in PRESETS:
+        raise ConfigError(f"val_preset: unknown preset {config.val_preset!r}; known: {', '.join(PRESETS)}")
 
 
 def _validate_degradation_options(config: TrainConfig) -> None:

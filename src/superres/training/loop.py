@@ -603,7 +603,9 @@ def validate_into(
     device: torch.device,
 ) -> None:
     """Score the model on `val_dir` by the paper protocol; update the row and the best so far."""
-    if config.degradation == "real":
+    if config.val_preset is not None:
+        protocol = Protocol(lr_preset=config.val_preset)
+    elif config.degradation == "real":
         # Validation on the training distribution: the chain with a fixed seed per image (the
         # `real` preset of `superres degrade`), not on the clean benchmark LR.
         protocol = Protocol(lr_preset="real")
