@@ -97,9 +97,11 @@ def test_round_trip_keeps_16_bit_alpha_and_icc(server: str, tmp_path: Path) -> N
     status, job = submit(
         server, png_bytes(tmp_path, pixels, icc_profile=profile), model="fast", scale=2, name="a/b/deep.png"
     )
-    assert status == 201 and job["name"] == "deep.png" and job["input"]["mode"] == "RGBA, 16-bit"
+    # Admitted by its header: its size is known, its mode once the worker has decoded it.
+    assert status == 201 and job["name"] == "deep.png" and job["input"]["width"] == 22
     job = wait_for(server, job["id"])
     assert job["state"] == "done", job
+    assert job["input"] == {"width": 22, "height": 18, "mode": "RGBA, 16-bit", "icc": True}
     assert job["output"]["download_name"] == "deep_x2.png" and job["progress"] == 1.0
     status, headers, body = request(f"{server}api/jobs/{job['id']}/result")
     assert status == 200 and 'filename="deep_x2.png"' in headers["content-disposition"]
@@ -633,6 +635,27 @@ def test_page_in_a_real_browser(browser, server: str, tmp_path: Path) -> None:
     screenshot(viewer, "superres-serve-compare-chart.png", tmp_path)
     driver.execute_script("window.scrollTo(0, 0)")
     screenshot(driver.find_element(By.TAG_NAME, "body"), "superres-serve.png", tmp_path)
+
+
+def test_a_file_damaged_past_its_header_fails_on_the_page(browser, server: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, _ = browser
+    driver.get(server)
+    wait_until(
+        lambda: driver.execute_script("return document.getElementById('model').options.length"), what="models"
+    )
+    # Admitted by its intact header; the worker, the only place it is decoded, finds it cut short.
+    cut = tmp_path / "cut.png"
+    write_image(cut, np.random.default_rng(0).integers(0, 255, (90, 100, 3), dtype=np.uint8))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    row = upload(driver, cut, 1)
+    assert "error" in row.get_attribute("class")
+    status = row.find_element(By.CLASS_NAME, "status").text
+    assert status.startswith("cut.png: truncated") and "superres-serve-" not in status, status
+    assert driver.find_element(By.ID, "notice").text == status  # said once, named once
+    assert not row.find_element(By.CLASS_NAME, "download").is_displayed()
+    assert not row.find_element(By.CLASS_NAME, "again").is_displayed()
 
 
 def test_no_request_leaves_the_machine(browser, server: str, tmp_path: Path) -> None:

@@ -1,18 +1,22 @@
 """`superres serve` under hostile use: other origins, stalled and abandoned uploads, shutdown,
-a killed server's leftovers, and many uploads at once (issue 33). Loopback only, bounded."""
+a killed server's leftovers, many uploads at once, admission by the header alone with decoding in
+the job's worker only (issue 33). Loopback only, bounded."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,8 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from superres.images import write_image  # noqa: E402
+from superres.images import pillow, tiff, write_image  # noqa: E402
+from superres.images import png as png_codec  # noqa: E402
 from superres.serve import app as serve_app  # noqa: E402
 from superres.serve.app import Limits, start_in_thread  # noqa: E402
 
@@ -183,7 +188,7 @@ def test_fifty_uploads_at_once_stay_in_a_memory_budget_and_the_page_answers(tmp_
         process.wait(timeout=30)
 
 
-def test_uploads_are_admitted_by_decoded_bytes_read_from_the_header(tmp_path: Path) -> None:
+def test_uploads_are_admitted_by_decoded_bytes_read_from_the_header(tmp_path: Path, decodes) -> None:
     # 16-bit RGBA is 8 bytes a pixel: under the pixel limit, it can still be over the byte budget.
     running = start_in_thread(device="cpu", limits=Limits(max_pixels=300_000))  # budget: 1.2 MB
     try:
@@ -191,6 +196,89 @@ def test_uploads_are_admitted_by_decoded_bytes_read_from_the_header(tmp_path: Pa
         deep = png(tmp_path, 400, 400, np.uint16, 4)  # 160,000 px (under 300,000) x 8 B = 1.28 MB
         status, answer = post(url, deep, OCTETS)
         assert status == 413 and "8 bytes a pixel" in answer["error"] and "MiB decoded" in answer["error"]
+        # A decompression bomb: a header declaring 900 MP over a few bytes of data.
+        status, answer = post(url, bomb_png(30000, 30000), OCTETS)
+        assert status == 400 and "decompression bomb guard" in answer["error"], answer
+        assert decodes == []  # both refused from their headers: nothing was decoded
+        assert not list(running.app.state.server.folder.iterdir())
         assert post(url, png(tmp_path, 400, 400), OCTETS)[0] == 201  # the same size in 8-bit RGB
     finally:
         running.stop()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 8-bit gray PNG header declaring `width` x `height`, with a few bytes of data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of every decode of an image file's pixels, whichever codec's."""
+    threads: list[str] = []
+    for decoder in (pillow.PillowDecoder, png_codec.PngDecoder, tiff.TiffDecoder):
+
+        def counted(self, _decode=decoder.decode):
+            threads.append(threading.current_thread().name)
+            return _decode(self)
+
+        monkeypatch.setattr(decoder, "decode", counted)
+    return threads
+
+
+def wait_for(base: str, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}api/jobs/{job_id}", timeout=30) as response:
+            job = json.loads(response.read())
+        if job["state"] in ("done", "error", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def test_a_request_decodes_nothing_the_jobs_worker_does(server, tmp_path: Path, decodes) -> None:
+    url = f"{server.url}api/jobs?model=bicubic&scale=2"
+    write_image(tmp_path / "deep.tif", np.full((12, 14, 3), 40000, np.uint16))
+    write_image(tmp_path / "photo.jpg", np.full((16, 18, 3), 90, np.uint8))
+    uploads = {
+        "8-bit PNG (Pillow)": (png(tmp_path, 20, 24), "RGB, 8-bit", (24, 20)),
+        "16-bit RGBA PNG (own codec)": (png(tmp_path, 10, 12, np.uint16, 4), "RGBA, 16-bit", (12, 10)),
+        "16-bit TIFF (tifffile)": ((tmp_path / "deep.tif").read_bytes(), "RGB, 16-bit", (14, 12)),
+        "JPEG (Pillow)": ((tmp_path / "photo.jpg").read_bytes(), "RGB, 8-bit", (18, 16)),
+    }
+    for what, (body, mode, (width, height)) in uploads.items():
+        status, job = post(url, body, OCTETS)
+        # The size from the header; what the pixels are, once the worker has decoded them.
+        assert status == 201 and (job["input"]["width"], job["input"]["height"]) == (width, height), what
+        job = wait_for(server.url, job["id"])
+        assert job["state"] == "done" and job["input"]["mode"] == mode, (what, job)
+    assert decodes == ["superres-serve-worker"] * len(uploads), decodes
+
+
+def test_a_file_damaged_past_its_header_fails_as_its_job_in_one_line(
+    server, tmp_path: Path, decodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    whole = png(tmp_path, 90, 100)  # noise: its data is most of the file
+    url = f"{server.url}api/jobs?model=bicubic&scale=2&name=cut.png"
+    with caplog.at_level(logging.WARNING):
+        status, job = post(url, whole[: len(whole) // 2], OCTETS)
+        assert status == 201, job  # the header is intact: admitted
+        folder = server.app.state.server.jobs.get(job["id"]).folder
+        job = wait_for(server.url, job["id"])
+    assert job["state"] == "error" and job["error"].startswith("cut.png: truncated"), job
+    assert "\n" not in job["error"] and "superres-serve-" not in job["error"]
+    assert decodes == ["superres-serve-worker"]
+    assert not folder.exists()  # the upload went with its failure
+    logged = [record for record in caplog.records if record.name.startswith("superres")]
+    assert len(logged) == 1 and logged[0].exc_info is None and job["error"] in logged[0].getMessage()
+    for which in ("before", "after", "result"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.url}api/jobs/{job['id']}/{which}", timeout=30)
+        assert refused.value.code == 409
+    status, job = post(url, whole, OCTETS)  # the server goes on
+    assert status == 201 and wait_for(server.url, job["id"])["state"] == "done"

@@ -28,10 +28,13 @@ models from the list only. A bad
 request gets a 4xx with `{"error": "one line"}`; the server keeps serving.
 
 Resources: uploads stream to disk (never whole in memory) with a read timeout per chunk, so a
-stalled client cannot hold the server; at most `MAX_CONCURRENT_CHECKS` uploads are decoded at
-once; after each job the worker returns freed memory to the system. The upload folder is named
-after the server's process and swept at the next start if a killed server left it behind;
-shutdown waits at most `SHUTDOWN_DEADLINE_S` for open connections.
+stalled client cannot hold the server. A request decodes nothing: an upload is admitted by its
+header alone (`superres.images.probe_image`: size, bytes per pixel, so a memory budget in bytes),
+at most `MAX_CONCURRENT_CHECKS` headers checked at once, and the job queue's one worker is the only
+place an upload is decoded (a file damaged past its header fails there, as a job, with the same
+one-line message); after each job the worker returns freed memory to the system. The upload
+folder is named after the server's process and swept at the next start if a killed server left it
+behind; shutdown waits at most `SHUTDOWN_DEADLINE_S` for open connections.
 """
 
 from __future__ import annotations
@@ -65,8 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from superres.errors import SuperresError
 from superres.images import formats
-from superres.images.formats import ImageFormat
-from superres.serve.jobs import Job, JobQueue, describe_pixels
+from superres.serve.jobs import Job, JobQueue, reader_message, upload_formats
 
 #: The scales the page offers (those of the shipped architectures).
 SCALES = (2, 3, 4)
@@ -82,7 +84,8 @@ _SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _STATIC = Path(__file__).with_name("static")
-#: Uploads decoded (checked) at the same time: each may take hundreds of MB for a big 16-bit file.
+#: Uploads whose header is checked at the same time. Nothing is decoded then, but a 16-bit colour
+#: PNG's header check reads the whole file to find its chunks (up to the upload limit, twice).
 MAX_CONCURRENT_CHECKS = 2
 #: Seconds an upload may go without sending a byte before it is dropped (408).
 BODY_READ_TIMEOUT_S = 30.0
@@ -129,12 +132,6 @@ class BadRequest(SuperresError):
 
 def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def upload_formats() -> tuple[ImageFormat, ...]:
-    """The formats an upload may be in: those superres reads and writes (the result is written
-    in the upload's format)."""
-    return tuple(fmt for fmt in formats.readable() if fmt.can_write)
 
 
 def accept_list() -> str:
@@ -477,56 +474,50 @@ class _Server:
         path = partial.rename(folder / f"upload{extension}")
         return image_format, extension, path
 
-    def check_image(self, path: Path, name: str, scale: int) -> dict[str, Any]:
-        """Decode the whole file now (a truncated or bomb file fails here, at once) and check
-        the output size; the description of the input for the page."""
-        from superres.api import read_image
+    def check_header(self, path: Path, name: str, scale: int) -> dict[str, Any]:
+        """Admit the upload by its header alone (nothing is decoded: the job's worker does that,
+        and a file damaged past its header fails there, as a job): the pixel limit, the decoded
+        size in bytes and the output size. The input's description until the worker has read it:
+        the size as stored (before any EXIF turn), mode and profile not known yet."""
         from superres.images import probe_image
 
         try:
             width, height, pixel_bytes = probe_image(path)
-            # Over the pixel limit: the reader's own message below (the decompression bomb guard).
-            pixels = width * height
-            if pixels <= self.limits.max_pixels and pixels * pixel_bytes > self.limits.decoded_bytes:
-                raise BadRequest(
-                    f"{name}: {width}x{height} at {pixel_bytes} bytes a pixel needs "
-                    f"{width * height * pixel_bytes / 2**20:.0f} MiB decoded, over this server's "
-                    f"{self.limits.decoded_bytes / 2**20:.0f} MiB", 413,
-                )
-            loaded = read_image(path, max_pixels=self.limits.max_pixels)
-        except BadRequest:
-            raise
         except SuperresError as error:
-            # The reader's words are for the command line: here the limit is the server's
-            # --max-megapixels, and formats read but not written (GIF) are refused before decoding.
-            message = str(error).replace(str(path), name).replace("--max-pixels", "--max-megapixels")
-            message = message.replace(
-                formats.in_words(formats.readable()), formats.in_words(upload_formats())
+            # The reader's words are for the command line; here they name the upload by its name.
+            raise BadRequest(reader_message(error, path, name)) from None
+        pixels = width * height
+        if pixels > self.limits.max_pixels:
+            raise BadRequest(
+                f"{name}: {width}x{height} = {pixels} pixels exceeds the limit of "
+                f"{self.limits.max_pixels} (decompression bomb guard; raise it with --max-megapixels)"
             )
-            raise BadRequest(message) from None
-        height, width = loaded.pixels.shape[:2]
-        if height * width * scale * scale > self.limits.max_output_pixels:
+        if pixels * pixel_bytes > self.limits.decoded_bytes:
+            raise BadRequest(
+                f"{name}: {width}x{height} at {pixel_bytes} bytes a pixel needs "
+                f"{pixels * pixel_bytes / 2**20:.0f} MiB decoded, over this server's "
+                f"{self.limits.decoded_bytes / 2**20:.0f} MiB", 413,
+            )
+        if pixels * scale * scale > self.limits.max_output_pixels:
             raise BadRequest(
                 f"{name}: {width}x{height} at x{scale} exceeds the output limit of "
                 f"{self.limits.max_output_pixels} pixels", 413,
             )
-        return {
-            "width": width, "height": height, "icc": loaded.icc_profile is not None,
-            "mode": describe_pixels(loaded.pixels.shape, loaded.bit_depth),
-        }
+        return {"width": width, "height": height, "icc": None, "mode": None}
 
     async def create_job(self, request: Request) -> Job:
         options = self.options(request)
         folder = Path(tempfile.mkdtemp(dir=self.folder))
         try:
             image_format, extension, path = await self.receive_upload(request, folder)
-            async with self.checks:  # a bounded number of decodes at once, whatever the uploads
-                info = await run_in_threadpool(self.check_image, path, options["name"], options["scale"])
+            async with self.checks:  # a bounded number of header checks at once, whatever the uploads
+                info = await run_in_threadpool(self.check_header, path, options["name"], options["scale"])
             job = Job(
                 name=options["name"], image_format=image_format, extension=extension,
                 folder=folder, model=options["model"], scale=options["scale"],
                 self_ensemble=options["self_ensemble"], tile=options["tile"], input_info=info,
                 output_format=options["format"], quality=options["quality"], width=options["width"],
+                max_pixels=self.limits.max_pixels,
             )
             self.jobs.submit(job)
         except ClientDisconnect:

@@ -11,6 +11,12 @@ imresize) to the output's size, written in the same format as the "after" one: w
 an upscaler against. A nearest-neighbour enlargement would flatter any model. The result is written
 in the job's output format (the upload's by default) at its quality; where that format lacks alpha
 the image is composited on white, and the snapshot's `output.notes` says so.
+
+The worker is the only place an upload is decoded: the server admits a job from the file's header
+alone (`superres.images.probe_image`), so a file damaged past its header (truncated, corrupt data)
+fails here, as a job, with the reader's one-line message (`reader_message`), and its folder is
+removed at once. The job's `input_info` holds the header's size until the worker has decoded the
+file, then the decoded image's description (`describe_input`: upright size, mode, ICC profile).
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ import numpy as np
 
 from superres.errors import SuperresError
 from superres.images import formats
+from superres.images.limits import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from superres.images import LoadedImage
+    from superres.images.formats import ImageFormat
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +81,30 @@ def describe_pixels(shape: tuple[int, ...], bits: int) -> str:
     channels = 1 if len(shape) == 2 else shape[2]
     layout = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA"}[channels]
     return f"{layout}, {bits}-bit"
+
+
+def describe_input(loaded: LoadedImage) -> dict[str, Any]:
+    """The page's description of a decoded upload: its upright size, mode and whether it has an
+    ICC profile (the snapshot's `input` once the worker has read the file)."""
+    height, width = loaded.pixels.shape[:2]
+    return {
+        "width": int(width), "height": int(height), "icc": loaded.icc_profile is not None,
+        "mode": describe_pixels(loaded.pixels.shape, loaded.bit_depth),
+    }
+
+
+def upload_formats() -> tuple[ImageFormat, ...]:
+    """The formats an upload may be in: those superres reads and writes (the result is written
+    in the upload's format)."""
+    return tuple(fmt for fmt in formats.readable() if fmt.can_write)
+
+
+def reader_message(error: Exception, path: Path, name: str) -> str:
+    """The image reader's one-line message about the server's file `path`, in the page's words:
+    the file by its own `name`, the server's pixel limit by its option (`--max-megapixels`), the
+    formats as those uploaded (a format read but not written, GIF, is refused before decoding)."""
+    message = str(error).replace(str(path), name).replace("--max-pixels", "--max-megapixels")
+    return message.replace(formats.in_words(formats.readable()), formats.in_words(upload_formats()))
 
 
 def fit_to_format(pixels: np.ndarray, image_format: str) -> tuple[np.ndarray, list[str]]:
@@ -118,6 +150,7 @@ class Job:
     width: int | None = None  # the output's width, reached by downscaling; None: the scale's
     started: float | None = None  # time.monotonic() when the network started on it
     estimate_s: float | None = None  # the run's expected seconds, from this server's last speed
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the decompression bomb guard when the worker decodes
 
     @property
     def upload_path(self) -> Path:
@@ -266,7 +299,9 @@ class JobQueue:
             except JobCancelled:
                 self._finish(job, "cancelled")
             except SuperresError as error:
-                self._finish(job, "error", self._clean_message(job, error))
+                message = reader_message(error, job.upload_path, job.name)
+                logger.warning("job %s failed: %s", job.id, message)  # one line, no traceback
+                self._finish(job, "error", message)
             except Exception as error:  # a bug: keep serving, say so on the page and in the log
                 logger.exception("job %s failed", job.id)
                 self._finish(job, "error", f"internal error: {type(error).__name__}: {error}")
@@ -276,11 +311,10 @@ class JobQueue:
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._lock:
             job.state, job.error = state, error
-
-    @staticmethod
-    def _clean_message(job: Job, error: Exception) -> str:
-        # Messages name the server's temporary file; the person knows the file by its own name.
-        return str(error).replace(str(job.upload_path), job.name)
+        if state == "error":
+            # A failed job has no result, and the page shows previews of finished jobs only:
+            # its upload and any preview go now, not when the job is forgotten.
+            shutil.rmtree(job.folder, ignore_errors=True)
 
     def _run(self, job: Job) -> None:
         from superres.api import model_for_image, parse_model, read_image, runtime_for, upscale_pixels
@@ -292,7 +326,11 @@ class JobQueue:
             job.progress = done / total
 
         progress(0, 1)  # cancelled (or the server stopping) while it waited: nothing is done
-        loaded = read_image(job.upload_path)
+        # The only decode of the upload (the server checked its header only): a file damaged past
+        # its header fails here, as this job.
+        loaded = read_image(job.upload_path, max_pixels=job.max_pixels)
+        with self._lock:
+            job.input_info = describe_input(loaded)
         self._write_before(job, loaded)
         progress(0, 1)
         # "default" looks at the image: a compressed or noisy one goes to the real-world model.

@@ -33,6 +33,11 @@ function notice(message) {
   $("#notice").hidden = !message;
 }
 
+// An error about one file, named once (the server's messages often start with the name already).
+function fileError(name, message) {
+  return message.startsWith(`${name}:`) ? message : `${name}: ${message}`;
+}
+
 // ------------------------------------------------------------------ settings and model card
 
 async function loadModels() {
@@ -175,7 +180,7 @@ async function upload(file, name = file.name) {
   } catch (error) {
     setStatus(row, error.message, "error");
     row.querySelector(".cancel").hidden = true;
-    notice(`${name}: ${error.message}`);
+    notice(fileError(name, error.message));
   }
 }
 
@@ -211,6 +216,9 @@ async function poll(row, job) {
   row.querySelector("progress").value = job.state === "done" ? 1 : 0;
   row.querySelector(".cancel").hidden = true;
   row.querySelector(".again").hidden = !(job.state === "done" || job.state === "cancelled");
+  // The server decodes an upload only when its job runs: a file damaged past its header fails
+  // here, as a job, and is said as an upload refused at once is.
+  if (job.state === "error") notice(fileError(job.name, job.error || "failed"));
   if (job.state !== "done") return;
   const link = row.querySelector(".download");
   link.href = `/api/jobs/${job.id}/result`;
