@@ -144,6 +144,9 @@ def test_vgg_loss_reads_a_local_safetensors_file(tmp_path: Path) -> None:
     assert torch.allclose(features(image)[0], x, atol=1e-6)
     deeper = VGGFeatures("vgg16", "conv2_2", path, channels=1)  # Y: repeated to gray RGB
     assert deeper(torch.rand(1, 1, 8, 8))[0].shape == (1, 128, 4, 4)
+    both = VGGFeatures("vgg16", "relu1_2, conv2_2", path, channels=3)  # one map per listed layer
+    assert [tuple(m.shape) for m in both(image)] == [(1, 64, 8, 8), (1, 128, 4, 4)]
+    assert torch.allclose(both(image)[0], x, atol=1e-6)
     with pytest.raises(ConfigError, match="'relu5_9' is not a layer of vgg16"):
         VGGFeatures("vgg16", "relu5_9", path, channels=3)
 

@@ -297,7 +297,11 @@ class TrainConfig:
         default=1.0, metadata=gan_flag("weight of the --loss distance on the features", type=float)
     )
     perceptual_layer: str = field(
-        default="relu5_4", metadata=gan_flag("VGG layer compared, e.g. relu5_4 (SRGAN's VGG54), conv5_4")
+        default="relu5_4",
+        metadata=gan_flag(
+            "VGG layer compared, e.g. relu5_4 (SRGAN's VGG54), or several, comma-separated, whose "
+            "losses are averaged (e.g. conv1_2,conv2_2,conv3_3,conv4_3,conv5_3 for VGG16)"
+        ),
     )
     vgg_weights: str | None = field(
         default=None,

@@ -120,12 +120,14 @@ class RandomFeatures(nn.Module):
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG features up to `layer` from a local file (`superres.evaluation.vgg.VGGTrunk`): one map."""
+    """Frozen VGG features from a local file (`superres.evaluation.vgg.VGGTrunk`): one map per layer
+    of `layer`, a name or a comma-separated list (Real-ESRGAN compares conv1_2 to conv5_4 at once, so
+    that both fine texture and shapes are held to the target)."""
 
     def __init__(self, arch: str, layer: str, weights_path: str | Path, channels: int) -> None:
         super().__init__()
         try:
-            self.trunk = VGGTrunk(weights_path, arch, [layer])
+            self.trunk = VGGTrunk(weights_path, arch, [name.strip() for name in layer.split(",")])
         except ConfigError as error:
             if "is not a layer of" in str(error):
                 raise ConfigError(f"perceptual_layer {error}") from None
