@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from superres.cli import main
-from superres.errors import ModelError
+from superres.errors import ConfigError, ModelError
 from superres.images import read_image, write_image
 from superres.inference.backends import make_backend
 from superres.inference.pipeline import upscale_image
@@ -34,7 +34,7 @@ except ModelError as missing:
 
 def _architectures() -> dict[str, tuple[Callable[[], torch.nn.Module], str, int]]:
     """name -> (a tiny random network, spandrel's architecture name, scale)."""
-    from spandrel.architectures import DAT, ESRGAN, SPAN, Compact, DRUNet, SwinIR
+    from spandrel.architectures import DAT, ESRGAN, HAT, SPAN, Compact, DRUNet, SwinIR
 
     return {
         "esrgan": (lambda: ESRGAN.ESRGAN(num_filters=8, num_blocks=1, scale=2), "ESRGAN", 2),
@@ -53,12 +53,19 @@ def _architectures() -> dict[str, tuple[Callable[[], torch.nn.Module], str, int]
             ),
             "DAT", 2,
         ),
+        "hat": (
+            lambda: HAT.HAT(
+                img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, compress_ratio=3,
+                squeeze_factor=4, num_feat=8, upscale=2, upsampler="pixelshuffle",
+            ),
+            "HAT", 2,
+        ),
         # x1 restoration: a U-Net (grid of 8) fed a generated noise-level plane by spandrel's call.
         "drunet": (lambda: DRUNet.DRUNet(in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=2), "DRUNet", 1),
     }
 
 
-ARCHITECTURES = ["esrgan", "compact", "swinir", "span", "dat", "drunet"]
+ARCHITECTURES = ["esrgan", "compact", "swinir", "span", "dat", "drunet"]  # "hat": the one-size export only
 
 
 @pytest.fixture(autouse=True)
@@ -430,4 +437,127 @@ def test_onnx_export_where_torch_can_and_one_line_where_it_cannot(
     capsys.readouterr()
     # SwinIR computes its window partition sizes in Python: the traced graph runs at one size only.
     assert main(["export", "--model", str(model_files["swinir"]), "-o", str(tmp_path / "s.onnx")]) == 2
-    assert "does not run on another image size" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "does not run on another image size" in line and "--size WxH" in line
+
+
+@pytest.mark.parametrize("name", ["swinir", pytest.param("hat", marks=pytest.mark.slow)])
+def test_a_window_attention_network_exports_for_one_size(
+    tmp_path: Path, model_files: dict[str, Path], capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """SwinIR and HAT at a fixed LR size (a multiple of the window), batch 1: ONNX Runtime equals
+    torch; DAT's graph does not run at all."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra")
+    from superres.inference.export import onnx_session, read_onnx_metadata
+
+    path = model_files[name] if name in model_files else save_model_file(tmp_path, name)
+    output = tmp_path / f"{name}-24x16.onnx"
+    assert main(["export", "--model", str(path), "--size", "24x16", "-o", str(output)]) == 0
+    assert "for 24x16 LR input only (batch 1)" in capsys.readouterr().out
+    assert read_onnx_metadata(output)["fixed_size"] == "16x24"
+    model = community.load_community_model(path)
+    session = onnx_session(output.read_bytes())
+    assert session.get_inputs()[0].shape == [1, 3, 16, 24]
+    lr = as_tensor(smooth_image(16, 24, seed=5))
+    (sr,) = session.run(None, {"lr": lr.numpy()})
+    with torch.inference_mode():
+        assert np.abs(sr - model(lr).numpy()).max() <= 1e-4
+    if name != "swinir":
+        return
+    # DAT's graph does not run in ONNX Runtime even at the size it was traced at: one line.
+    assert main(["export", "--model", str(model_files["dat"]), "--size", "16x16",
+                 "-o", str(tmp_path / "dat.onnx")]) == 2
+    assert "ONNX Runtime cannot run the graph torch exported" in one_error_line(capsys)
+    assert not (tmp_path / "dat.onnx").exists()
+
+
+def test_half_is_refused_where_spandrel_says_fp16_is_not_safe(
+    tmp_path: Path, model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SwinIR is fp16-unsafe by spandrel's descriptor: the card carries it, and --half is one line
+    before the device is looked at (so here too, without CUDA) and before any image is read."""
+    from superres.models import get_model_info
+
+    swinir = community.load_community_model(model_files["swinir"], measured=False)
+    compact = community.load_community_model(model_files["compact"], measured=False)
+    assert swinir.info.half_safe is False and compact.info.half_safe is True
+    assert get_model_info("span").half_safe  # superres' own networks: safe by default
+    with pytest.raises(ConfigError, match="SwinIR architecture is not safe in float16"):
+        make_backend(swinir, "torch", "cpu", half=True)
+    with pytest.raises(ConfigError, match="not safe in float16"):
+        upscale_image(smooth_image(16, 16), swinir, half=True, device="cpu")
+    with pytest.raises(ConfigError, match="needs a CUDA device"):  # a safe one gets to the device
+        make_backend(compact, "torch", "cpu", half=True)
+    source, output = tmp_path / "photo.png", tmp_path / "out.png"
+    write_image(source, smooth_image(16, 16))
+    assert main(["upscale", str(source), "--model", str(model_files["swinir"]), "--half",
+                 "-o", str(output)]) == 2
+    line = one_error_line(capsys)
+    assert "not safe in float16" in line and "without --half" in line and not output.exists()
+
+
+def _tiny_benchmark(folder: Path) -> Path:
+    """Two small HR images: a stand-in for Set5 (the protocol's mean over a folder)."""
+    folder.mkdir()
+    for seed in range(2):
+        write_image(folder / f"image{seed}.png", smooth_image(24, 28, seed))
+    return folder
+
+
+def _x4_compact_file(folder: Path) -> Path:
+    """A x4 file, to see that a model file runs at its own scale where none is named."""
+    from spandrel.architectures import Compact
+
+    torch.manual_seed(0)
+    path = folder / "4x-Tiny.pth"
+    torch.save(Compact.Compact(num_feat=8, num_conv=2, upscale=4).state_dict(), path)
+    return path
+
+
+def test_the_frontier_places_a_model_file_beside_the_shipped_models(
+    tmp_path: Path, model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from superres.evaluation.protocol import evaluate_model
+    from superres.lab.frontier import Timing, measure_frontier
+
+    hr = _tiny_benchmark(tmp_path / "Set5")
+    tiny = Timing(lr_size=(12, 16), min_calls=1, min_seconds=0.0, rounds=1)
+    points = measure_frontier([2], hr, tiny, models=[str(model_files["compact"])])
+    (point,) = [point for point in points if point.name == "compact.pth"]
+    assert {"bicubic", "span60"} <= {point.name for point in points}  # timed in the same rounds
+    assert point.scale == 2 and point.architecture == "RealESRGAN Compact" and point.set14_psnr is None
+    assert point.output_mp_per_s > 0 and point.relative_to_bicubic > 0 and point.macs_per_pixel > 0
+    network = community.load_community_model(model_files["compact"])
+    assert point.set5_psnr == pytest.approx(evaluate_model(network, hr, 2).psnr)
+    # Its own scale, added to those asked for; no Set5 folder: no PSNR (a speed-only point).
+    x4 = _x4_compact_file(tmp_path)
+    points = measure_frontier([], None, tiny, models=[str(x4)])
+    (point,) = [point for point in points if point.name == x4.name]
+    assert point.scale == 4 and point.set5_psnr is None
+    # The command line takes --model; a x1 restoration model is one line, before any timing.
+    code = main(["frontier", "--quick", "--scales", "2", "--model", str(model_files["drunet"]),
+                 "-o", str(tmp_path / "f.png")])
+    assert code == 2 and "does not upscale" in one_error_line(capsys)
+
+
+def test_bench_pipeline_runs_a_model_file_at_its_own_scale(tmp_path: Path) -> None:
+    from superres.lab.bench_pipeline import measure_pipeline, run_once
+
+    x4 = _x4_compact_file(tmp_path)
+    result = measure_pipeline(20, 16, model=str(x4), scale=None, precisions=("fp32",), runner=run_once)
+    assert result["model"] == str(x4) and result["scale"] == 4 and result["output_size"] == [64, 80]
+    assert [run["computed_in"] for run in result["runs"]] == ["fp32", "fp32"]  # tiled and one pass
+
+
+@pytest.mark.slow  # a fresh Python per run, as the command measures
+def test_bench_pipeline_command_takes_a_model_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    x4 = _x4_compact_file(tmp_path)
+    assert main(["bench", "--pipeline", "20x16", "--model", str(x4), "--precisions", "fp32",
+                 "--no-one-pass", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scale"] == 4 and result["runs"][0]["computed_in"] == "fp32"
+

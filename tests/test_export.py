@@ -346,6 +346,7 @@ def test_cli_exports_an_untrained_architecture_with_model_args(tmp_path) -> None
         (["--model", "no-such-model", "--scale", "2"], "no-such-model"),
         (["--model", "no-such-model", "--scale", "2", "--untrained"], "no-such-model"),
         (["--model", "bicubic", "--scale", "2", "--opset", "99"], "opset 99"),
+        (["--model", "real", "--scale", "2", "--rgb"], "already works on RGB"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, capsys, arguments: list[str], message: str) -> None:
@@ -381,6 +382,30 @@ def test_cli_exports_a_shipped_pretrained_model(tmp_path) -> None:
     output = tmp_path / "shipped.onnx"
     assert main(["export", "--model", entry.name, "--scale", str(entry.scale), "-o", str(output)]) == 0
     assert read_onnx_metadata(output)["name"] == entry.name
+
+
+@pytest.mark.parametrize("name", ["span60", "espcn"])
+def test_a_y_model_exports_as_an_rgb_graph_that_upscales_as_the_command_does(tmp_path, name: str) -> None:
+    """`--rgb`: YCbCr, the Y network and bicubic chroma inside one 3-channel graph; ONNX Runtime's
+    output, clipped and rounded, is `superres upscale`'s file on an RGB image within one level."""
+    from superres.images import read_image, write_image
+    from superres.inference.export import onnx_session
+
+    steps = np.random.default_rng(0).normal(0, 8, (30, 34, 3))  # colourful texture, not noise
+    pixels = np.clip(np.cumsum(steps, axis=1) + [90, 130, 170], 0, 255).astype(np.uint8)
+    source, upscaled, graph = tmp_path / "photo.png", tmp_path / "photo_x2.png", tmp_path / f"{name}.onnx"
+    write_image(source, pixels)
+    assert main(["export", "--model", name, "--scale", "2", "--rgb", "-o", str(graph)]) == 0
+    metadata = read_onnx_metadata(graph)
+    assert metadata["channels"] == "RGB" and metadata["num_channels"] == "3"
+    assert metadata["network_channels"] == "Y" and "bicubic" in metadata["colour"]
+    assert main(["upscale", str(source), "--model", name, "--scale", "2", "--precision", "fp32",
+                 "-o", str(upscaled)]) == 0
+    lr = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    (sr,) = onnx_session(graph.read_bytes()).run(None, {INPUT_NAME: lr.numpy()})
+    ours = np.floor(np.clip(sr[0].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(int)
+    expected = read_image(upscaled).pixels.astype(int)
+    assert ours.shape == expected.shape == (60, 68, 3) and np.abs(ours - expected).max() <= 1
 
 
 def test_relu_modules_and_commuted_sums_are_fused_too() -> None:

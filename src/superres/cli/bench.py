@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from superres.lab.bench import BenchSettings
 
+#: `--scales` when none are given (the pipeline measurement takes the model's own instead).
+DEFAULT_SCALES = (2,)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--models", nargs="+", default=None, help="registered model names (default: all)"
     )
-    parser.add_argument("--scales", nargs="+", type=int, default=[2], help="scales (default 2)")
+    parser.add_argument(
+        "--scales", nargs="+", type=int, default=None,
+        help="scales (default 2; with --pipeline and a model file, the file's own)",
+    )
     parser.add_argument(
         "--backends",
         nargs="+",
@@ -61,12 +66,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="WxH",
         default=None,
         help="instead: time `superres upscale`'s pipeline on one WxH photo-like image (e.g. 4000x3000) "
-        "with --model at the first --scales, at each --precisions with auto tiles, and in one pass where "
-        "that fits in memory; each run a fresh process: time ratios against the first precision, the "
-        "tiling overhead (tiled time / one-pass time) and each run's peak memory",
+        "with --model at the first --scales (default: the model's own), at each --precisions with "
+        "auto tiles, and in one pass where that fits in memory; each run a fresh process: time ratios "
+        "against the first precision, the tiling overhead (tiled time / one-pass time) and each "
+        "run's peak memory",
     )
     parser.add_argument(
-        "--model", default="default", help="with --pipeline: the shipped model (default: the default)"
+        "--model", default="default",
+        help="with --pipeline: a shipped model name or a model file (.pth, .pt, .ckpt, .safetensors: a "
+        "community model of any architecture spandrel recognises, or a superres checkpoint), run as "
+        "`superres upscale --model` runs it (default: the default)",
     )
     parser.add_argument(
         "--precisions",
@@ -88,7 +97,7 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
 
     overrides: dict = {
         "models": tuple(args.models) if args.models else DEFAULT_MODELS,
-        "scales": tuple(args.scales),
+        "scales": tuple(args.scales or DEFAULT_SCALES),
         "backends": tuple(dict.fromkeys(args.backends)),
         "training": not args.no_training,
     }
@@ -108,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     if args.folder_throughput is not None:
         from superres.lab.bench_batch import format_throughput, measure_folder_throughput
 
-        result = measure_folder_throughput(args.folder_throughput, scale=args.scales[0], device="cpu")
+        scale = (args.scales or DEFAULT_SCALES)[0]
+        result = measure_folder_throughput(args.folder_throughput, scale=scale, device="cpu")
         print(json.dumps(result, indent=2) if args.json else format_throughput(result))
         return 0
     from superres.lab.bench import format_table, run_bench
@@ -132,8 +142,9 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
+    # No --scales: the model's own scale (a file's, or the one a shipped name ships at), else 2.
     result = measure_pipeline(
-        width, height, model=args.model, scale=args.scales[0],
+        width, height, model=args.model, scale=args.scales[0] if args.scales else None,
         precisions=tuple(dict.fromkeys(args.precisions)), repeats=args.repeats or 1,
         tiling=not args.no_one_pass, progress=progress,
     )

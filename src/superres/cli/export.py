@@ -16,8 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="export a model to ONNX",
         description="Export a model to ONNX: input 'lr' (N, C, h, w) float32 in [0, 1], output "
         "'sr' (N, C, scale*h, scale*w), batch and size dynamic, the pre-upsampling inside the "
-        "graph, model name/scale/channels in the metadata. The file is checked against PyTorch "
-        "in ONNX Runtime before it is written.",
+        "graph, model name/scale/channels in the metadata (--rgb: a Y model as an RGB graph). The "
+        "file is checked against PyTorch in ONNX Runtime before it is written.",
     )
     parser.add_argument(
         "--model",
@@ -49,8 +49,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="with --untrained: a model argument, VALUE as JSON (e.g. num_layers=15); repeatable",
     )
+    parser.add_argument(
+        "--rgb",
+        action="store_true",
+        help="a Y model (span60, espcn, ...) as a 3-channel RGB graph: BT.601 YCbCr, the network on Y, "
+        "Cb and Cr by MATLAB bicubic and back to RGB inside the graph, as `superres upscale` computes "
+        "on an RGB image (before clipping and rounding)",
+    )
+    parser.add_argument(
+        "--size",
+        type=size_argument,
+        default=None,
+        metavar="WxH",
+        help="a graph for this one LR input size, batch 1 (e.g. 256x256): the form for window-attention "
+        "networks (SwinIR, HAT), whose sizes torch freezes when it traces; a multiple of the model's "
+        "tile alignment (superres models --inspect) needs no padding inside",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     parser.set_defaults(run=run)
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """`--size WxH` (as `superres bench --sizes` writes sizes) -> (height, width)."""
+    width, separator, height = text.lower().partition("x")
+    if not (separator and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 256x256 (width x height)")
+    return int(height), int(width)
 
 
 def parse_model_args(items: list[str]) -> dict[str, Any]:
@@ -91,10 +115,14 @@ def run(args: argparse.Namespace) -> int:
     # The name the user gave (release name or checkpoint file), so the file says where it came from.
     name = Path(args.model).name if looks_like_path(args.model) else args.model
     opset = DEFAULT_OPSET if args.opset is None else args.opset
-    path = export_onnx(model, args.output, opset=opset, verify=not args.no_verify, name=name)
+    path = export_onnx(
+        model, args.output, opset=opset, verify=not args.no_verify, name=name, rgb=args.rgb, size=args.size
+    )
     size_kib = path.stat().st_size / 1024
     channels = model.info.channels_for(model.model_kwargs)
-    print(
-        f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on {channels}, opset {opset}"
-    )
+    on = "RGB (a Y network, colour conversion in the graph)" if args.rgb else channels
+    shape = "" if args.size is None else f", for {args.size[1]}x{args.size[0]} LR input only (batch 1)"
+    print(f"wrote {path} ({size_kib:,.0f} KiB): {model.info.name} x{model.scale} on {on}{shape}, "
+          f"opset {opset}")
     return 0
+

@@ -12,7 +12,8 @@ Runtimes (`RUNTIMES`):
   kernels, inference mode) with glibc told to keep freed memory
   (`superres.inference.fast.retain_freed_memory`), its inner convolutions in bf16 with
   `precision` "bf16" (or "auto" where the model's card allows it: `superres.inference.precision`);
-  on CUDA the folded network, in float16 with `half`.
+  on CUDA the folded network, in float16 with `half` (refused, on any device, for a network
+  whose card says float16 is not safe for it: `ModelInfo.half_safe`).
 - `"onnxruntime"`: the model exported to ONNX in memory (`superres.inference.export.export_onnx_bytes`,
   done once per model and weights version) and run by ONNX Runtime's CPU provider with one
   intra-op thread per available core.
@@ -116,8 +117,13 @@ def make_backend(
     flips/rotations of its input (`superres.ops.ensemble`). `num_threads`: ONNX Runtime intra-op
     threads (default: the cores this process may use). `retain_memory`: on the CPU torch path,
     apply `superres.inference.fast.retain_freed_memory()` (process-wide; see there).
-    Raises `ConfigError` for an unknown runtime or a device/precision it cannot use.
+    Raises `ConfigError` for an unknown runtime or a device/precision it cannot use, and for
+    `half` on a network whose card says float16 is not safe (`check_half_safe`).
     """
+    if half:
+        # Before the device: a network that float16 breaks is refused on every machine, so the
+        # answer does not depend on whether this one has a GPU (and tests can see it on a CPU).
+        check_half_safe(model)
     target = resolve_device(device)
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown backend '{runtime}'; available: {', '.join(sorted(RUNTIMES))}")
@@ -135,6 +141,20 @@ def make_backend(
     if self_ensemble:
         forward = ensembled(forward)
     return Backend(forward=forward, device=target, name=runtime, precision="fp16" if half else chosen)
+
+
+def check_half_safe(model: nn.Module) -> None:
+    """`ConfigError` (one line) when `model`'s card says float16 is not safe for it (`half_safe`).
+
+    The card decides, not the kind of model: a community file's card carries spandrel's verdict
+    for its architecture, a registered network's its own (all of superres' are safe).
+    """
+    info = getattr(model, "info", None)
+    if info is not None and not getattr(info, "half_safe", True):
+        raise ConfigError(
+            f"--half: the {info.name} architecture is not safe in float16 (its card says so: its "
+            "values overflow or lose the precision its output needs); run it in float32, without --half"
+        )
 
 
 # --------------------------------------------------------------------------- torch

@@ -156,14 +156,12 @@ class _TilePipeline:
         return self._network(colour)
 
     def _upscale_with_y_model(self, colour: torch.Tensor) -> torch.Tensor:
-        from superres.ops.color import rgb_to_ycbcr_tensor, ycbcr_to_rgb_tensor
+        # The one definition of a Y network on colour, which `superres export --rgb` also writes.
+        from superres.models.colour import upscale_rgb_with_y
 
         if self.colour_channels == 1:
             return self._network(colour)  # gray is its own luma
-        ycbcr = rgb_to_ycbcr_tensor(colour)
-        y_sr = self._network(ycbcr[:, :1])
-        chroma_sr = self._bicubic(ycbcr[:, 1:])
-        return ycbcr_to_rgb_tensor(torch.cat([y_sr, chroma_sr], dim=1))
+        return upscale_rgb_with_y(self._network, colour, self.scale)
 
     def _quantise(self, sr: torch.Tensor) -> torch.Tensor:
         # Round half up after clipping; int32 holds uint16 values (torch's uint16 is partial).

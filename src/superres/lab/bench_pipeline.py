@@ -3,7 +3,8 @@ and what tiling costs.
 
 `measure_pipeline` upscales one photo-like RGB image of WxH pixels (the demo's sample photo,
 mirrored until it fills the size: real image content, deterministic, no file needed) with a
-shipped model, the default at the scale unless named, through `upscale`'s own pipeline
+model of the one name grammar (`superres.zoo.names`: a shipped name, the default at the scale unless
+named, or a model file such as a community `.pth`, at its own scale), through `upscale`'s own pipeline
 (`superres.inference.pipeline.upscale_image`: colour conversion, tiles of the auto size, chroma,
 quantisation), in configurations of (precision, tile):
 
@@ -118,25 +119,38 @@ def one_pass_fits(spec: str, scale: int, width: int, height: int) -> bool:
     return memory is not None and needed <= memory * ONE_PASS_MEMORY_SHARE
 
 
+def pipeline_model(model: str, scale: int | None) -> tuple[str, int]:
+    """(the model name every run loads, the scale): an alias resolved at `scale`; without a
+    scale, a model file's own (or the one a shipped name ships at), and 2 for an alias."""
+    from superres.zoo import ALIASES, DEFAULT_SCALE
+    from superres.zoo.names import resolve_model
+    from superres.zoo.pretrained import alias_target
+
+    if scale is None:
+        # Loading is the one way to learn a file's scale; a community file's measurement is then
+        # cached, so the runs that load it again do not measure it again.
+        scale = DEFAULT_SCALE if model in ALIASES else int(resolve_model(model, None, "cpu").scale)
+    return alias_target(model, scale), scale
+
+
 def measure_pipeline(
     width: int,
     height: int,
     *,
     model: str = "default",
-    scale: int = 2,
+    scale: int | None = 2,
     precisions: Sequence[str] = ("fp32", "auto"),
     repeats: int = 1,
     tiling: bool = True,
     progress: Callable[[str], None] | None = None,
     runner: Callable[..., dict] = _run_child,
 ) -> dict[str, Any]:
-    """The runs and ratios described above, JSON-ready. `runner` runs one configuration (tests
-    pass `run_once` to stay in process)."""
+    """The runs and ratios described above, JSON-ready. `scale` None: the model's own
+    (`pipeline_model`). `runner` runs one configuration (tests pass `run_once` to stay in process)."""
     from superres.lab.bench import load_average
-    from superres.zoo.pretrained import alias_target
 
     say = progress or (lambda message: None)
-    spec = alias_target(model, scale)
+    spec, scale = pipeline_model(model, scale)
     configurations: list[tuple[str, str | None]] = [(precision, "auto") for precision in precisions]
     one_pass = tiling and one_pass_fits(spec, scale, width, height)
     if one_pass:

@@ -3,7 +3,10 @@
 `measure_frontier(scales)` times every shipped model (and bicubic, the baseline of the same run)
 on the CPU backend `superres upscale` uses (`superres.inference.backends.make_backend`), on one synthetic LR
 image per scale, and pairs each with its card's Set5 score (bicubic's is computed on the spot
-when a Set5 folder is given). `frontier_markdown` and
+when a Set5 folder is given). `models` adds other model names of the one grammar
+(`superres.zoo.names`), above all model files (a community `.pth`, a superres checkpoint): each is
+timed at its own scale in the same interleaved rounds as the shipped models of that scale, and,
+having no card with scores, is scored on the Set5 folder on the spot like bicubic. `frontier_markdown` and
 `plot_frontier` turn the points into the README's table and picture. Speeds are output
 megapixels per second on the machine that runs it, and are reported together with their ratio to
 bicubic in the same run, since shared machines are noisy: the models of a scale are timed in
@@ -167,32 +170,72 @@ def relative_speed(model: nn.Module, scale: int, timing: Timing = Timing()) -> d
     }
 
 
-def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
-    """Bicubic's Set5 PSNR by the paper protocol, or None without a Set5 folder."""
+def set5_psnr(model: nn.Module, set5_dir: Path | None, scale: int) -> float | None:
+    """`model`'s Set5 PSNR by the paper protocol, or None without a Set5 folder."""
     if set5_dir is None or not Path(set5_dir).is_dir():
         return None
     from superres.evaluation.protocol import evaluate_model
+
+    return evaluate_model(model, Path(set5_dir), scale).psnr
+
+
+def bicubic_set5_psnr(set5_dir: Path | None, scale: int) -> float | None:
+    """Bicubic's Set5 PSNR by the paper protocol, or None without a Set5 folder."""
     from superres.models import create_model
 
-    return evaluate_model(create_model("bicubic", scale), Path(set5_dir), scale).psnr
+    return set5_psnr(create_model("bicubic", scale), set5_dir, scale)
+
+
+def extra_models(specs: Sequence[str]) -> dict[str, nn.Module]:
+    """label -> network for each model name in `specs` (a path loads at the file's own scale);
+    the label is a file's name, or the name as given. `ConfigError` for a x1 (restoration) model,
+    which has no bicubic baseline to be set against."""
+    from superres.errors import ConfigError
+    from superres.zoo.names import looks_like_path, resolve_model
+
+    loaded: dict[str, nn.Module] = {}
+    for spec in specs:
+        model = resolve_model(spec, None, "cpu")
+        if int(model.scale) < 2:
+            raise ConfigError(f"{spec}: a x{model.scale} model does not upscale; the frontier sets "
+                              "upscalers against bicubic")
+        label = Path(spec).name if looks_like_path(spec) else spec
+        loaded[spec if label in loaded else label] = model  # two files of one name: the paths
+    return loaded
+
+
+def _extra_point(
+    label: str, model: nn.Module, rate: float, bicubic_rate: float, set5_dir: Path | None
+) -> FrontierPoint:
+    """A model outside the shipped listing: no card scores, so Set5 is scored here (None without it)."""
+    scale = int(model.scale)
+    return FrontierPoint(label, scale, model.info.name, set5_psnr(model, set5_dir, scale), None, rate,
+                         rate / bicubic_rate, conv_macs_per_output_pixel(model))
 
 
 def measure_frontier(
-    scales: Sequence[int], set5_dir: Path | None = None, timing: Timing = Timing()
+    scales: Sequence[int], set5_dir: Path | None = None, timing: Timing = Timing(), models: Sequence[str] = ()
 ) -> list[FrontierPoint]:
     """Time bicubic and every shipped PSNR-trained model at `scales` on this machine, in one run,
     interleaved (`best_interleaved_rates`), with OpenCV's FSRCNN as a reference when OpenCV is
     installed (a perceptual model trades PSNR for detail on purpose: on a PSNR axis it is no
-    competitor; nor is a real-world model on the clean LR it was not made for)."""
+    competitor; nor is a real-world model on the clean LR it was not made for).
+
+    `models`: more model names or files (`extra_models`), each timed with the others of its own
+    scale (a scale not in `scales` is added) and scored on `set5_dir` on the spot."""
     from superres.models import create_model
     from superres.zoo.pretrained import list_pretrained, load_pretrained
 
+    extras = extra_models(models)
     points = []
-    for scale in scales:
+    # The scales asked for, in their order, then those of extra models that were not asked for.
+    for scale in dict.fromkeys([*scales, *sorted(int(model.scale) for model in extras.values())]):
         entries = [entry for entry in list_pretrained() if entry.scale == scale and not entry.by_name_only]
-        models = {entry.name: load_pretrained(entry.name, scale) for entry in entries}
+        models_here = {entry.name: load_pretrained(entry.name, scale) for entry in entries}
+        extras_here = {label: model for label, model in extras.items() if int(model.scale) == scale}
         runners = {"bicubic": _torch_runner(create_model("bicubic", scale), timing)}
-        runners.update({name: _torch_runner(model, timing) for name, model in models.items()})
+        runners.update({name: _torch_runner(model, timing) for name, model in models_here.items()})
+        runners.update({label: _torch_runner(model, timing) for label, model in extras_here.items()})
         opencv = _opencv_fsrcnn_runner(scale, timing)
         if opencv is not None:
             runners[OPENCV_LABEL] = opencv
@@ -203,12 +246,15 @@ def measure_frontier(
                           bicubic_rate, 1.0, 0.0)
         )
         for entry in entries:
-            rate, macs = rates[entry.name], conv_macs_per_output_pixel(models[entry.name])
+            rate, macs = rates[entry.name], conv_macs_per_output_pixel(models_here[entry.name])
             logger.info("%s x%d: %.2f output MP/s", entry.name, scale, rate)
             points.append(
                 FrontierPoint(entry.name, scale, entry.architecture, entry.metric("Set5", "psnr"),
                               entry.metric("Set14", "psnr"), rate, rate / bicubic_rate, macs)
             )
+        for label, model in extras_here.items():
+            logger.info("%s x%d: %.2f output MP/s", label, scale, rates[label])
+            points.append(_extra_point(label, model, rates[label], bicubic_rate, set5_dir))
         if opencv is not None:
             fsrcnn_macs = conv_macs_per_output_pixel(create_model("fsrcnn", scale, bicubic_skip=False))
             points.append(

@@ -58,6 +58,9 @@ class ModelInfo:
     - `tile_alignment`: the period of a grid the network anchors at the image's top-left corner
       (window attention, a U-Net's downsampling), 1 for a plain conv net: tiles then start at
       multiples of it, so that each sees the grid the whole image sees.
+    - `half_safe`: whether the network computes in float16 without overflow or lost precision
+      that changes its output; False refuses `--half` (community architectures spandrel marks
+      fp16-unsafe: window attention, large intermediate values), whichever command asks.
     """
 
     name: str
@@ -76,6 +79,7 @@ class ModelInfo:
     widen: WidenHook | None = field(default=None, repr=False, compare=False)
     to_rgb: ColourHook | None = field(default=None, repr=False, compare=False)
     tile_alignment: int = 1
+    half_safe: bool = True
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:

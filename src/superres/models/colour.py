@@ -1,4 +1,11 @@
-"""A trained Y-channel SPAN turned into an RGB one that starts from the same luminance detail.
+"""A Y network on colour: as superres runs one on an RGB image, and turned into an RGB network.
+
+`upscale_rgb_with_y` is the one definition of how a Y network upscales RGB (the network on the
+BT.601 Y, Cb and Cr by MATLAB's bicubic, back to RGB): the upscale pipeline calls it tile by tile,
+and `YNetworkOnRgb` wraps it as a module, which `superres export --rgb` writes as a 3-channel ONNX
+graph with the colour conversion inside.
+
+A trained Y-channel SPAN turned into an RGB one that starts from the same luminance detail.
 
 The shipped SPANs see and make the BT.601 Y channel only. A real-world model must see colour (JPEG's
 chroma blocks and colour noise live outside Y) and make colour, but a colour network trained from
@@ -15,6 +22,7 @@ Training then teaches the network what only colour shows.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -22,7 +30,43 @@ from torch import nn
 from superres.errors import ModelError
 from superres.models.blocks import IMAGE_RANGE, RGB_MEAN, Y_MEAN
 from superres.models.reparam import fuse_reparameterizable
-from superres.ops.color import Y_FROM_RGB, Y_OFFSET
+from superres.ops.color import Y_FROM_RGB, Y_OFFSET, rgb_to_ycbcr_tensor, ycbcr_to_rgb_tensor
+from superres.ops.resize import imresize_tensor
+
+#: LR pixels each side that the bicubic chroma reads: the least context a Y network on RGB needs.
+CHROMA_CONTEXT = 2
+
+
+def upscale_rgb_with_y(
+    network: Callable[[torch.Tensor], torch.Tensor], rgb: torch.Tensor, scale: int
+) -> torch.Tensor:
+    """RGB (N, 3, h, w) in [0, 1] upscaled with a Y network: `network` on the BT.601 Y, Cb and Cr
+    by MATLAB's bicubic (the integer-scale path, which traces to plain ONNX operators), back to
+    RGB. Not clipped: the caller clips where it quantises."""
+    ycbcr = rgb_to_ycbcr_tensor(rgb)
+    y_sr = network(ycbcr[:, :1])
+    chroma_sr = imresize_tensor(ycbcr[:, 1:], scale)
+    return ycbcr_to_rgb_tensor(torch.cat([y_sr, chroma_sr], dim=1))
+
+
+class YNetworkOnRgb(nn.Module):
+    """A Y network as an RGB model, (N, 3, h, w) -> (N, 3, scale*h, scale*w): `upscale_rgb_with_y`.
+
+    Only a module (for export and tests): its card stays the Y network's (`network.info`), so that
+    nothing mistakes it for a network trained on RGB.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        if network.info.channels_for(getattr(network, "model_kwargs", {})) != "Y":
+            raise ModelError(
+                f"{network.info.name} already works on RGB; only a Y network needs the colour wrapper"
+            )
+        self.network = network
+        self.scale = int(network.scale)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return upscale_rgb_with_y(self.network, rgb, self.scale)
 
 
 def span_y_to_rgb(model: nn.Module) -> nn.Module:

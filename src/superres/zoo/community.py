@@ -669,6 +669,9 @@ def _card(path: Path, descriptor: Any, measurement: Measurement | None) -> Model
         receptive_field_function=lambda scale, kwargs: overlap,
         activation_function=lambda scale, kwargs: values,
         tile_alignment=alignment,
+        # spandrel's own judgement per architecture: where fp16 overflows (attention logits,
+        # unnormalised sums) the card refuses `--half` rather than let it write wrong images.
+        half_safe=bool(descriptor.supports_half),
     )
 
 
