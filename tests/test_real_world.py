@@ -154,6 +154,21 @@ def test_denoise_strength_interpolates_between_the_clean_start_and_the_real_mode
         torch.testing.assert_close(tensor, 0.25 * real[key] + 0.75 * base[key], rtol=0, atol=1e-6)
 
 
+def test_a_weak_denoise_rgb_network_can_be_the_base_of_the_strength(shipped: Path) -> None:
+    # Real-ESRGAN's pairing: the base is an RGB network trained on lighter degradations, taken as
+    # it is (no Y-to-RGB conversion).
+    weak = resolve_model("real@denoise=1", 2)
+    with torch.no_grad():
+        for parameter in weak.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    ship(shipped, "weak", weak, 35.5, degradation="real")
+    card_path = shipped / "real_x2.json"
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "denoise_base": "weak"}))
+    real, base = resolve_model("real@denoise=1", 2).state_dict(), weak.state_dict()
+    for key, tensor in load_denoised("real", 2, 0.25).state_dict().items():
+        torch.testing.assert_close(tensor, 0.25 * real[key] + 0.75 * base[key], rtol=0, atol=1e-6)
+
+
 def test_denoise_strength_is_checked(shipped: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ModelError, match="in \\[0, 1\\]"):
         load_denoised("real", 2, 1.5)

@@ -260,13 +260,15 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     """The real-world model `name` with its denoising turned to `strength` in [0, 1].
 
     As Real-ESRGAN's general model does with its two networks (`--denoise_strength`), the weights
-    are interpolated: `strength * real + (1 - strength) * base`, where base is the clean network the
-    real-world one was fine-tuned from (the card's `denoise_base`, a Y model, in its RGB form of
-    `superres.models.colour`: the same luminance output, no denoising learned). 1 is the trained
-    model (noise and JPEG artefacts removed, some fine texture with them), 0 keeps them and
-    sharpens everything; both networks started from the same weights, which is what makes the
-    networks in between work. The name alone gives the card's `default_denoise` strength, chosen
-    on Set5 (the validation set) where the fully trained network smooths too much.
+    are interpolated: `strength * real + (1 - strength) * base`, where base is the card's
+    `denoise_base`: either the clean network the real-world one was fine-tuned from (a Y model, in
+    its RGB form of `superres.models.colour`: the same luminance output, no denoising learned), or,
+    as Real-ESRGAN's weak-denoise ("wdn") network, an RGB network fine-tuned from the same start on
+    lighter degradations. 1 is the trained model (noise and JPEG artefacts removed, some fine
+    texture with them), 0 the base, which keeps more of them; both networks descend from the same
+    weights, which is what makes the networks in between work. The name alone gives the card's
+    `default_denoise` strength, chosen on Set5 (the validation set) where the fully trained network
+    smooths too much.
     """
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
         raise ModelError(f"a denoise strength lies in [0, 1], got {strength!r}")
@@ -275,8 +277,10 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     if not base_name:
         raise ModelError(f"'{name}' has no denoise strength (only the real-world models have one)")
     model = _load_entry(entry)
-    clean = load_pretrained(str(base_name), scale)
-    base = clean.info.to_rgb(clean).state_dict()
+    start = load_pretrained(str(base_name), scale)
+    if start.info.channels_for(start.model_kwargs) != "RGB":  # a clean Y network: its RGB form
+        start = start.info.to_rgb(start)
+    base = start.state_dict()
     import torch
 
     with torch.no_grad():
