@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from superres.cli.doc_tables import DEFAULT_SECTION, SECTIONS  # plain data and re: no torch
+
     p = subparsers.add_parser(
         "models",
         help="list model architectures and shipped pretrained weights",
@@ -27,10 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also list the registered architectures with their parameters, MACs per pixel and "
         "receptive field (builds each network: a second or two)",
     )
+    sections = ", ".join(f"{name} ({what})" for name, (_, what) in SECTIONS.items())
     p.add_argument(
-        "--markdown", action="store_true",
-        help="print the shipped models' tables as Markdown, from the cards (docs/models.md holds "
-        "this output; a test keeps the two equal)",
+        "--markdown", nargs="?", const=DEFAULT_SECTION, choices=list(SECTIONS), metavar="SECTION",
+        help=f"print a table of results as Markdown, from the model cards and superres.zoo.records: "
+        f"{sections}; {DEFAULT_SECTION} without SECTION. The docs hold each between generated-markers; "
+        "tests/test_docs.py keeps them equal, tools/regenerate_docs.py rewrites them",
     )
     p.add_argument(
         "--inspect", metavar="FILE",
@@ -51,55 +55,6 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
         return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
     return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]
-
-
-def stated_protocol(entries: Sequence[PretrainedEntry]) -> str:
-    """The protocol the cards state their scores in (they all come from `superres evaluate`)."""
-    from superres.zoo.pretrained import PROTOCOL
-
-    return next((str(entry.card["protocol"]) for entry in entries if entry.card.get("protocol")), PROTOCOL)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A GitHub-flavoured Markdown table."""
-    return [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---" for _ in headers) + "|",
-        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
-    ]
-
-
-def markdown_tables() -> list[str]:
-    """The shipped models and the real-world models' degraded-LR scores, as Markdown, from the
-    cards alone: what docs/models.md shows between its generated-table markers."""
-    from superres.zoo.pretrained import card_metric, list_pretrained
-
-    entries = list_pretrained()
-    headers = ["model", "scale", "architecture", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM", "MACs/px",
-               "speed vs bicubic"]
-
-    def named(label: str) -> str:  # "espcn (fast)" -> "`espcn` (fast)"
-        name, _, roles = label.partition(" ")
-        return f"`{name}` {roles}".rstrip()
-
-    lines = markdown_table(headers, [[named(row[0]), *row[1:]] for row in pretrained_rows()])
-    protocol = stated_protocol(entries)
-    lines += ["", f"Scores: {protocol.rstrip('.')}. Speed: output pixels per second as a multiple of "
-              "bicubic's in the same run, from the card."]
-    degraded = [
-        [f"`{entry.name}`", f"x{entry.scale}", preset, *(
-            _format_score(card_metric({"metrics": scores}, dataset, "psnr"),
-                          card_metric({"metrics": scores}, dataset, "ssim"))
-            for dataset in ("Set5", "Set14")
-        )]
-        for entry in entries
-        for preset, scores in (entry.card.get("metrics_degraded") or {}).items()
-    ]
-    if degraded:
-        lines += ["", "Real-world models on LR made by `superres degrade --preset P` (same protocol):", ""]
-        headers = ["model", "scale", "preset", "Set5 PSNR / SSIM", "Set14 PSNR / SSIM"]
-        lines += markdown_table(headers, degraded)
-    return lines
 
 
 def architecture_rows() -> list[list[str]]:
@@ -127,63 +82,9 @@ def architecture_rows() -> list[list[str]]:
     return rows
 
 
-def _score(entry: PretrainedEntry, dataset: str) -> str:
-    return _format_score(entry.metric(dataset, "psnr"), entry.metric(dataset, "ssim"))
-
-
-def _format_score(psnr: float | None, ssim: float | None) -> str:
-    if psnr is None:
-        return "-"
-    return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / -"
-
-
 def _perceptual_score(entry: PretrainedEntry, dataset: str) -> str:
     lpips, niqe = entry.metric(dataset, "lpips_approx"), entry.metric(dataset, "niqe")
     return f"{'-' if lpips is None else f'{lpips:.4f}'} / {'-' if niqe is None else f'{niqe:.2f}'}"
-
-
-def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[list[str]]:
-    """name, scale, architecture, Set5 and Set14 PSNR / SSIM (model cards), MACs per output pixel
-    and, with `speeds` ({(name, scale): output MP/s}), the speed measured on this machine."""
-    from superres.zoo import SEED_MODELS
-    from superres.zoo.pretrained import default_model_for, fastest_model_for, list_pretrained
-
-    entries = list_pretrained()
-    # Each choice reads every card: make it once per scale, not once per row.
-    chosen = {
-        scale: {"default": default_model_for(scale), "fast": fastest_model_for(scale)}
-        for scale in {entry.scale for entry in entries}
-    }
-    best = {
-        scale: max(
-            (entry for entry in entries if entry.scale == scale and not entry.by_name_only),
-            key=lambda entry: entry.metric("Set5", "psnr") or 0.0,
-            default=None,
-        )
-        for scale in chosen
-    }
-    rows = []
-    for entry in entries:
-        roles = [role for role, name in chosen[entry.scale].items() if name == entry.name]
-        roles += ["best"] if best[entry.scale] is entry else []
-        roles += ["seed"] if entry.name in SEED_MODELS else []
-        roles += ["perceptual"] if entry.perceptual else []
-        roles += ["real-world"] if entry.real_world else []
-        macs = entry.macs_per_pixel
-        row = [
-            entry.name + (f" ({', '.join(roles)})" if roles else ""),
-            f"x{entry.scale}",
-            entry.architecture,
-            _score(entry, "Set5"),
-            _score(entry, "Set14"),
-            "-" if macs is None else f"{macs / 1000:,.1f}k",
-            "-" if entry.speed_vs_bicubic is None else f"{entry.speed_vs_bicubic:.3f}",
-        ]
-        if speeds is not None:
-            rate = speeds.get((entry.name, entry.scale))
-            row.append("-" if rate is None else f"{rate:.2f}")
-        rows.append(row)
-    return rows
 
 
 def measured_speeds() -> tuple[dict[tuple[str, int], float], dict[int, float]]:
@@ -201,6 +102,7 @@ def measured_speeds() -> tuple[dict[tuple[str, int], float], dict[int, float]]:
 def _print_real_world(entries: list[PretrainedEntry]) -> None:
     """The real-world models' scores on the `superres degrade` presets, and the rule that sends
     an image to them when no model is named."""
+    from superres.cli.doc_tables import _format_score
     from superres.inference.input_check import JPEG_QUALITY_LIMIT, NOISE_SIGMA_LIMIT, REAL_WORLD_MODEL
     from superres.zoo.pretrained import card_metric
 
@@ -247,6 +149,7 @@ def inspect_rows(path: str) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from superres.cli.doc_tables import pretrained_rows, stated_protocol
     from superres.zoo.pretrained import list_pretrained
 
     if args.inspect:
@@ -256,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key.ljust(width)}  {value}")
         return 0
     if args.markdown:
-        print("\n".join(markdown_tables()))
+        from superres.cli.doc_tables import markdown_section
+
+        print("\n".join(markdown_section(args.markdown)))
         return 0
     # From the cards alone unless asked: answering must not wait for torch (tests/test_trip_ups.py).
     if args.architectures:
