@@ -254,3 +254,32 @@ def test_rates_use_the_larger_matmul_measurement() -> None:
     assert records[1]["gflops"] == pytest.approx(10.0)
     assert records[1]["matmul_ratio"] == pytest.approx(0.5)
     assert records[1]["speedup_vs_eager"] == pytest.approx(2.0)
+
+
+def _pretend_run(spec: str, scale: int, width: int, height: int, precision: str, tile: str | None) -> dict:
+    """A pipeline run without the upscale: what `run_once` reports, for the report's wording."""
+    return {"precision": precision, "computed_in": "fp32", "tile": tile and 64, "tiles": 1,
+            "seconds": 1.0, "peak_rss_bytes": None}
+
+
+def test_bench_pipeline_says_why_the_one_pass_runs_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-one-pass is reported as turned off, not as too large; too large as too large."""
+    from superres.images import limits
+    from superres.lab.bench_pipeline import format_pipeline, measure_pipeline
+
+    def measure(**options: object) -> dict:
+        return measure_pipeline(40, 32, model="espcn", scale=2, precisions=("fp32",), runner=_pretend_run,
+                                **options)
+
+    off = measure(tiling=False)
+    assert off["tiling_overhead"] is None and len(off["runs"]) == 1  # the tiled run only
+    (line,) = [line for line in format_pipeline(off).splitlines() if line.startswith("tiling overhead")]
+    assert "turned off" in line and "--no-one-pass" in line and "fit" not in line
+    with monkeypatch.context() as patch:
+        patch.setattr(limits, "memory_bytes", lambda: 1024)  # a machine where nothing fits
+        full = measure()
+    assert full["tiling_overhead"] is None and len(full["runs"]) == 1
+    (line,) = [line for line in format_pipeline(full).splitlines() if line.startswith("tiling overhead")]
+    assert "would not fit in memory" in line and "turned off" not in line
+    fits = measure()
+    assert fits["one_pass_skipped"] is None and set(fits["tiling_overhead"]) == {"fp32"}

@@ -496,6 +496,61 @@ def test_half_is_refused_where_spandrel_says_fp16_is_not_safe(
     assert "not safe in float16" in line and "without --half" in line and not output.exists()
 
 
+def _aurasr_file(folder: Path) -> Path:
+    """A tiny AuraSR (a GAN U-Net upsampler, x4 by its style network's widths): the architecture
+    spandrel 0.4.2 marks bf16-unsafe (and fp16-unsafe)."""
+    from spandrel.architectures.AuraSR import AuraSR
+
+    torch.manual_seed(0)
+    network = AuraSR(
+        dim=2, image_size=None, input_image_size=None, style_network={"dim_in": 8, "dim_out": 32, "depth": 2},
+        full_attn=(False,) * 5, self_attn_dim_head=2, attn_depths=(1,) * 5, mid_attn_depth=1,
+        num_conv_kernels=2,
+    )
+    path = folder / "4x-TinyAura.pth"
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def test_bf16_is_refused_where_spandrel_says_bf16_is_not_safe(
+    tmp_path: Path, model_files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AuraSR is bf16-unsafe by spandrel's descriptor: the card carries it, --precision bf16 is one
+    line before the CPU's instructions are looked at (so on any CPU) and before any image is read,
+    and --precision auto runs it in fp32, saying why."""
+    from superres.inference import precision
+
+    path = _aurasr_file(tmp_path)
+    aura = community.load_community_model(path, measured=False)
+    compact = community.load_community_model(model_files["compact"], measured=False)
+    assert aura.info.name == "AuraSR" and aura.scale == 4
+    assert aura.info.bf16_safe is False and compact.info.bf16_safe is True
+    monkeypatch.setattr(precision, "has_native_bf16", lambda: True)  # a CPU that would run bf16
+    monkeypatch.setattr(precision, "bf16_convolutions_work", lambda: True)
+    with pytest.raises(ConfigError, match="AuraSR architecture is not safe in bfloat16"):
+        make_backend(aura, "torch", "cpu", precision="bf16")
+    with pytest.raises(ConfigError, match="not safe in bfloat16"):
+        upscale_image(smooth_image(16, 16), aura, precision="bf16", device="cpu")
+    assert precision.resolve_precision("bf16", compact) == "bf16"  # a safe one gets to the CPU's say
+    assert make_backend(aura, "torch", "cpu", precision="auto").precision == "fp32"
+    assert "AuraSR architecture is not safe in bf16" in precision.describe_choice("auto", aura)
+    # The commands load the file measured; its measurement (a U-Net with attention, seconds) is
+    # not what this test is about: a stand-in of a network that sees the whole image.
+    whole = community.Measurement(None, None, None, 1000.0, 0.0)
+    monkeypatch.setattr(community, "measure", lambda model, device="cpu": whole)
+    source, output = tmp_path / "photo.png", tmp_path / "out.png"
+    write_image(source, smooth_image(16, 16))
+    for command in (["upscale", str(source), "-o", str(output)],
+                    ["evaluate", str(_tiny_benchmark(tmp_path / "Set5")), "--scale", "4"]):
+        assert main([*command, "--model", str(path), "--precision", "bf16"]) == 2
+        line = one_error_line(capsys)
+        assert "not safe in bfloat16" in line and "--precision fp32 or auto" in line, line
+    assert not output.exists()
+    assert main(["upscale", str(source), "--model", str(path), "--precision", "auto", "-o", str(output)]) == 0
+    assert read_image(output).pixels.shape == (64, 64, 3)
+
+
 def _tiny_benchmark(folder: Path) -> Path:
     """Two small HR images: a stand-in for Set5 (the protocol's mean over a folder)."""
     folder.mkdir()
@@ -514,6 +569,10 @@ def _x4_compact_file(folder: Path) -> Path:
     return path
 
 
+# Its inputs are already tiny (12x16 LR, two 24x28 images): the time goes to loading, folding and
+# MAC-counting the nine shipped x2 and x4 models and measuring three files (some 3 s of CPU, many
+# more on a loaded machine), which smaller inputs do not change.
+@pytest.mark.slow
 def test_the_frontier_places_a_model_file_beside_the_shipped_models(
     tmp_path: Path, model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

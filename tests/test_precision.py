@@ -131,6 +131,24 @@ def test_auto_is_fp32_for_weights_no_card_describes(bf16_cpu: None) -> None:
     assert precision.resolve_precision("auto", model) == "fp32"
 
 
+def test_a_card_that_says_bf16_is_unsafe_refuses_bf16_and_keeps_auto_at_fp32(bf16_cpu: None) -> None:
+    """`ModelInfo.bf16_safe` (spandrel's verdict on a community architecture) comes before any
+    measurement: even with a card that would have auto choose bf16, auto is fp32 and bf16 refused."""
+    import dataclasses
+
+    model = _toy(_card(0.0, 0.0))
+    assert precision.resolve_precision("auto", model) == "bf16"  # the card alone would choose it
+    model.info = dataclasses.replace(model.info, bf16_safe=False)
+    assert precision.resolve_precision("auto", model) == "fp32"
+    assert precision.describe_choice("auto", model).startswith("fp32: its card says the espcn architecture")
+    for runtime in ("torch", "onnxruntime"):  # refused before the runtime or the CPU is looked at
+        with pytest.raises(ConfigError, match="espcn architecture is not safe in bfloat16"):
+            precision.resolve_precision("bf16", model, "cpu", runtime)
+    with pytest.raises(ConfigError, match="not safe in bfloat16"):
+        make_backend(model, "torch", "meta", precision="bf16")
+    assert make_backend(model, "torch", "cpu", precision="auto").precision == "fp32"
+
+
 def test_fp32_is_always_fp32(bf16_cpu: None) -> None:
     assert precision.resolve_precision("fp32", _toy(_card(0.0, 0.0))) == "fp32"
 

@@ -13,7 +13,8 @@ Runtimes (`RUNTIMES`):
   (`superres.inference.fast.retain_freed_memory`), its inner convolutions in bf16 with
   `precision` "bf16" (or "auto" where the model's card allows it: `superres.inference.precision`);
   on CUDA the folded network, in float16 with `half` (refused, on any device, for a network
-  whose card says float16 is not safe for it: `ModelInfo.half_safe`).
+  whose card says float16 is not safe for it: `ModelInfo.half_safe`; bf16 likewise refused for
+  one whose card says bfloat16 is not safe, `ModelInfo.bf16_safe`, and never chosen by "auto").
 - `"onnxruntime"`: the model exported to ONNX in memory (`superres.inference.export.export_onnx_bytes`,
   done once per model and weights version) and run by ONNX Runtime's CPU provider with one
   intra-op thread per available core.
@@ -40,7 +41,7 @@ from torch import nn
 from superres.errors import ConfigError
 from superres.inference import export
 from superres.inference.fast import optimize_for_inference, retain_freed_memory
-from superres.inference.precision import resolve_precision
+from superres.inference.precision import check_bf16_safe, resolve_precision
 from superres.ops.ensemble import self_ensemble as ensembled
 from superres.zoo.pretrained import weights_fingerprint
 
@@ -118,12 +119,15 @@ def make_backend(
     threads (default: the cores this process may use). `retain_memory`: on the CPU torch path,
     apply `superres.inference.fast.retain_freed_memory()` (process-wide; see there).
     Raises `ConfigError` for an unknown runtime or a device/precision it cannot use, and for
-    `half` on a network whose card says float16 is not safe (`check_half_safe`).
+    `half` on a network whose card says float16 is not safe (`check_half_safe`), and for
+    `precision="bf16"` on one whose card says bfloat16 is not safe (`precision.check_bf16_safe`).
     """
     if half:
         # Before the device: a network that float16 breaks is refused on every machine, so the
         # answer does not depend on whether this one has a GPU (and tests can see it on a CPU).
         check_half_safe(model)
+    if precision == "bf16":
+        check_bf16_safe(model)  # likewise before the device and the CPU's instructions
     target = resolve_device(device)
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown backend '{runtime}'; available: {', '.join(sorted(RUNTIMES))}")

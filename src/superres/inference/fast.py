@@ -692,12 +692,22 @@ def optimize_for_inference(
         fast = fuse_conv_activations(fast)
     replace_transposed_convs(fast)
     if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
+        _weights_channels_last(fast)
     if precision == "bf16":
         to_lower_precision(fast, torch.bfloat16, **_image_channels(model))
     # Again at the end: the modules the rewrites added start in training mode, with gradients.
     fast.eval().requires_grad_(False)
     return FastInferenceModel(fast, channels_last=channels_last, precision=precision)
+
+
+def _weights_channels_last(module: nn.Module) -> None:
+    """`module`'s 4-D weights and buffers channels-last, in place, as `module.to(memory_format=...)`
+    converts them; that also tries 5-D tensors and fails on them (AuraSR's banks of conv kernels,
+    spandrel), where this leaves them as they are."""
+    for submodule in module.modules():
+        for tensor in [*submodule._parameters.values(), *submodule._buffers.values()]:
+            if tensor is not None and tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
 
 
 def _image_channels(model: nn.Module) -> dict[str, int]:

@@ -5,6 +5,8 @@
   write the image, the input's centring and any bicubic skip stay float32
   (`superres.inference.fast.to_lower_precision`). It needs a CPU that computes bf16 natively
   (AVX-512 BF16 or AMX-BF16); elsewhere oneDNN emulates it, slower than float32, so it is refused.
+  So is a network whose card says bf16 is not safe for it (`ModelInfo.bf16_safe`: community
+  architectures spandrel marks bf16-unsafe), on every machine, like `--half` on an fp16-unsafe one.
 - `int8`: refused. Post-training static quantisation (torch's FX x86 path, calibrated on T91 LR
   images) cost 0.14 dB (SPAN60 x2, inner convolutions only) to 4.1 dB (the whole network) of Set5
   PSNR, far beyond `SAFE_DELTA_DB`, and ran no faster than bf16 where it kept most quality
@@ -13,7 +15,8 @@
   model's card (`superres.zoo.pretrained.card_of`: shipped weights, unchanged since loading)
   records that bf16 moved its Set5 and Set14 PSNR by at most `SAFE_DELTA_DB` by the paper protocol
   (`superres evaluate --precision bf16`) and ran faster than fp32 (`network_time_ratio` below 1:
-  the thinnest networks gain little from bf16 and may lose to its casts); fp32 otherwise.
+  the thinnest networks gain little from bf16 and may lose to its casts); fp32 otherwise, and
+  always for a network whose card says bf16 is not safe (`describe_choice` says why).
 
 The card's entry (written by `tools/measure_precision.py`):
 
@@ -66,6 +69,25 @@ def cpu_runs_bf16() -> bool:
     """True where bf16 convolutions are worth running: native bf16 instructions and a torch that
     computes them."""
     return has_native_bf16() and bf16_convolutions_work()
+
+
+def bf16_safe(model: nn.Module) -> bool:
+    """Whether `model`'s card allows bf16 (`ModelInfo.bf16_safe`; True for a model without a card)."""
+    info = getattr(model, "info", None)
+    return info is None or bool(getattr(info, "bf16_safe", True))
+
+
+def check_bf16_safe(model: nn.Module) -> None:
+    """`ConfigError` (one line) when `model`'s card says bfloat16 is not safe for it.
+
+    The card decides, not the kind of model: a community file's card carries spandrel's verdict
+    for its architecture, a registered network's its own (all of superres' are safe).
+    """
+    if not bf16_safe(model):
+        raise ConfigError(
+            f"--precision bf16: the {model.info.name} architecture is not safe in bfloat16 (its card "
+            "says so: its values lose the precision its output needs); run it with --precision fp32 or auto"
+        )
 
 
 def card_deltas(card: Mapping[str, Any] | None, precision: str) -> dict[str, float] | None:
@@ -130,8 +152,9 @@ def resolve_precision(
     """The precision to compute in: "fp32" or "bf16" (`precision` as asked, `auto` decided).
 
     `auto`: bf16 where `runtime` is torch on the CPU, the CPU runs bf16 natively and the model's
-    card says it is free and faster (`worth_it_by_card`), else fp32. An explicit `bf16` the setup
-    cannot honour and `int8` are one-line ConfigErrors, never a silent change of the output.
+    card says it is free and faster (`worth_it_by_card`), else fp32 (always for a network whose
+    card says bf16 is not safe, `bf16_safe`). An explicit `bf16` the setup or the network cannot
+    honour and `int8` are one-line ConfigErrors, never a silent change of the output.
     """
     check_precision(precision)
     device = torch.device(device)
@@ -139,6 +162,11 @@ def resolve_precision(
         raise ConfigError(INT8_REFUSAL)
     if precision == "fp32":
         return "fp32"
+    if precision == "auto" and not bf16_safe(model):
+        return "fp32"  # whatever a card measured: the architecture's own verdict comes first
+    # Before the device: a network that bf16 breaks is refused on every machine, so the answer
+    # does not depend on this CPU's instructions (as `--half` on an fp16-unsafe network).
+    check_bf16_safe(model)
     cpu_torch = device.type == "cpu" and runtime == "torch"
     if precision == "auto":
         card = card_of(model)
@@ -161,6 +189,8 @@ def describe_choice(precision: str, model: nn.Module, device: torch.device | str
     """Why `auto` chose what it did, one line (for `superres bench` and logs)."""
     card = card_of(model)
     deltas = card_deltas(card, "bf16")
+    if not bf16_safe(model):
+        return f"fp32: its card says the {model.info.name} architecture is not safe in bf16"
     if torch.device(device).type != "cpu":
         return "fp32: bf16 is a CPU-path precision"
     if not has_native_bf16():

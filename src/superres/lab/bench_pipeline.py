@@ -11,7 +11,11 @@ quantisation), in configurations of (precision, tile):
 - each precision asked for (default: fp32 and auto) with `tile="auto"`: what `superres upscale
   --precision P` computes; `auto` is resolved as there (`superres.inference.precision`);
 - with `tiling`, the same precisions in one pass (`tile=None`), where the whole image's activations
-  fit a quarter of the machine's memory: the tiling overhead is the tiled time over the one-pass time.
+  fit a quarter of the machine's memory: the tiling overhead is the tiled time over the one-pass time
+  (`one_pass_skipped` says why, where they were not run: not asked for, or too large).
+
+An explicit precision the model or this CPU cannot run (`--precision bf16` on a network whose card
+says bf16 is not safe, or on a CPU without bf16 instructions) is refused in one line before any run.
 
 Every run is a fresh process (`python -m superres.lab.bench_pipeline`), so that its peak resident
 memory (VmHWM: the model, the image, the output and the tiles' activations; file decoding and
@@ -107,16 +111,25 @@ def _run_child(spec: str, scale: int, width: int, height: int, precision: str, t
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def one_pass_fits(spec: str, scale: int, width: int, height: int) -> bool:
-    """Whether the one-pass run's activations (fp32, by the card) fit `ONE_PASS_MEMORY_SHARE` of memory."""
+#: Why the one-pass runs were not made when they were not asked for (`tiling=False`).
+ONE_PASS_OFF = "not measured (the one-pass runs were turned off: --no-one-pass)"
+
+
+def one_pass_refusal(model: Any, scale: int, width: int, height: int) -> str | None:
+    """None where the one-pass run's activations (fp32, by the card) fit `ONE_PASS_MEMORY_SHARE`
+    of memory; else why it is not run, for the report."""
     from superres.images.limits import memory_bytes
     from superres.inference.tiling import tile_memory_bytes
-    from superres.zoo.names import resolve_model
 
-    model = resolve_model(spec, scale, "cpu")
     needed = tile_memory_bytes(model.info, max(width, height), scale=scale, model_kwargs=model.model_kwargs)
     memory = memory_bytes()
-    return memory is not None and needed <= memory * ONE_PASS_MEMORY_SHARE
+    if memory is None:
+        return "not measured (this machine's memory could not be read, so the one-pass run was not risked)"
+    if needed > memory * ONE_PASS_MEMORY_SHARE:
+        return (f"not measured (the one-pass run would not fit in memory: its activations, "
+                f"{needed / 2**30:.1f} GiB, exceed {ONE_PASS_MEMORY_SHARE:.0%} of this machine's "
+                f"{memory / 2**30:.1f} GiB)")
+    return None
 
 
 def pipeline_model(model: str, scale: int | None) -> tuple[str, int]:
@@ -147,12 +160,19 @@ def measure_pipeline(
 ) -> dict[str, Any]:
     """The runs and ratios described above, JSON-ready. `scale` None: the model's own
     (`pipeline_model`). `runner` runs one configuration (tests pass `run_once` to stay in process)."""
+    from superres.inference.precision import resolve_precision
     from superres.lab.bench import load_average
+    from superres.zoo.names import resolve_model
 
     say = progress or (lambda message: None)
     spec, scale = pipeline_model(model, scale)
+    network = resolve_model(spec, scale, "cpu")
+    for precision in precisions:  # a refusal is one line here, not a failed child process
+        resolve_precision(precision, network, "cpu", "torch")
     configurations: list[tuple[str, str | None]] = [(precision, "auto") for precision in precisions]
-    one_pass = tiling and one_pass_fits(spec, scale, width, height)
+    skipped = one_pass_refusal(network, scale, width, height) if tiling else ONE_PASS_OFF
+    del network
+    one_pass = skipped is None
     if one_pass:
         configurations += [(precision, None) for precision in precisions]
     runs: dict[tuple[str, str | None], list[dict]] = {configuration: [] for configuration in configurations}
@@ -195,6 +215,7 @@ def measure_pipeline(
         "runs": records,
         "time_ratios": ratios,
         "tiling_overhead": overhead if one_pass else None,
+        "one_pass_skipped": skipped,
     }
 
 
@@ -217,7 +238,7 @@ def format_pipeline(result: dict[str, Any]) -> str:
     for name, ratio in result["time_ratios"].items():
         lines.append(f"time ratio {name.replace('_over_', ' / ')} (tiles of the auto size): {ratio:.3f}")
     if result["tiling_overhead"] is None:
-        lines.append("tiling overhead: not measured (the one-pass run would not fit in memory)")
+        lines.append(f"tiling overhead: {result.get('one_pass_skipped') or 'not measured'}")
     else:
         for precision, overhead in result["tiling_overhead"].items():
             lines.append(f"tiling overhead at {precision}: tiled time / one-pass time = {overhead:.3f}")

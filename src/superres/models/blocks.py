@@ -61,6 +61,9 @@ class ModelInfo:
     - `half_safe`: whether the network computes in float16 without overflow or lost precision
       that changes its output; False refuses `--half` (community architectures spandrel marks
       fp16-unsafe: window attention, large intermediate values), whichever command asks.
+    - `bf16_safe`: the same for bfloat16: False refuses `--precision bf16` and keeps `--precision
+      auto` at fp32 (`superres.inference.precision`; community architectures spandrel marks
+      bf16-unsafe, such as AuraSR).
     """
 
     name: str
@@ -80,6 +83,7 @@ class ModelInfo:
     to_rgb: ColourHook | None = field(default=None, repr=False, compare=False)
     tile_alignment: int = 1
     half_safe: bool = True
+    bf16_safe: bool = True
     receptive_field: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -16,8 +16,8 @@ NaN or infinite weights after.
 
 The card. spandrel's descriptor says the scale, the channels, the size requirements (a minimum, a
 multiple: the input is reflect-padded to them at the bottom and right, as spandrel's own call does,
-and the output cropped), whether half precision is safe and a tiling hint. It does not say how far
-the network sees, so that is measured once per file (`measure`) and cached under its SHA-256
+and the output cropped), whether float16 and bfloat16 are safe and a tiling hint. It does not say
+how far the network sees, so that is measured once per file (`measure`) and cached under its SHA-256
 (`cache_path`): a random strip is run, then again with a band in its middle changed, and the
 farthest output pixel that moved is the reach. The reach at which nothing moves at all (exact
 tiling) is used when it is under `REACH_LIMIT`; otherwise the reach beyond which changes stay under
@@ -672,6 +672,9 @@ def _card(path: Path, descriptor: Any, measurement: Measurement | None) -> Model
         # spandrel's own judgement per architecture: where fp16 overflows (attention logits,
         # unnormalised sums) the card refuses `--half` rather than let it write wrong images.
         half_safe=bool(descriptor.supports_half),
+        # Likewise for bfloat16 (8 significant bits): unsafe ones refuse `--precision bf16`, and
+        # `auto` keeps them at fp32.
+        bf16_safe=bool(descriptor.supports_bfloat16),
     )
 
 
