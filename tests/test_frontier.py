@@ -201,6 +201,10 @@ def test_a_real_world_run_gets_its_own_panel_and_keeps_the_hours_behind_it(tmp_p
     assert curves["real"].start is None  # another measure: not joined to the clean run's 31.5 dB
     assert curves["real"].network == "span (48 features), RGB"
     assert plot_learning_curves([real], tmp_path / "curves.png") == 2
+    # Validated on another preset's LR: another scale of dB, so another panel.
+    (real / "config.json").write_text(json.dumps({**json.loads((real / "config.json").read_text()),
+                                                  "val_preset": "jpeg"}))
+    assert run_lineage([real])[-1].validation == "`jpeg` LR"
 
 
 def test_learning_curves_survive_a_loop_and_a_missing_parent(tmp_path: Path) -> None:

@@ -367,6 +367,73 @@ def precision_table() -> list[str]:
     return [*markdown_table(headers, rows), "", f"From each card's `precision` entry, measured on {where}."]
 
 
+PRESETS = ("jpeg", "noise-jpeg", "real")
+
+
+def _psnrs(metrics: Mapping[str, Any] | None) -> str:
+    """"Set5 / Set14" PSNR, "-" where unrecorded."""
+    values = [_metric(metrics, dataset, "psnr") for dataset in SETS]
+    return " / ".join("-" if value is None else f"{value:.2f}" for value in values)
+
+
+def _baseline_rows(card: Mapping[str, Any], scale: int) -> list[list[str]]:
+    """Bicubic and the default at `scale`: clean LR from the cards, degraded LR from the records."""
+    from superres.zoo.records import DEGRADED_BASELINES
+
+    rows = []
+    for name, scores in DEGRADED_BASELINES["psnr"].get(scale, {}).items():
+        if name == "bicubic":
+            label, clean = "bicubic", card.get("bicubic")
+        else:
+            label, clean = f"`{name}` (the default)", (_find(name, scale)[0] or {}).get("metrics")
+        degraded = [" / ".join(f"{value:.2f}" for value in scores[preset]) for preset in PRESETS]
+        rows.append([label, _psnrs(clean), *degraded])
+    return rows
+
+
+def _sweep_lines(name: str, card: Mapping[str, Any], scale: int) -> list[str]:
+    """The card's `denoise_sweep`: Set5 PSNR at each measured strength, the shipped one in bold."""
+    sweep = card.get("denoise_sweep") or {}
+    if not sweep:
+        return []
+    shipped = card.get("default_denoise")
+    rows = [
+        [f"**{float(value):g}** (shipped)" if float(value) == shipped else f"{float(value):g}",
+         *(f"{scores[preset]:.2f}" for preset in ("clean", *PRESETS))]
+        for value, scores in sorted(sweep.items(), key=lambda item: float(item[0]))
+    ]
+    headers = ["strength", "clean LR", *(f"`{preset}`" for preset in PRESETS)]
+    return ["", f"`{name}` x{scale} at each measured denoise strength, Set5 PSNR:", "",
+            *markdown_table(headers, rows)]
+
+
+def real_world_tables() -> list[str]:
+    """Per scale of a real-world model: bicubic, the default and the model at its shipped denoise
+    strength and at 1 on clean and degraded LR; then what each measured strength does on Set5
+    (the card's `denoise_sweep`, from which its `default_denoise` was chosen). docs/real-world.md."""
+    from superres.zoo.pretrained import list_pretrained
+    from superres.zoo.records import DEGRADED_BASELINES
+
+    real_world = [entry for entry in list_pretrained() if entry.card.get("metrics_degraded")]
+    lines: list[str] = []
+    for entry in sorted(real_world, key=lambda entry: -entry.scale):
+        card, scale = entry.card, entry.scale
+        rows = _baseline_rows(card, scale)
+        degraded = card["metrics_degraded"]
+        label = f"`{entry.name}` (strength {card.get('default_denoise'):g})"
+        rows.append([label, _psnrs(card.get("metrics")), *(_psnrs(degraded.get(p)) for p in PRESETS)])
+        full = card.get("metrics_full_denoise") or {}
+        if full:
+            rows.append([f"`{entry.name}@denoise=1`", *(_psnrs(full.get(p)) for p in ("clean", *PRESETS))])
+        headers = [f"x{scale}, Set5 / Set14 PSNR", "clean LR", *(f"`{preset}`" for preset in PRESETS)]
+        lines += [*markdown_table(headers, rows), *_sweep_lines(entry.name, card, scale), ""]
+    lines.append(
+        f"Bicubic's and the default's scores on degraded LR: `{DEGRADED_BASELINES['measured_by']}`, "
+        f"{DEGRADED_BASELINES['date']}; the rest from the cards."
+    )
+    return lines
+
+
 #: `superres models --markdown SECTION`: the section, what prints it, and where the docs show it.
 SECTIONS: dict[str, tuple[Callable[[], list[str]], str]] = {
     "shipped": (shipped_tables, "the shipped models' scores and speed, the real-world ones' on degraded LR"),
@@ -376,6 +443,9 @@ SECTIONS: dict[str, tuple[Callable[[], list[str]], str]] = {
     "perceptual": (perceptual_tables, "the perceptual models beside bicubic, their parent and HR"),
     "retired": (retired_table, "the retired models against what ships"),
     "precision": (precision_table, "bf16 against fp32 per shipped model"),
+    "real-world": (
+        real_world_tables, "the real-world models on clean and degraded LR, and their denoise strengths"
+    ),
 }
 
 

@@ -56,7 +56,11 @@ def network_name(config: dict[str, Any]) -> str:
 
 def validation_of(config: dict[str, Any]) -> str:
     """What a run validated on, when not the clean benchmark LR: a real-world run scores Set5
-    with the `real` preset's LR (`superres.training.loop.validate_into`), a different scale of dB."""
+    with the `real` preset's LR (`superres.training.loop.validate_into`), a different scale of dB,
+    and a run with a `val_preset` that preset's LR (each its own panel)."""
+    preset = config.get("val_preset")
+    if preset and preset != "bicubic":
+        return "real-world LR" if preset == "real" else f"`{preset}` LR"
     return "real-world LR" if config.get("degradation") == "real" else ""
 
 

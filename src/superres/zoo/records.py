@@ -100,6 +100,24 @@ PERCEPTUAL_REFERENCES: dict[int, dict[str, Any]] = {
     },
 }
 
+#: PSNR (Set5, Set14) of bicubic and of the default on LR made by `superres degrade --preset P`
+#: (the clean LR's scores are on the cards), measured before any real-world model shipped.
+DEGRADED_BASELINES: dict[str, Any] = {
+    "date": "2026-12-04",
+    "measured_by": "superres evaluate ../shared/data/benchmark/Set5/HR ../shared/data/benchmark/Set14/HR "
+    "--model M --scale S --lr-preset P",
+    "psnr": {
+        4: {
+            "bicubic": {"jpeg": (27.46, 25.37), "noise-jpeg": (27.40, 25.32), "real": (23.90, 22.13)},
+            "span96": {"jpeg": (27.98, 25.84), "noise-jpeg": (27.59, 25.53), "real": (23.58, 22.10)},
+        },
+        2: {
+            "bicubic": {"jpeg": (31.87, 29.10), "noise-jpeg": (31.28, 28.78), "real": (24.86, 23.37)},
+            "span60": {"jpeg": (31.98, 29.45), "noise-jpeg": (30.47, 28.38), "real": (24.45, 23.30)},
+        },
+    },
+}
+
 #: The models retired on `date` (each beaten on quality by a shipped model at its scale and not the
 #: fastest): their cards' scores and speed, the run that made them, and why. The whole card of each
 #: is `git show COMMIT^:src/superres/weights/NAME_xS.json`.
