@@ -309,12 +309,13 @@ class JobQueue:
                 release_memory()
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
-        with self._lock:
-            job.state, job.error = state, error
         if state == "error":
             # A failed job has no result, and the page shows previews of finished jobs only:
-            # its upload and any preview go now, not when the job is forgotten.
+            # its upload and any preview go now, not when the job is forgotten; before the state
+            # says "error", so that whoever sees the failure sees its files gone.
             shutil.rmtree(job.folder, ignore_errors=True)
+        with self._lock:
+            job.state, job.error = state, error
 
     def _run(self, job: Job) -> None:
         from superres.api import model_for_image, parse_model, read_image, runtime_for, upscale_pixels
