@@ -41,7 +41,7 @@ from torch import nn
 from superres.errors import ConfigError
 from superres.inference import export
 from superres.inference.fast import optimize_for_inference, retain_freed_memory
-from superres.inference.precision import check_bf16_safe, resolve_precision
+from superres.inference.precision import check_precision_safe, resolve_precision
 from superres.ops.ensemble import self_ensemble as ensembled
 from superres.zoo.pretrained import weights_fingerprint
 
@@ -119,15 +119,15 @@ def make_backend(
     threads (default: the cores this process may use). `retain_memory`: on the CPU torch path,
     apply `superres.inference.fast.retain_freed_memory()` (process-wide; see there).
     Raises `ConfigError` for an unknown runtime or a device/precision it cannot use, and for
-    `half` on a network whose card says float16 is not safe (`check_half_safe`), and for
-    `precision="bf16"` on one whose card says bfloat16 is not safe (`precision.check_bf16_safe`).
+    `half` on a network whose card says float16 is not safe, and for `precision="bf16"` on one
+    whose card says bfloat16 is not safe (`superres.inference.precision.check_precision_safe`).
     """
     if half:
         # Before the device: a network that float16 breaks is refused on every machine, so the
         # answer does not depend on whether this one has a GPU (and tests can see it on a CPU).
-        check_half_safe(model)
+        check_precision_safe(model, "fp16")
     if precision == "bf16":
-        check_bf16_safe(model)  # likewise before the device and the CPU's instructions
+        check_precision_safe(model, "bf16")  # likewise before the device and the CPU's instructions
     target = resolve_device(device)
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown backend '{runtime}'; available: {', '.join(sorted(RUNTIMES))}")
@@ -145,20 +145,6 @@ def make_backend(
     if self_ensemble:
         forward = ensembled(forward)
     return Backend(forward=forward, device=target, name=runtime, precision="fp16" if half else chosen)
-
-
-def check_half_safe(model: nn.Module) -> None:
-    """`ConfigError` (one line) when `model`'s card says float16 is not safe for it (`half_safe`).
-
-    The card decides, not the kind of model: a community file's card carries spandrel's verdict
-    for its architecture, a registered network's its own (all of superres' are safe).
-    """
-    info = getattr(model, "info", None)
-    if info is not None and not getattr(info, "half_safe", True):
-        raise ConfigError(
-            f"--half: the {info.name} architecture is not safe in float16 (its card says so: its "
-            "values overflow or lose the precision its output needs); run it in float32, without --half"
-        )
 
 
 # --------------------------------------------------------------------------- torch

@@ -71,22 +71,34 @@ def cpu_runs_bf16() -> bool:
     return has_native_bf16() and bf16_convolutions_work()
 
 
-def bf16_safe(model: nn.Module) -> bool:
-    """Whether `model`'s card allows bf16 (`ModelInfo.bf16_safe`; True for a model without a card)."""
+#: A reduced precision's verdict on a model's card: (the `ModelInfo` field, the option that asks for
+#: it, the type, what goes wrong, what to do instead), for the one-line refusal.
+_CARD_VERDICTS = {
+    "fp16": ("half_safe", "--half", "float16", "its values overflow or lose the precision its output needs",
+             "run it in float32, without --half"),
+    "bf16": ("bf16_safe", "--precision bf16", "bfloat16",
+             "its values lose the precision its output needs", "run it with --precision fp32 or auto"),
+}
+
+
+def precision_safe(model: nn.Module, precision: str) -> bool:
+    """Whether `model`'s card allows `precision` ("fp16" or "bf16": `ModelInfo.half_safe` /
+    `bf16_safe`); True for a model without a card."""
     info = getattr(model, "info", None)
-    return info is None or bool(getattr(info, "bf16_safe", True))
+    return info is None or bool(getattr(info, _CARD_VERDICTS[precision][0], True))
 
 
-def check_bf16_safe(model: nn.Module) -> None:
-    """`ConfigError` (one line) when `model`'s card says bfloat16 is not safe for it.
+def check_precision_safe(model: nn.Module, precision: str) -> None:
+    """`ConfigError` (one line) when `model`'s card says `precision` ("fp16", "bf16") is not safe.
 
     The card decides, not the kind of model: a community file's card carries spandrel's verdict
     for its architecture, a registered network's its own (all of superres' are safe).
     """
-    if not bf16_safe(model):
+    if not precision_safe(model, precision):
+        _, option, kind, harm, instead = _CARD_VERDICTS[precision]
         raise ConfigError(
-            f"--precision bf16: the {model.info.name} architecture is not safe in bfloat16 (its card "
-            "says so: its values lose the precision its output needs); run it with --precision fp32 or auto"
+            f"{option}: the {model.info.name} architecture is not safe in {kind} (its card says so: "
+            f"{harm}); {instead}"
         )
 
 
@@ -153,7 +165,7 @@ def resolve_precision(
 
     `auto`: bf16 where `runtime` is torch on the CPU, the CPU runs bf16 natively and the model's
     card says it is free and faster (`worth_it_by_card`), else fp32 (always for a network whose
-    card says bf16 is not safe, `bf16_safe`). An explicit `bf16` the setup or the network cannot
+    card says bf16 is not safe, `precision_safe`). An explicit `bf16` the setup or the network cannot
     honour and `int8` are one-line ConfigErrors, never a silent change of the output.
     """
     check_precision(precision)
@@ -162,11 +174,11 @@ def resolve_precision(
         raise ConfigError(INT8_REFUSAL)
     if precision == "fp32":
         return "fp32"
-    if precision == "auto" and not bf16_safe(model):
+    if precision == "auto" and not precision_safe(model, "bf16"):
         return "fp32"  # whatever a card measured: the architecture's own verdict comes first
     # Before the device: a network that bf16 breaks is refused on every machine, so the answer
     # does not depend on this CPU's instructions (as `--half` on an fp16-unsafe network).
-    check_bf16_safe(model)
+    check_precision_safe(model, "bf16")
     cpu_torch = device.type == "cpu" and runtime == "torch"
     if precision == "auto":
         card = card_of(model)
@@ -189,7 +201,7 @@ def describe_choice(precision: str, model: nn.Module, device: torch.device | str
     """Why `auto` chose what it did, one line (for `superres bench` and logs)."""
     card = card_of(model)
     deltas = card_deltas(card, "bf16")
-    if not bf16_safe(model):
+    if not precision_safe(model, "bf16"):
         return f"fp32: its card says the {model.info.name} architecture is not safe in bf16"
     if torch.device(device).type != "cpu":
         return "fp32: bf16 is a CPU-path precision"
