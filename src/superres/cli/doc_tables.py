@@ -370,10 +370,9 @@ def precision_table() -> list[str]:
 PRESETS = ("jpeg", "noise-jpeg", "real")
 
 
-def _psnrs(metrics: Mapping[str, Any] | None) -> str:
-    """"Set5 / Set14" PSNR, "-" where unrecorded."""
-    values = [_metric(metrics, dataset, "psnr") for dataset in SETS]
-    return " / ".join("-" if value is None else f"{value:.2f}" for value in values)
+def _psnr_row(label: str, metrics: Sequence[Mapping[str, Any] | None]) -> list[str]:
+    """`label`, then "Set5 / Set14" PSNR of each of `metrics`."""
+    return [label, *(_both(scores, "psnr", 2) for scores in metrics)]
 
 
 def _baseline_rows(card: Mapping[str, Any], scale: int) -> list[list[str]]:
@@ -381,13 +380,12 @@ def _baseline_rows(card: Mapping[str, Any], scale: int) -> list[list[str]]:
     from superres.zoo.records import DEGRADED_BASELINES
 
     rows = []
-    for name, scores in DEGRADED_BASELINES["psnr"].get(scale, {}).items():
+    for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items():
         if name == "bicubic":
             label, clean = "bicubic", card.get("bicubic")
         else:
             label, clean = f"`{name}` (the default)", (_find(name, scale)[0] or {}).get("metrics")
-        degraded = [" / ".join(f"{value:.2f}" for value in scores[preset]) for preset in PRESETS]
-        rows.append([label, _psnrs(clean), *degraded])
+        rows.append(_psnr_row(label, [clean, *map(scores.get, PRESETS)]))
     return rows
 
 
@@ -421,10 +419,10 @@ def real_world_tables() -> list[str]:
         rows = _baseline_rows(card, scale)
         degraded = card["metrics_degraded"]
         label = f"`{entry.name}` (strength {card.get('default_denoise'):g})"
-        rows.append([label, _psnrs(card.get("metrics")), *(_psnrs(degraded.get(p)) for p in PRESETS)])
+        rows.append(_psnr_row(label, [card.get("metrics"), *map(degraded.get, PRESETS)]))
         full = card.get("metrics_full_denoise") or {}
         if full:
-            rows.append([f"`{entry.name}@denoise=1`", *(_psnrs(full.get(p)) for p in ("clean", *PRESETS))])
+            rows.append(_psnr_row(f"`{entry.name}@denoise=1`", [full.get(p) for p in ("clean", *PRESETS)]))
         headers = [f"x{scale}, Set5 / Set14 PSNR", "clean LR", *(f"`{preset}`" for preset in PRESETS)]
         lines += [*markdown_table(headers, rows), *_sweep_lines(entry.name, card, scale), ""]
     lines.append(

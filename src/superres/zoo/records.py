@@ -1,6 +1,7 @@
 """Results that no shipped model card holds, each with where it came from: the papers' figures,
 the published bicubic baseline, the self-ensemble (`+x8`) scores, the perceptual measures of
-bicubic and HR, and the cards of the retired models.
+bicubic and HR, bicubic's and the default's scores on degraded LR, and the cards of the retired
+models.
 
 These were measured once by a project command (named beside each) or printed in a paper, and
 the docs' tables read them beside the cards (`superres models --markdown SECTION`,
@@ -100,20 +101,33 @@ PERCEPTUAL_REFERENCES: dict[int, dict[str, Any]] = {
     },
 }
 
-#: PSNR (Set5, Set14) of bicubic and of the default on LR made by `superres degrade --preset P`
-#: (the clean LR's scores are on the cards), measured before any real-world model shipped.
+def _psnr(set5: float, set14: float) -> dict[str, dict[str, float]]:
+    """Card-shaped metrics of a record that kept the PSNR only."""
+    return {"Set5": {"psnr": set5}, "Set14": {"psnr": set14}}
+
+
+#: Bicubic's and the default's scores on LR made by `superres degrade --preset P`, by scale and
+#: model (the clean LR's are on the cards), measured before any real-world model shipped.
 DEGRADED_BASELINES: dict[str, Any] = {
     "date": "2026-12-04",
     "measured_by": "superres evaluate ../shared/data/benchmark/Set5/HR ../shared/data/benchmark/Set14/HR "
     "--model M --scale S --lr-preset P",
-    "psnr": {
+    "metrics": {
         4: {
-            "bicubic": {"jpeg": (27.46, 25.37), "noise-jpeg": (27.40, 25.32), "real": (23.90, 22.13)},
-            "span96": {"jpeg": (27.98, 25.84), "noise-jpeg": (27.59, 25.53), "real": (23.58, 22.10)},
+            "bicubic": {
+                "jpeg": _psnr(27.46, 25.37), "noise-jpeg": _psnr(27.40, 25.32), "real": _psnr(23.90, 22.13),
+            },
+            "span96": {
+                "jpeg": _psnr(27.98, 25.84), "noise-jpeg": _psnr(27.59, 25.53), "real": _psnr(23.58, 22.10),
+            },
         },
         2: {
-            "bicubic": {"jpeg": (31.87, 29.10), "noise-jpeg": (31.28, 28.78), "real": (24.86, 23.37)},
-            "span60": {"jpeg": (31.98, 29.45), "noise-jpeg": (30.47, 28.38), "real": (24.45, 23.30)},
+            "bicubic": {
+                "jpeg": _psnr(31.87, 29.10), "noise-jpeg": _psnr(31.28, 28.78), "real": _psnr(24.86, 23.37),
+            },
+            "span60": {
+                "jpeg": _psnr(31.98, 29.45), "noise-jpeg": _psnr(30.47, 28.38), "real": _psnr(24.45, 23.30),
+            },
         },
     },
 }
