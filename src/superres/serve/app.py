@@ -68,7 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from superres.errors import SuperresError
 from superres.images import formats
-from superres.serve.jobs import Job, JobQueue, reader_message, upload_formats
+from superres.serve.jobs import DEFAULT_QUALITY, Job, JobQueue, reader_message, upload_formats
 
 #: The scales the page offers (those of the shipped architectures).
 SCALES = (2, 3, 4)
@@ -169,8 +169,6 @@ def output_format(text: str | None) -> str | None:
 
 def output_quality(text: str | None) -> int:
     """The `quality=` value (JPEG and WebP), 1..100; the writer's default when not given."""
-    from superres.serve.jobs import DEFAULT_QUALITY
-
     if not text:
         return DEFAULT_QUALITY
     if not text.isdigit() or not 1 <= int(text) <= 100:
