@@ -31,8 +31,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 WEIGHTS = REPOSITORY / "src" / "superres" / "weights"
 CHECKPOINTS = REPOSITORY / "checkpoints"
 RECIPES = REPOSITORY / "recipes"
-#: Folders never touched: training runs in progress write there.
-DEFAULT_SKIP = ("real-x4-cycle2", "real-x2-cycle2")
+#: Run folders always left alone: none (a running run's `.lock` protects its folder; --skip adds some).
+DEFAULT_SKIP: tuple[str, ...] = ()
 
 _NAMED_WEIGHTS = re.compile(r"checkpoints/[\w.+-]+/[\w.+-]+\.safetensors")
 _RUN_DIR = re.compile(r"--run-dir\s+(checkpoints/[\w.+-]+)")

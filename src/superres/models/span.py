@@ -22,7 +22,10 @@ skip (bicubic or the mean); the expansion 1x1 has no bias (it would only differ 
 re-parameterisation inexact); `bicubic_skip` (on by default) adds the bicubic upscale of the input
 so that the network learns a residual, which trains faster on a CPU; `reparam_gain=0` trains plain
 3x3 convolutions without the branches (the same inference network; it used to cost a quarter of
-the branches' training time, which online folding, `superres.models.reparam`, now mostly saves). `num_blocks` and `num_features` are free (the paper: 6 and 48).
+the branches' training time, which online folding, `superres.models.reparam`, now mostly saves); the
+merge takes the last block's first inner convolution before its SiLU, where the released code's
+in-place SiLU hands it over after (up to 1.8e-4 apart, so released SPAN weights are read through
+spandrel, not loaded into this class). `num_blocks` and `num_features` are free (the paper: 6 and 48).
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ SPAN_INFO = ModelInfo(
     "network gives its skip); the 1x1 expansion of each re-parameterisable conv has no bias, so that folding is "
     "exact at the zero-padded border; a bicubic skip (bicubic_skip, on by default) makes the "
     "network learn a residual over bicubic; reparam_gain=0 trains plain 3x3 convs instead of the "
-    "branches. Trained on the 291 images rather than DIV2K + LSDIR.",
+    "branches; the merge reads the last block's first inner convolution before its SiLU (the "
+    "released code's in-place SiLU hands it over after, so its weights do not load here unchanged). "
+    "Trained on the 291 images rather than DIV2K + LSDIR.",
     default_kwargs={
         "num_features": 48, "num_blocks": 6, "reparam_gain": 2, "bicubic_skip": True, "channels": "Y",
     },
