@@ -13,14 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image, ImageOps
 
 from image_helpers import (
     RNG_SEED,
     LogCapture,
     MonkeyPatch,
+    exif_with_orientation,
     file_named,
     leftover_temporaries,
+    png_with_extra_chunk,
     smooth_image,
     srgb_profile,
 )
@@ -457,6 +460,26 @@ def test_probe_reads_size_and_bytes_a_pixel_from_the_header(
     width, height, pixel_bytes = probe_image(path)
     assert (width, height) == (7, 5) and pixel_bytes >= pixel_bytes_of(read_image(path).pixels)
     assert pixel_bytes == expected
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("kind", ["jpeg", "png16", "tiff16"])
+def test_probe_gives_the_upright_size_read_image_returns(tmp_path: Path, kind: str, orientation: int) -> None:
+    # A server admits and a batch groups by the probed size: it must be the size that comes out.
+    from superres.images import png, probe_image
+
+    pixels = smooth_image(5, 8, 3, np.uint8 if kind == "jpeg" else np.uint16)
+    path = tmp_path / f"turned-{kind}"
+    if kind == "jpeg":
+        Image.fromarray(pixels).save(path, "JPEG", exif=exif_with_orientation(orientation))
+    elif kind == "png16":
+        exif_chunk = png.chunk(b"eXIf", exif_with_orientation(orientation))
+        path.write_bytes(png_with_extra_chunk(png.encode(pixels, None), exif_chunk))
+    else:
+        tifffile.imwrite(path, pixels, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+    height, width = read_image(path).pixels.shape[:2]
+    assert probe_image(path)[:2] == (width, height)
+    assert (width, height) == ((5, 8) if orientation in (6, 8) else (8, 5))
 
 
 def pixel_bytes_of(pixels: np.ndarray) -> int:

@@ -41,7 +41,7 @@ import numpy as np
 from superres.atomic import atomic_write, describe_os_error
 from superres.errors import ImageReadError, ImageWriteError
 from superres.images import formats, pillow, png, tiff
-from superres.images.decoded import Decoder, apply_orientation
+from superres.images.decoded import Decoder, apply_orientation, upright_size
 from superres.images.limits import DEFAULT_MAX_PIXELS, default_max_pixels
 from superres.images.samples import from_float, to_float, uint16_to_uint8
 
@@ -185,12 +185,15 @@ def read_image(
 
 def probe_image(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """(width, height, bytes per decoded pixel at most) of an image file, read from its header:
-    nothing is decoded, so a server can refuse by memory before it commits any."""
+    nothing is decoded, so a server can refuse by memory before it commits any. The size is the
+    upright one `read_image` returns (an EXIF quarter turn swaps it) where the header tells the
+    orientation, as JPEG's and TIFF's do."""
     path = Path(path)
     _check_is_nonempty_file(path)
     try:
         with open(path, "rb") as fp, _open_decoder(fp, path) as decoder:
-            return decoder.width, decoder.height, decoder.bytes_per_pixel
+            width, height = upright_size(decoder.width, decoder.height, decoder.orientation)
+            return width, height, decoder.bytes_per_pixel
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
 

@@ -42,6 +42,11 @@ class Decoder(Protocol):
         """Bytes one pixel of `decode`'s result takes at most (channels x 1 or 2), from the header."""
         ...
 
+    @property
+    def orientation(self) -> int:
+        """The EXIF (or TIFF) Orientation tag as far as the header tells it (1..8; 1 if unknown)."""
+        ...
+
     def decode(self) -> Decoded: ...
 
 
@@ -51,6 +56,11 @@ def valid_orientation(value: object) -> int:
     if isinstance(value, numbers.Integral) and 1 <= value <= 8:
         return int(value)
     return 1
+
+
+def upright_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """(width, height) after `apply_orientation`: orientations 5-8 turn the image a quarter."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:

@@ -96,6 +96,10 @@ class PillowDecoder:
         channels = 4 if self.image.mode == "P" else min(4, len(self.image.getbands()))
         return sample * channels
 
+    @property
+    def orientation(self) -> int:
+        return _orientation(self.image, self.path)  # a JPEG's EXIF precedes its pixels
+
     def decode(self) -> Decoded:
         image, path = self.image, self.path
         try:
@@ -112,7 +116,7 @@ class PillowDecoder:
             logger.warning("%s: %d frames; only the first is upscaled", path, image.n_frames)
         pixels, keep_profile = pixels_from_pillow_image(image, path)
         icc_profile = (image.info.get("icc_profile") or None) if keep_profile else None
-        return Decoded(pixels, icc_profile, _orientation(image, path))
+        return Decoded(pixels, icc_profile, self.orientation)
 
 
 @contextmanager

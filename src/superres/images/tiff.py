@@ -87,6 +87,7 @@ class SixteenBitColourTiff:
     height: int
     compression: str  # "NONE", "ADOBE_DEFLATE", "LZW", ...
     decodable: bool  # False: the compression (or predictor) needs imagecodecs
+    orientation: int = 1
 
 
 def own_decoder(fp: BinaryIO, path: Path) -> TiffDecoder | None:
@@ -127,6 +128,7 @@ def probe_sixteen_bit_colour(fp: BinaryIO) -> SixteenBitColourTiff | None:
                 compression=_enum_name(page.compression),
                 decodable=page.compression in TIFF.DECOMPRESSORS
                 and page.predictor in TIFF.UNPREDICTORS,
+                orientation=_orientation(page),
             )
     except _DECODE_ERRORS:
         return None
@@ -171,6 +173,10 @@ class TiffDecoder:
     @property
     def bytes_per_pixel(self) -> int:
         return 8  # 16-bit gray+alpha, RGB or RGBA: at most four 2-byte samples
+
+    @property
+    def orientation(self) -> int:
+        return self.layout.orientation
 
     def decode(self) -> Decoded:
         """HWC native-endian uint16 pixels; `ImageReadError` naming the path if damaged."""
