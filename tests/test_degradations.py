@@ -157,6 +157,21 @@ def test_the_light_share_is_a_matlab_bicubic_downscale_then_noise_and_jpeg() -> 
     assert not np.array_equal(first, lr)
 
 
+def test_light_jpeg_prob_leaves_that_share_of_light_pairs_uncompressed() -> None:
+    hr = textured_image(32, 36, 4)
+    clean = degradations.degrade_image(
+        hr, 2, np.random.default_rng(0), RealDegradation(light_prob=1.0, noise=False, jpeg=False)
+    )
+    never = RealDegradation(light_prob=1.0, noise=False, light_jpeg_prob=0.0)
+    assert np.array_equal(degradations.degrade_image(hr, 2, np.random.default_rng(5), never), clean)
+    half = RealDegradation(light_prob=1.0, noise=False, light_jpeg_prob=0.5)
+    uncompressed = [
+        np.array_equal(degradations.degrade_image(hr, 2, np.random.default_rng(seed), half), clean)
+        for seed in range(40)
+    ]
+    assert 8 <= sum(uncompressed) <= 32
+
+
 def test_the_jpeg_stage_goes_through_a_real_codec(monkeypatch: pytest.MonkeyPatch) -> None:
     image = torch.from_numpy(textured_image(24, 32, 3).transpose(2, 0, 1)).float()[None] / 255
     saved: list[tuple[str, int]] = []

@@ -116,10 +116,13 @@ class RealDegradation:
     # The simpler degradation family of BSRGAN and of most web images, for a share of the pairs
     # (0 in Real-ESRGAN): MATLAB-bicubic downscale (what the benchmarks use), Gaussian noise with
     # `light_noise_prob` (sigma in `noise_range2`, gray with `gray_noise_prob2`), then JPEG in
-    # `jpeg_range2`. Without it, every LR is blurred first, and a model sharpens such clean
-    # downscales too much.
+    # `jpeg_range2` with `light_jpeg_prob`. Without it, every LR is blurred first, and a model
+    # sharpens such clean downscales too much. BSRGAN compresses every light pair; a
+    # `light_jpeg_prob` below 1 leaves some of them clean (or only noisy), so that a network
+    # trained on this family alone still sees what a clean downscale looks like.
     light_prob: float = 0.0
     light_noise_prob: float = 0.5
+    light_jpeg_prob: float = 1.0
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None) -> RealDegradation:
@@ -491,12 +494,14 @@ def degrade_tensor(
 def _light_chain(
     hr: torch.Tensor, scale: int, rng: np.random.Generator, options: RealDegradation
 ) -> torch.Tensor:
-    """MATLAB-bicubic downscale, maybe noise, then JPEG (each stage obeying its switch)."""
+    """MATLAB-bicubic downscale, maybe noise, then maybe JPEG (each stage obeying its switch)."""
     out = imresize_tensor(hr, 1.0 / scale).clamp(0.0, 1.0)
     if options.noise and rng.random() < options.light_noise_prob:
         sigma, gray = float(rng.uniform(*options.noise_range2)), bool(rng.random() < options.gray_noise_prob2)
         out = add_gaussian_noise(out, rng, sigma, gray)
-    if options.jpeg:
+    # Drawn only below 1: at 1, the random stream is the one runs before this field drew.
+    compress = options.light_jpeg_prob >= 1.0 or rng.random() < options.light_jpeg_prob
+    if options.jpeg and compress:
         out = _random_jpeg(out, rng, options.jpeg_range2)
     return (out.clamp(0.0, 1.0) * 255.0).round() / 255.0
 
