@@ -482,6 +482,30 @@ def test_probe_gives_the_upright_size_read_image_returns(tmp_path: Path, kind: s
     assert (width, height) == ((5, 8) if orientation in (6, 8) else (8, 5))
 
 
+def test_probe_of_a_png_decodes_nothing_to_find_its_orientation(
+    tmp_path: Path, monkeypatch: MonkeyPatch
+) -> None:
+    # An eXIf chunk after the pixels is known only once they are read: the probe gives the
+    # stored size then, rather than decoding (Pillow's own getexif() would load the image).
+    from PIL import ImageFile
+
+    from superres.images import png, probe_image
+
+    encoded = png.encode(smooth_image(5, 8, 3), None)
+    exif_chunk = png.chunk(b"eXIf", exif_with_orientation(6))
+    before, after = tmp_path / "before.png", tmp_path / "after.png"
+    before.write_bytes(png_with_extra_chunk(encoded, exif_chunk))
+    after.write_bytes(encoded[:-12] + exif_chunk + encoded[-12:])  # IEND is the last 12 bytes
+    assert read_image(after).pixels.shape[:2] == (8, 5)
+
+    def no_decoding(self: object) -> None:
+        raise AssertionError("the probe decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    assert probe_image(before)[:2] == (5, 8)
+    assert probe_image(after)[:2] == (8, 5)
+
+
 def pixel_bytes_of(pixels: np.ndarray) -> int:
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     return channels * pixels.dtype.itemsize

@@ -98,7 +98,11 @@ class PillowDecoder:
 
     @property
     def orientation(self) -> int:
-        return _orientation(self.image, self.path)  # a JPEG's EXIF precedes its pixels
+        # Only what the header holds (a JPEG's EXIF precedes its pixels): Pillow's PNG getexif()
+        # decodes the whole image to look for an eXIf chunk after the pixels.
+        if self.image.format == "PNG" and "exif" not in self.image.info:
+            return 1
+        return _orientation(self.image, self.path)
 
     def decode(self) -> Decoded:
         image, path = self.image, self.path
@@ -116,7 +120,7 @@ class PillowDecoder:
             logger.warning("%s: %d frames; only the first is upscaled", path, image.n_frames)
         pixels, keep_profile = pixels_from_pillow_image(image, path)
         icc_profile = (image.info.get("icc_profile") or None) if keep_profile else None
-        return Decoded(pixels, icc_profile, self.orientation)
+        return Decoded(pixels, icc_profile, _orientation(image, path))
 
 
 @contextmanager
