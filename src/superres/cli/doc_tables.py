@@ -144,6 +144,7 @@ def pretrained_rows(speeds: dict[tuple[str, int], float] | None = None) -> list[
         roles += ["seed"] if entry.name in SEED_MODELS else []
         roles += ["perceptual"] if entry.perceptual else []
         roles += ["real-world"] if entry.real_world else []
+        roles += [f"{entry.denoise_base_of} at denoise 0"] if entry.denoise_base_of else []
         macs = entry.macs_per_pixel
         row = [
             entry.name + (f" ({', '.join(roles)})" if roles else ""),

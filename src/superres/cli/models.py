@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "Pretrained weights (default: what `superres upscale` uses; best: the highest Set5 PSNR; "
         "fast: `--model fast`; seed: the SRCNN and RED-Net superres started from; "
         "perceptual: GAN-trained for detail, not PSNR, used by name only; real-world: for "
-        "compressed, noisy or blurred images; speed: output pixels per second as a multiple of "
+        "compressed, noisy or blurred images; NAME at denoise 0: the 0 end of that real-world model's "
+        "--denoise slider, used by name only; speed: output pixels per second as a multiple of "
         "bicubic's, from the card):"
     )
     for line in format_table(headers, rows):

@@ -178,7 +178,8 @@ def output_quality(text: str | None) -> int:
 
 def model_purpose(name: str, entry: Any) -> str:
     """What a menu name is for at one scale (`entry`: the shipped weights it resolves to there, or
-    None): the aliases `default` and `fast`, then `real-world` (compressed or noisy photos),
+    None): the aliases `default` and `fast`, then `real-world` (compressed or noisy photos, and the
+    0 end of such a model's denoise slider),
     `perceptual` (GAN-trained detail), `seed` (the SRCNN and RED-Net superres started from),
     `other` (the other PSNR-trained models) or `interpolation` (weight-free: bicubic). The roles
     `superres models` prints; the page groups its menu by them."""
@@ -188,7 +189,7 @@ def model_purpose(name: str, entry: Any) -> str:
         return name
     if entry is None:
         return "interpolation"
-    if entry.real_world:
+    if entry.real_world or entry.denoise_base_of:
         return "real-world"
     if entry.perceptual:
         return "perceptual"

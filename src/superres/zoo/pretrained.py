@@ -107,9 +107,16 @@ class PretrainedEntry:
         return self.card.get("degradation") == "real"
 
     @property
+    def denoise_base_of(self) -> str | None:
+        """The real-world model whose `--denoise` slider this network is the 0 end of (the card's
+        `denoise_base_of`, as Real-ESRGAN's weak-denoise network is its general model's), or None."""
+        value = self.card.get("denoise_base_of")
+        return str(value) if value else None
+
+    @property
     def by_name_only(self) -> bool:
         """Not a candidate for `default`, `fast` or the clean-benchmark frontier."""
-        return self.perceptual or self.real_world
+        return self.perceptual or self.real_world or self.denoise_base_of is not None
 
     @property
     def architecture(self) -> str:
