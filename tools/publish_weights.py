@@ -140,6 +140,7 @@ def publish(args: argparse.Namespace, bicubic_report: dict[str, Any]) -> None:
                 else "the weight average (EMA) at the run's last step"
             ),
             "objective": "perceptual" if gan else "psnr",
+            **({"denoise_base_of": args.denoise_base_of} if args.denoise_base_of else {}),
             **real_world_fields(args, config),
             "training_data": args.training_data
             or f"T91 + BSD200 (the 291 images), channels: {metadata['channels']}",
@@ -199,6 +200,10 @@ def main() -> None:
     parser.add_argument(
         "--denoise-base", default=None, metavar="NAME",
         help="a real-world model's clean start (a shipped Y model) when its run started from a checkpoint",
+    )
+    parser.add_argument(
+        "--denoise-base-of", default=None, metavar="NAME",
+        help="the real-world model whose --denoise slider this network is the 0 end of (real-wdn: real)",
     )
     parser.add_argument(
         "--preset-eval", action="append", default=[], metavar="PRESET=EVAL.json",
