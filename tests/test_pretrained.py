@@ -208,27 +208,19 @@ def test_fast_is_the_fastest_that_beats_bicubic_by_a_decibel(empty_weights: Path
     assert pretrained.fastest_model_for(2) == "big"
 
 
-def test_a_perceptual_model_is_never_the_default_nor_fast(empty_weights: Path) -> None:
-    for name, psnr, macs in (("psnr", 37.0, 9e5), ("gan", 37.2, 1e3)):
+@pytest.mark.parametrize(
+    "marked",
+    [{"objective": "perceptual"}, {"denoise_base_of": "real"}],  # a GAN; real-wdn, the 0 end of real's slider
+)
+def test_a_by_name_only_model_is_never_the_default_nor_fast(empty_weights: Path, marked: dict) -> None:
+    for name, psnr, macs in (("psnr", 37.0, 9e5), ("other", 37.2, 1e3)):
         save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)
         fast_card(empty_weights, name, 2, psnr, macs, bicubic=33.5)
-    assert default_model_for(2) == "gan" and pretrained.fastest_model_for(2) == "gan"
-    path = empty_weights / "gan_x2.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "objective": "perceptual"}))
+    assert default_model_for(2) == "other" and pretrained.fastest_model_for(2) == "other"
+    path = empty_weights / "other_x2.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **marked}))
     assert default_model_for(2) == "psnr" and pretrained.fastest_model_for(2) == "psnr"
-    assert resolve_model("gan", 2).scale == 2  # still served by its name
-
-
-def test_a_denoise_slider_base_is_never_the_default_nor_fast(empty_weights: Path) -> None:
-    # real-wdn: the 0 end of real's --denoise, trained on clean LR yet no benchmark model.
-    for name, psnr, macs in (("psnr", 37.0, 9e5), ("base", 37.2, 1e3)):
-        save_model(empty_weights / f"{name}_x2.safetensors", "rednet", 2, **SMALL_REDNET)
-        fast_card(empty_weights, name, 2, psnr, macs, bicubic=33.5)
-    assert default_model_for(2) == "base" and pretrained.fastest_model_for(2) == "base"
-    path = empty_weights / "base_x2.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "denoise_base_of": "real"}))
-    assert default_model_for(2) == "psnr" and pretrained.fastest_model_for(2) == "psnr"
-    assert resolve_model("base", 2).scale == 2  # still served by its name
+    assert resolve_model("other", 2).scale == 2  # still served by its name
 
 
 def test_models_lists_the_perceptual_scores_of_perceptual_models(
