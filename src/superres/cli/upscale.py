@@ -85,8 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="S",
         help="with a real-world model: denoising strength from 0 (keep noise and JPEG artefacts, sharpest) "
-        "to 1 (the trained network), as Real-ESRGAN's --denoise_strength (default: the card's, chosen on "
-        "Set5: 0.8 at x4, 0.75 at x2)",
+        "to 1 (the trained network), as Real-ESRGAN's --denoise_strength (default: the strength the "
+        "model's card names, default_denoise, chosen on Set5; docs/real-world.md lists them)",
     )
     add_device_arguments(p)
     p.add_argument("--half", action="store_true", help="run the network in float16 (CUDA only)")
