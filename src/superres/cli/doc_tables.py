@@ -415,7 +415,7 @@ def real_world_tables() -> list[str]:
 
     real_world = [entry for entry in list_pretrained() if entry.card.get("metrics_degraded")]
     lines: list[str] = []
-    for entry in sorted(real_world, key=lambda entry: -entry.scale):
+    for entry in sorted((entry for entry in real_world if not entry.perceptual), key=lambda entry: -entry.scale):
         card, scale = entry.card, entry.scale
         rows = _baseline_rows(card, scale)
         degraded = card["metrics_degraded"]
@@ -426,10 +426,40 @@ def real_world_tables() -> list[str]:
             rows.append(_psnr_row(f"`{entry.name}@denoise=1`", [full.get(p) for p in ("clean", *PRESETS)]))
         headers = [f"x{scale}, Set5 / Set14 PSNR", "clean LR", *(f"`{preset}`" for preset in PRESETS)]
         lines += [*markdown_table(headers, rows), *_sweep_lines(entry.name, card, scale), ""]
+    lines += _real_world_perceptual_lines([entry for entry in real_world if entry.perceptual])
     lines.append(
         f"Bicubic's and the default's scores on degraded LR: `{DEGRADED_BASELINES['measured_by']}`, "
-        f"{DEGRADED_BASELINES['date']}; the rest from the cards."
+        f"{DEGRADED_BASELINES['date']} (LPIPS-approx and NIQE: the same with `--lpips --niqe`); the rest "
+        "from the cards."
     )
+    return lines
+
+
+def _real_world_perceptual_lines(entries: Sequence[PretrainedEntry]) -> list[str]:
+    """Per perceptual real-world model: LPIPS-approx and NIQE on each degraded preset beside
+    bicubic, the default and its PSNR parent (the bars of its issue: NIQE below bicubic's and the
+    default's, LPIPS-approx below the parent's)."""
+    from superres.zoo.records import DEGRADED_BASELINES
+
+    lines: list[str] = []
+    for entry in entries:
+        scale, card = entry.scale, entry.card
+        named = [(f"`{name}` (the default)" if name != "bicubic" else "bicubic", scores)
+                 for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items()]
+        parent = card.get("parent")
+        if isinstance(parent, Mapping):
+            found, _ = _find(str(parent.get("name")), int(parent.get("scale", scale)))
+            named.append((f"`{parent.get('name')}` (its parent)", (found or {}).get("metrics_degraded") or {}))
+        named.append((f"`{entry.name}`", card["metrics_degraded"]))
+        rows = [
+            [label, *(_both(scores.get(preset), metric, digits)
+                      for preset in PRESETS for metric, digits in (("lpips_approx", 3), ("niqe", 2)))]
+            for label, scores in named
+        ]
+        headers = [f"x{scale}, Set5 / Set14",
+                   *(f"`{preset}` {measure}" for preset in PRESETS for measure in ("LPIPS-approx", "NIQE"))]
+        lines += [f"`{entry.name}` x{scale}, a perceptual model (lower is better for both measures):", "",
+                  *markdown_table(headers, rows), ""]
     return lines
 
 

@@ -282,7 +282,8 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     entry = _find_entry(name, scale)
     base_name = entry.card.get("denoise_base")
     if not base_name:
-        raise ModelError(f"'{name}' has no denoise strength (only the real-world models have one)")
+        sliders = sorted({other.name for other in list_pretrained() if other.card.get("denoise_base")})
+        raise ModelError(f"'{name}' has no denoise strength (the models with one: {', '.join(sliders)})")
     model = _load_entry(entry)
     start = load_pretrained(str(base_name), scale)
     if start.info.channels_for(start.model_kwargs) != "RGB":  # a clean Y network: its RGB form

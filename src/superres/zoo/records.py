@@ -106,8 +106,19 @@ def _psnr(set5: float, set14: float) -> dict[str, dict[str, float]]:
     return {"Set5": {"psnr": set5}, "Set14": {"psnr": set14}}
 
 
+def _scores_perceived(
+    psnr: tuple[float, float], lpips: tuple[float, float], niqe: tuple[float, float]
+) -> dict[str, dict[str, float]]:
+    """Card-shaped metrics of a record with PSNR, LPIPS-approx and NIQE, each (Set5, Set14)."""
+    return {
+        dataset: {"psnr": psnr[index], "lpips_approx": lpips[index], "niqe": niqe[index]}
+        for index, dataset in enumerate(("Set5", "Set14"))
+    }
+
+
 #: Bicubic's and the default's scores on LR made by `superres degrade --preset P`, by scale and
-#: model (the clean LR's are on the cards), measured before any real-world model shipped.
+#: model (the clean LR's are on the cards), measured before any real-world model shipped; at x4 also
+#: LPIPS-approx and NIQE (the same command with `--lpips --niqe`, 2026-12-05), the bars of `real-gan`.
 DEGRADED_BASELINES: dict[str, Any] = {
     "date": "2026-12-04",
     "measured_by": "superres evaluate ../shared/data/benchmark/Set5/HR ../shared/data/benchmark/Set14/HR "
@@ -115,10 +126,14 @@ DEGRADED_BASELINES: dict[str, Any] = {
     "metrics": {
         4: {
             "bicubic": {
-                "jpeg": _psnr(27.46, 25.37), "noise-jpeg": _psnr(27.40, 25.32), "real": _psnr(23.90, 22.13),
+                "jpeg": _scores_perceived((27.46, 25.37), (0.2030, 0.2508), (8.87, 8.00)),
+                "noise-jpeg": _scores_perceived((27.40, 25.32), (0.2065, 0.2522), (8.53, 7.52)),
+                "real": _scores_perceived((23.90, 22.13), (0.2973, 0.3460), (10.49, 10.59)),
             },
             "span96": {
-                "jpeg": _psnr(27.98, 25.84), "noise-jpeg": _psnr(27.59, 25.53), "real": _psnr(23.58, 22.10),
+                "jpeg": _scores_perceived((27.98, 25.84), (0.1581, 0.2198), (10.26, 6.90)),
+                "noise-jpeg": _scores_perceived((27.59, 25.53), (0.1627, 0.2241), (8.98, 7.49)),
+                "real": _scores_perceived((23.58, 22.10), (0.3064, 0.3465), (8.90, 9.45)),
             },
         },
         2: {
