@@ -172,7 +172,7 @@ def test_a_weak_denoise_rgb_network_can_be_the_base_of_the_strength(shipped: Pat
 def test_denoise_strength_is_checked(shipped: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ModelError, match="in \\[0, 1\\]"):
         load_denoised("real", 2, 1.5)
-    with pytest.raises(ModelError, match="no denoise strength"):
+    with pytest.raises(ModelError, match="no denoise strength \\(the models with one: real\\)"):
         resolve_model("clean@denoise=0.5", 2)
     with pytest.raises(ModelError, match="must be a number"):
         resolve_model("real@denoise=much", 2)
@@ -225,6 +225,27 @@ def test_an_rgb_model_exports_to_onnx_matching_torch() -> None:
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: lr.numpy()})[0]
     assert actual.shape == (1, 3, 44, 56)
     assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_a_perceptual_real_world_model_gets_its_own_table_beside_its_parent(shipped: Path) -> None:
+    from superres.cli.doc_tables import real_world_tables
+
+    gan = resolve_model("real@denoise=1", 2)
+    scores = {"Set5": {"psnr": 30.0, "ssim": 0.8, "lpips_approx": 0.1234, "niqe": 6.5}}
+    ship(shipped, "real-gan", gan, 30.0, degradation="real", objective="perceptual",
+         metrics_degraded={"jpeg": scores}, parent={"name": "real", "scale": 2})
+    card_path = shipped / "real_x2.json"
+    parent_scores = {"jpeg": {"Set5": {"psnr": 31.0, "ssim": 0.85, "lpips_approx": 0.1111, "niqe": 9.5}}}
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "metrics_degraded": parent_scores}))
+    lines = real_world_tables()
+    # The PSNR table with denoise strengths is the PSNR model's; the GAN has no strength.
+    assert not any(line.startswith("| `real-gan` (strength") for line in lines)
+    title = lines.index("`real-gan` x2, a perceptual model (lower is better for both measures):")
+    parent_row, gan_row = lines[title + 6], lines[title + 7]
+    assert parent_row.startswith("| `real` (its parent) | 0.111 / - | 9.50 / - |")
+    assert gan_row.startswith("| `real-gan` | 0.123 / - | 6.50 / - |")
+    with pytest.raises(ModelError, match="no denoise strength"):
+        resolve_model("real-gan@denoise=0.5", 2)
 
 
 def test_a_card_default_denoise_is_what_the_name_alone_gives(shipped: Path) -> None:

@@ -415,11 +415,13 @@ def real_world_tables() -> list[str]:
 
     real_world = [entry for entry in list_pretrained() if entry.card.get("metrics_degraded")]
     lines: list[str] = []
-    for entry in sorted((entry for entry in real_world if not entry.perceptual), key=lambda entry: -entry.scale):
+    psnr_models = [entry for entry in real_world if not entry.perceptual]
+    for entry in sorted(psnr_models, key=lambda entry: -entry.scale):
         card, scale = entry.card, entry.scale
         rows = _baseline_rows(card, scale)
         degraded = card["metrics_degraded"]
-        label = f"`{entry.name}` (strength {card.get('default_denoise'):g})"
+        # Without a `default_denoise`, the name alone is the trained network: strength 1.
+        label = f"`{entry.name}` (strength {card.get('default_denoise', 1):g})"
         rows.append(_psnr_row(label, [card.get("metrics"), *map(degraded.get, PRESETS)]))
         full = card.get("metrics_full_denoise") or {}
         if full:
@@ -449,7 +451,8 @@ def _real_world_perceptual_lines(entries: Sequence[PretrainedEntry]) -> list[str
         parent = card.get("parent")
         if isinstance(parent, Mapping):
             found, _ = _find(str(parent.get("name")), int(parent.get("scale", scale)))
-            named.append((f"`{parent.get('name')}` (its parent)", (found or {}).get("metrics_degraded") or {}))
+            theirs = (found or {}).get("metrics_degraded") or {}
+            named.append((f"`{parent.get('name')}` (its parent)", theirs))
         named.append((f"`{entry.name}`", card["metrics_degraded"]))
         rows = [
             [label, *(_both(scores.get(preset), metric, digits)
