@@ -376,17 +376,19 @@ def _psnr_row(label: str, metrics: Sequence[Mapping[str, Any] | None]) -> list[s
     return [label, *(_both(scores, "psnr", 2) for scores in metrics)]
 
 
+def _baseline_label(name: str) -> str:
+    """How a model of `records.DEGRADED_BASELINES` is named in a table: bicubic, or the default."""
+    return "bicubic" if name == "bicubic" else f"`{name}` (the default)"
+
+
 def _baseline_rows(card: Mapping[str, Any], scale: int) -> list[list[str]]:
     """Bicubic and the default at `scale`: clean LR from the cards, degraded LR from the records."""
     from superres.zoo.records import DEGRADED_BASELINES
 
     rows = []
     for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items():
-        if name == "bicubic":
-            label, clean = "bicubic", card.get("bicubic")
-        else:
-            label, clean = f"`{name}` (the default)", (_find(name, scale)[0] or {}).get("metrics")
-        rows.append(_psnr_row(label, [clean, *map(scores.get, PRESETS)]))
+        clean = card.get("bicubic") if name == "bicubic" else (_find(name, scale)[0] or {}).get("metrics")
+        rows.append(_psnr_row(_baseline_label(name), [clean, *map(scores.get, PRESETS)]))
     return rows
 
 
@@ -446,7 +448,7 @@ def _real_world_perceptual_lines(entries: Sequence[PretrainedEntry]) -> list[str
     lines: list[str] = []
     for entry in entries:
         scale, card = entry.scale, entry.card
-        named = [(f"`{name}` (the default)" if name != "bicubic" else "bicubic", scores)
+        named = [(_baseline_label(name), scores)
                  for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items()]
         parent = card.get("parent")
         if isinstance(parent, Mapping):

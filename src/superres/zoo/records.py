@@ -107,12 +107,12 @@ def _psnr(set5: float, set14: float) -> dict[str, dict[str, float]]:
 
 
 def _scores_perceived(
-    psnr: tuple[float, float], lpips: tuple[float, float], niqe: tuple[float, float]
+    set5: tuple[float, float, float], set14: tuple[float, float, float]
 ) -> dict[str, dict[str, float]]:
-    """Card-shaped metrics of a record with PSNR, LPIPS-approx and NIQE, each (Set5, Set14)."""
+    """Card-shaped metrics from (PSNR, LPIPS-approx, NIQE) triples on Set5 and Set14."""
     return {
-        dataset: {"psnr": psnr[index], "lpips_approx": lpips[index], "niqe": niqe[index]}
-        for index, dataset in enumerate(("Set5", "Set14"))
+        name: {"psnr": psnr, "lpips_approx": lpips, "niqe": niqe}
+        for name, (psnr, lpips, niqe) in (("Set5", set5), ("Set14", set14))
     }
 
 
@@ -126,14 +126,14 @@ DEGRADED_BASELINES: dict[str, Any] = {
     "metrics": {
         4: {
             "bicubic": {
-                "jpeg": _scores_perceived((27.46, 25.37), (0.2030, 0.2508), (8.87, 8.00)),
-                "noise-jpeg": _scores_perceived((27.40, 25.32), (0.2065, 0.2522), (8.53, 7.52)),
-                "real": _scores_perceived((23.90, 22.13), (0.2973, 0.3460), (10.49, 10.59)),
+                "jpeg": _scores_perceived((27.46, 0.2030, 8.87), (25.37, 0.2508, 8.00)),
+                "noise-jpeg": _scores_perceived((27.40, 0.2065, 8.53), (25.32, 0.2522, 7.52)),
+                "real": _scores_perceived((23.90, 0.2973, 10.49), (22.13, 0.3460, 10.59)),
             },
             "span96": {
-                "jpeg": _scores_perceived((27.98, 25.84), (0.1581, 0.2198), (10.26, 6.90)),
-                "noise-jpeg": _scores_perceived((27.59, 25.53), (0.1627, 0.2241), (8.98, 7.49)),
-                "real": _scores_perceived((23.58, 22.10), (0.3064, 0.3465), (8.90, 9.45)),
+                "jpeg": _scores_perceived((27.98, 0.1581, 10.26), (25.84, 0.2198, 6.90)),
+                "noise-jpeg": _scores_perceived((27.59, 0.1627, 8.98), (25.53, 0.2241, 7.49)),
+                "real": _scores_perceived((23.58, 0.3064, 8.90), (22.10, 0.3465, 9.45)),
             },
         },
         2: {
