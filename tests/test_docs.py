@@ -71,3 +71,13 @@ def test_the_readme_stays_a_page_for_users() -> None:
     assert len(lines) <= 250
     first_upscale = next(i for i, line in enumerate(lines) if line.startswith("superres upscale"))
     assert first_upscale < 40
+
+
+def test_the_readmes_default_denoise_strengths_are_the_cards() -> None:
+    # The which-model table quotes what `--model real` alone means; a re-shipped `real` changes it.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"`real` alone: ([\d.]+) at x4, ([\d.]+) at x2", text)
+    assert quoted, "README: the which-model table no longer says what `real` alone means"
+    cards = {entry.scale: entry.card for entry in list_pretrained() if entry.name == "real"}
+    assert float(quoted[1]) == cards[4].get("default_denoise", 1)
+    assert float(quoted[2]) == cards[2].get("default_denoise", 1)
