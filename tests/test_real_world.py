@@ -260,3 +260,24 @@ def test_a_card_default_denoise_is_what_the_name_alone_gives(shipped: Path) -> N
     # Strength 1 is still the trained network.
     full = resolve_model("real@denoise=1", 2).state_dict()
     assert all(torch.equal(full[key], trained[key]) for key in trained)
+
+
+def test_a_wider_real_network_blends_with_its_base_widened_by_the_runs_seed(shipped: Path) -> None:
+    # real trained from clean's RGB form widened (Net2Net): strength 0 is that widened start, the
+    # same new channels, rebuilt from the seed its card names.
+    clean_rgb = span_y_to_rgb(resolve_model("clean", 2))
+    start = clean_rgb.info.widen(clean_rgb, 12, 7)
+    wide = create_model("span", 2, **{**SMALL_SPAN, "num_features": 12}, channels="RGB").eval()
+    wide.load_state_dict(start.state_dict())
+    with torch.no_grad():
+        for parameter in wide.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    ship(shipped, "real", wide, 36.0, degradation="real", denoise_base="clean", denoise_base_widen_seed=7)
+    for key, tensor in load_denoised("real", 2, 0.0).state_dict().items():
+        torch.testing.assert_close(tensor, start.state_dict()[key], rtol=0, atol=1e-6)
+    card_path = shipped / "real_x2.json"
+    card = json.loads(card_path.read_text())
+    del card["denoise_base_widen_seed"]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="no widening seed"):
+        load_denoised("real", 2, 0.5)

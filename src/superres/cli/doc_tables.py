@@ -249,6 +249,18 @@ def self_ensemble_table() -> list[str]:
     return [*markdown_table(headers, rows), "", f"Each by {_command(SELF_ENSEMBLE['measured_by'])} ({when})."]
 
 
+def _parent_label(parent: Mapping[str, Any], retired: bool = False) -> str:
+    """A perceptual model's parent in a table. A parent since replaced under its name (a newer
+    `real` x4) names the commit it shipped at, and its card entry carries its own scores."""
+    shipped_at = f" as shipped at {parent['shipped_at']}" if parent.get("shipped_at") else ""
+    return f"`{parent.get('name')}`{shipped_at} (its parent{', retired' if retired else ''})"
+
+
+def _has_psnr(metrics: Any) -> bool:
+    return isinstance(metrics, Mapping) and any(
+        isinstance(scores, Mapping) and "psnr" in scores for scores in metrics.values())
+
+
 def perceptual_tables() -> list[str]:
     """Each perceptual model beside bicubic, its parent and HR, per scale (docs/models.md)."""
     from superres.zoo.pretrained import list_pretrained
@@ -266,9 +278,9 @@ def perceptual_tables() -> list[str]:
             parent = entry.card.get("parent")
             if isinstance(parent, Mapping):
                 found, retired = _find(str(parent.get("name")), int(parent.get("scale", scale)))
-                scores = found.get("metrics") if found else None
                 theirs = parent.get("metrics")
-                rows.append([f"`{parent.get('name')}` (its parent{', retired' if retired else ''})",
+                scores = theirs if _has_psnr(theirs) else found.get("metrics") if found else None
+                rows.append([_parent_label(parent, retired),
                              _both(scores, "psnr", 2), _both(scores, "ssim", 4),
                              _both(theirs, "lpips_approx", 4), _both(theirs, "niqe", 2)])
             metrics = entry.card.get("metrics")
@@ -452,9 +464,13 @@ def _real_world_perceptual_lines(entries: Sequence[PretrainedEntry]) -> list[str
                  for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items()]
         parent = card.get("parent")
         if isinstance(parent, Mapping):
+            # A parent that has since been replaced under its name carries its own scores and the
+            # commit it shipped at; otherwise its scores are the shipped card's.
             found, _ = _find(str(parent.get("name")), int(parent.get("scale", scale)))
-            theirs = (found or {}).get("metrics_degraded") or {}
-            named.append((f"`{parent.get('name')}` (its parent)", theirs))
+            theirs = parent.get("metrics_degraded") or (found or {}).get("metrics_degraded") or {}
+            named.append((_parent_label(parent), theirs))
+            if parent.get("shipped_at") and found and found.get("metrics_degraded"):
+                named.append((f"`{parent.get('name')}` (shipped now)", found["metrics_degraded"]))
         named.append((f"`{entry.name}`", card["metrics_degraded"]))
         rows = [
             [label, *(_both(scores.get(preset), metric, digits)

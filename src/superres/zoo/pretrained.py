@@ -288,7 +288,7 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     start = load_pretrained(str(base_name), scale)
     if start.info.channels_for(start.model_kwargs) != "RGB":  # a clean Y network: its RGB form
         start = start.info.to_rgb(start)
-    base = start.state_dict()
+    base = _widened_like(start, model, entry.card).state_dict()
     import torch
 
     with torch.no_grad():
@@ -298,6 +298,20 @@ def load_denoised(name: str, scale: int, strength: float, device: str = "cpu") -
     # The card measured the blend at its default strength; another strength is another network.
     default = entry.card.get("default_denoise")
     return attach_card(model, entry.card) if default is not None and float(default) == strength else model
+
+
+def _widened_like(base: nn.Module, model: nn.Module, card: Mapping[str, Any]) -> nn.Module:
+    """`base` as wide as `model`, where `model` was trained from `base` widened (Net2Net,
+    `superres.models.widen`): widening is seeded, and the card's `denoise_base_widen_seed` (the
+    training run's seed) rebuilds the very new channels `model` started from, so that the blend
+    of the two networks stays between two descendants of the same weights."""
+    width = model.model_kwargs.get("num_features")
+    if base.model_kwargs.get("num_features") == width:
+        return base
+    seed = card.get("denoise_base_widen_seed")
+    if base.info.widen is None or seed is None:
+        raise ModelError(f"'{card.get('name')}': its denoise base has another width and no widening seed")
+    return base.info.widen(base, width, int(seed))
 
 
 def load_denoised_spec(spec: str, scale: int, device: str = "cpu") -> nn.Module:
