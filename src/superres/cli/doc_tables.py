@@ -339,7 +339,8 @@ def retired_table() -> list[str]:
     return [*markdown_table(headers, rows), "",
             f"Retired on {RETIRED['date']}; each card is `git show {RETIRED['commit'][:7]}^:"
             "src/superres/weights/NAME_xS.json`, the shipped models' from their cards today (speeds: each "
-            "card's `relative_to_bicubic`, timed when its model was published)."]
+            "card's `relative_to_bicubic`, from the run that last timed it: the retired ones when they were "
+            "published)."]
 
 
 def precision_table() -> list[str]:
