@@ -273,8 +273,9 @@ def test_a_wider_real_network_blends_with_its_base_widened_by_the_runs_seed(ship
         for parameter in wide.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     ship(shipped, "real", wide, 36.0, degradation="real", denoise_base="clean", denoise_base_widen_seed=7)
+    expected = start.state_dict()
     for key, tensor in load_denoised("real", 2, 0.0).state_dict().items():
-        torch.testing.assert_close(tensor, start.state_dict()[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=1e-6)
     card_path = shipped / "real_x2.json"
     card = json.loads(card_path.read_text())
     del card["denoise_base_widen_seed"]

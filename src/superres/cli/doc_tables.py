@@ -256,9 +256,10 @@ def _parent_label(parent: Mapping[str, Any], retired: bool = False) -> str:
     return f"`{parent.get('name')}`{shipped_at} (its parent{', retired' if retired else ''})"
 
 
-def _has_psnr(metrics: Any) -> bool:
-    return isinstance(metrics, Mapping) and any(
-        isinstance(scores, Mapping) and "psnr" in scores for scores in metrics.values())
+def _parent_scores(parent: Mapping[str, Any], found: Mapping[str, Any] | None, key: str) -> Any:
+    """A parent's `key` scores (`metrics`, `metrics_degraded`): those its child's card keeps for it
+    when the name has shipped another network since (`shipped_at`), else its shipped card's."""
+    return (parent if parent.get("shipped_at") else found or {}).get(key)
 
 
 def perceptual_tables() -> list[str]:
@@ -279,7 +280,7 @@ def perceptual_tables() -> list[str]:
             if isinstance(parent, Mapping):
                 found, retired = _find(str(parent.get("name")), int(parent.get("scale", scale)))
                 theirs = parent.get("metrics")
-                scores = theirs if _has_psnr(theirs) else found.get("metrics") if found else None
+                scores = _parent_scores(parent, found, "metrics")
                 rows.append([_parent_label(parent, retired),
                              _both(scores, "psnr", 2), _both(scores, "ssim", 4),
                              _both(theirs, "lpips_approx", 4), _both(theirs, "niqe", 2)])
@@ -465,11 +466,8 @@ def _real_world_perceptual_lines(entries: Sequence[PretrainedEntry]) -> list[str
                  for name, scores in DEGRADED_BASELINES["metrics"].get(scale, {}).items()]
         parent = card.get("parent")
         if isinstance(parent, Mapping):
-            # A parent that has since been replaced under its name carries its own scores and the
-            # commit it shipped at; otherwise its scores are the shipped card's.
             found, _ = _find(str(parent.get("name")), int(parent.get("scale", scale)))
-            theirs = parent.get("metrics_degraded") or (found or {}).get("metrics_degraded") or {}
-            named.append((_parent_label(parent), theirs))
+            named.append((_parent_label(parent), _parent_scores(parent, found, "metrics_degraded") or {}))
             if parent.get("shipped_at") and found and found.get("metrics_degraded"):
                 named.append((f"`{parent.get('name')}` (shipped now)", found["metrics_degraded"]))
         named.append((f"`{entry.name}`", card["metrics_degraded"]))
