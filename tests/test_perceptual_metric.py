@@ -19,7 +19,7 @@ from superres.cli import main
 from superres.errors import ConfigError
 from superres.evaluation.lpips import LPIPS_TAPS, LpipsApprox
 from superres.evaluation.vgg import CAFFE_BGR_MEAN, VGGTrunk
-from superres.training.gan.losses import create_perceptual_loss
+from superres.training.gan.losses import LpipsLoss, create_perceptual_loss
 from superres.zoo.packaged import packaged_file
 from superres.zoo.torch_files import read_state_dict
 
@@ -181,6 +181,20 @@ def test_lpips_approx_is_zero_for_the_same_image_and_symmetric(small_lpips_files
     assert len(LPIPS_TAPS) == len(metric.weights)
 
 
+def test_lpips_as_a_training_loss_has_gradients_and_the_metric_has_none(small_lpips_files) -> None:
+    loss = LpipsLoss(*small_lpips_files)
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, 24, 20)
+    sr = (hr + 0.1 * torch.randn_like(hr)).clamp(0, 1).requires_grad_(True)
+    value = loss(sr, hr)
+    value.backward()
+    assert value.item() > 0 and sr.grad is not None and sr.grad.abs().sum() > 0
+    assert loss(hr, hr).item() == 0.0
+    # The metric is the same distance, per image, without a graph.
+    per_image = loss.lpips(sr, hr)
+    assert not per_image.requires_grad and per_image.mean().item() == pytest.approx(value.item(), rel=1e-6)
+
+
 def test_lpips_linear_layers_of_the_wrong_shape_are_refused(small_lpips_files, tmp_path: Path) -> None:
     trunk, _ = small_lpips_files
     wrong = tmp_path / "alex.pth"
@@ -195,6 +209,12 @@ def _installed_metric_files() -> None:
         packaged_file("trunk"), packaged_file("linear")
     except ConfigError as error:
         pytest.skip(str(error))
+
+
+def test_a_gan_config_may_name_lpips_as_its_perceptual_loss() -> None:
+    _installed_metric_files()
+    loss = create_perceptual_loss("lpips", 3, None, layer="ignored", weights_path=None)
+    assert isinstance(loss, LpipsLoss)
 
 
 def test_evaluate_lpips_column_with_the_installed_wheels(tmp_path: Path, capsys) -> None:

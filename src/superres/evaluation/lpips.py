@@ -58,6 +58,10 @@ class LpipsApprox(nn.Module):
 
     @torch.no_grad()
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.distance(a, b)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """`forward` with gradients, for training against it (`superres.training.gan.losses`)."""
         total = a.new_zeros(a.shape[0])
         for fa, fb, weight in zip(self.trunk(a), self.trunk(b), self.weights):
             # LPIPS's normalisation: each position's feature vector to unit length.

@@ -46,7 +46,7 @@ DEGRADATIONS = ("bicubic", "bilinear", "real")
 #: GAN training (`superres.training.gan`): discriminators, feature networks of the perceptual loss, and
 #: adversarial losses a config may name.
 DISCRIMINATORS = ("vgg", "unet")
-PERCEPTUAL_LOSSES = ("random", "vgg16", "vgg19", "none")
+PERCEPTUAL_LOSSES = ("random", "vgg16", "vgg19", "lpips", "none")
 ADVERSARIAL_LOSSES = ("vanilla", "relativistic")
 
 
@@ -289,7 +289,7 @@ class TrainConfig:
         default="random",
         metadata=gan_flag(
             "feature network of the perceptual loss: random (seeded random-weight CNN, no file), "
-            "vgg16/vgg19 (needs --vgg-weights), none",
+            "vgg16/vgg19 (needs --vgg-weights), lpips (LPIPS-approx, packaged; no layer or file), none",
             choices=PERCEPTUAL_LOSSES,
         ),
     )

