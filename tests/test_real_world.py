@@ -4,6 +4,7 @@ ONNX. Small random-weight networks in a temporary weights folder; CPU only."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from superres.cli import main
 from superres.errors import ModelError
 from superres.images import read_image, write_image
 from superres.images.jpeg import estimate_jpeg_quality
-from superres.inference.input_check import NOISE_SIGMA_LIMIT, InputCondition, model_for_input, noise_sigma
+from superres.inference.input_check import (
+    JPEG_BLOCK_SCORE_LIMIT,
+    NOISE_SIGMA_LIMIT,
+    InputCondition,
+    inspect_input,
+    jpeg_block_score,
+    model_for_input,
+    noise_sigma,
+)
 from superres.inference.pipeline import upscale_image
 from superres.models import create_model
 from superres.models.colour import span_y_to_rgb
@@ -109,6 +118,37 @@ def test_the_noise_estimate_tells_noise_from_smooth_detail() -> None:
     assert noise_sigma(smooth) < 1.0
     assert 6.0 < noise_sigma(noisy) < 10.0 and noise_sigma(noisy) >= NOISE_SIGMA_LIMIT
     assert noise_sigma(np.zeros((8, 8, 3), np.uint8)) == 0.0  # too small to tell: clean
+
+
+def _decoded_jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_the_block_score_finds_a_jpeg_grid_at_any_offset_in_pixels_saved_again() -> None:
+    picture = synthetic_image(120, 136, 1)
+    blocky = _decoded_jpeg(picture, 60)
+    assert jpeg_block_score(picture) < JPEG_BLOCK_SCORE_LIMIT
+    for top, left in ((0, 0), (3, 5), (7, 1)):  # cropped after decoding: the grid sits anywhere
+        assert jpeg_block_score(blocky[top:, left:]) > 2 * JPEG_BLOCK_SCORE_LIMIT
+    assert jpeg_block_score(blocky[..., 1]) > JPEG_BLOCK_SCORE_LIMIT  # gray
+    assert jpeg_block_score(blocky.astype(np.uint16) * 257) == pytest.approx(jpeg_block_score(blocky))
+    assert jpeg_block_score(blocky[:60, :60]) == 0.0  # too few blocks to tell
+    assert jpeg_block_score(np.full((80, 80, 3), 128, np.uint8)) == 0.0  # flat: no grid either way
+
+
+def test_a_png_of_a_decoded_jpeg_is_compressed_but_a_jpeg_file_goes_by_its_tables(tmp_path: Path) -> None:
+    picture = synthetic_image(120, 136, 2)
+    write_image(tmp_path / "resaved.png", _decoded_jpeg(picture, 60))
+    write_image(tmp_path / "clean.png", picture)
+    Image.fromarray(picture).save(tmp_path / "camera.jpg", quality=95)
+    resaved = inspect_input(tmp_path / "resaved.png", read_image(tmp_path / "resaved.png").pixels)
+    assert resaved.compressed and resaved.jpeg_quality is None and "JPEG blocks" in resaved.describe()
+    assert not inspect_input(tmp_path / "clean.png", picture).compressed
+    camera = inspect_input(tmp_path / "camera.jpg", read_image(tmp_path / "camera.jpg").pixels)
+    assert camera.jpeg_quality == 95 and camera.jpeg_block_score == 0.0 and not camera.compressed
+    assert inspect_input(None, _decoded_jpeg(picture, 60)).compressed  # pixels without a file (the API)
 
 
 def test_upscale_without_a_model_routes_each_image_by_its_condition(

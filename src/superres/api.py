@@ -324,8 +324,9 @@ def upscale(
     downscaled with MATLAB's antialiased bicubic, as `superres upscale --scale 1.5 / --width`.
     `scale=None`: the checkpoint's scale for a path, the one scale a shipped name ships at
     (`span-gan`: x4), else 2.
-    `model="default"` looks at the input first: a compressed (a JPEG file of quality <= 90) or
-    noisy one goes to the real-world model `real` where it ships at the scale.
+    `model="default"` looks at the input first: a compressed (a JPEG file of quality <= 90, or
+    pixels that show a JPEG's grid) or noisy one goes to the real-world model `real` where it ships
+    at the scale.
     `denoise`: with a real-world model (`model="real"`, or the default), its denoising strength
     from 0 (keep noise and artefacts) to 1 (the trained model).
     `precision`: what the network computes in on the CPU: "auto" (bf16 where the model's card
@@ -385,15 +386,13 @@ def _fitted(sr: np.ndarray, size: Any, input_shape: tuple[int, ...]) -> np.ndarr
 
 def model_for_image(model: str, pixels: np.ndarray, scale: int | None, path: Path | None = None) -> str:
     """`model`, with "default" resolved for this image: the real-world model for a compressed
-    (`path` a JPEG of quality <= 90) or noisy one where it ships at `scale`
-    (`superres.inference.input_check`), else the clean default."""
-    from superres.images.jpeg import estimate_jpeg_quality
-    from superres.inference.input_check import InputCondition, model_for_input, noise_sigma
+    (`path` a JPEG of quality <= 90, or pixels that show a JPEG's grid) or noisy one where it ships at
+    `scale` (`superres.inference.input_check`), else the clean default."""
+    from superres.inference.input_check import inspect_input, model_for_input
 
     if model != "default":
         return model
-    quality = estimate_jpeg_quality(path) if path is not None else None
-    return model_for_input(InputCondition(quality, noise_sigma(pixels)), scale or DEFAULT_SCALE)
+    return model_for_input(inspect_input(path, pixels), scale or DEFAULT_SCALE)
 
 
 def _for_input(options: dict, pixels: np.ndarray, path: Path | None = None) -> dict:

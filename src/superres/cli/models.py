@@ -103,7 +103,12 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
     """The real-world models' scores on the `superres degrade` presets, and the rule that sends
     an image to them when no model is named."""
     from superres.cli.doc_tables import _format_score
-    from superres.inference.input_check import JPEG_QUALITY_LIMIT, NOISE_SIGMA_LIMIT, REAL_WORLD_MODEL
+    from superres.inference.input_check import (
+        JPEG_BLOCK_SCORE_LIMIT,
+        JPEG_QUALITY_LIMIT,
+        NOISE_SIGMA_LIMIT,
+        REAL_WORLD_MODEL,
+    )
     from superres.zoo.pretrained import card_metric
 
     rows = []
@@ -120,7 +125,8 @@ def _print_real_world(entries: list[PretrainedEntry]) -> None:
         for line in format_table(["name", "scale", "preset", "Set5", "Set14"], rows):
             print("  " + line)
     print(
-        f"  Without --model, `superres upscale` sends a JPEG of quality <= {JPEG_QUALITY_LIMIT} or an "
+        f"  Without --model, `superres upscale` sends a JPEG of quality <= {JPEG_QUALITY_LIMIT}, any other "
+        f"image whose pixels show a JPEG's 8x8 grid (block score >= {JPEG_BLOCK_SCORE_LIMIT:g}) or an "
         f"image with noise sigma >= {NOISE_SIGMA_LIMIT:g} (of 255) to '{REAL_WORLD_MODEL}' where it ships "
         "at the scale, every other image to the default (superres.inference.input_check)."
     )

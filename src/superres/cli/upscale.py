@@ -76,7 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="shipped model name ('real' for compressed, noisy or blurred photos), 'fast', 'bicubic', "
         "a .safetensors checkpoint or a community model file (.pth, .pt, .ckpt, .safetensors of any "
         "architecture spandrel recognises) (default: per image, the real-world model 'real' for a JPEG of "
-        "quality <= 90 or a noisy image where it ships at the scale, else the best shipped model for "
+        "quality <= 90, an image whose pixels show a JPEG's 8x8 grid (a JPEG saved again as PNG) or a "
+        "noisy image where it ships at the scale, else the best shipped model for "
         "the scale)",
     )
     p.add_argument(
