@@ -49,8 +49,8 @@ REAL_WORLD_MODEL = "real"
 #: Blocks of the noise estimate, and the share of the flattest that decides it.
 NOISE_BLOCK = 16
 NOISE_PERCENTILE = 10
-#: The estimate looks at most this many pixels per side (a centre crop): enough blocks, bounded time.
-NOISE_WINDOW = 1024
+#: Both estimates look at most this many pixels per side (a centre crop): enough blocks, bounded time.
+INSPECT_WINDOW = 1024
 _HIGH_PASS = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]) / 6.0
 
 
@@ -88,15 +88,16 @@ class InputCondition:
 
 
 def _centre_colour(pixels: np.ndarray) -> np.ndarray:
-    """The colour (or gray) planes of an HWC or HW image, at most NOISE_WINDOW px per side from its
+    """The colour (or gray) planes of an HWC or HW image, at most INSPECT_WINDOW px per side from its
     centre, as float64 on the 0..255 scale."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     colour = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
     height, width = colour.shape[:2]
-    top, left = max(0, (height - NOISE_WINDOW) // 2), max(0, (width - NOISE_WINDOW) // 2)
-    return colour[top : top + NOISE_WINDOW, left : left + NOISE_WINDOW].astype(np.float64) * (255.0 / scale)
+    top, left = max(0, (height - INSPECT_WINDOW) // 2), max(0, (width - INSPECT_WINDOW) // 2)
+    window = colour[top : top + INSPECT_WINDOW, left : left + INSPECT_WINDOW]
+    return window.astype(np.float64) * (255.0 / scale)
 
 
 def noise_sigma(pixels: np.ndarray) -> float:
