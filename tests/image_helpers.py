@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def leftover_temporaries(folder: Path) -> list[Path]:
     return [entry for entry in folder.iterdir() if ".tmp-" in entry.name]
 
 
+@functools.cache
 def srgb_profile() -> bytes:
+    # Made once: a new profile's header holds its creation time, so two made a second apart differ.
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
