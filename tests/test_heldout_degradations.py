@@ -22,14 +22,14 @@ def _hr() -> np.ndarray:
 
 
 @pytest.mark.parametrize("degradation", heldout.DEGRADATIONS)
-def test_each_degradation_is_reproducible_and_exact_size(degradation):
+def test_each_degradation_is_reproducible_and_exact_size(degradation: str) -> None:
     first = heldout.degrade(_hr(), 4, degradation, np.random.default_rng(1))
     again = heldout.degrade(_hr(), 4, degradation, np.random.default_rng(1))
     assert first.shape == (12, 16, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)
 
 
-def test_lower_jpeg_quality_and_noise_move_further_from_the_clean_lr():
+def test_lower_jpeg_quality_and_noise_move_further_from_the_clean_lr() -> None:
     clean = heldout.apply_preset(_hr(), 2, "bicubic", name="").astype(float)
     error = {
         name: np.abs(heldout.degrade(_hr(), 2, name, np.random.default_rng(0)) - clean).mean()
@@ -39,6 +39,6 @@ def test_lower_jpeg_quality_and_noise_move_further_from_the_clean_lr():
     assert error["graynoise10"] > 4  # sigma 10: mean |noise| is about 8 levels before clipping
 
 
-def test_unknown_degradation_is_refused():
+def test_unknown_degradation_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown degradation"):
         heldout.degrade(_hr(), 2, "jpeg-75", np.random.default_rng(0))
