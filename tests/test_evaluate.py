@@ -95,6 +95,16 @@ def test_missing_folder_is_one_line_error(tmp_path, capsys):
     assert "nope" in err and "Traceback" not in err
 
 
+
+def test_lr_of_the_wrong_size_is_one_line_error(tiny_set, tmp_path, capsys):
+    # An LR folder made for x3 (16x16 from 48x48) scored at x2, which needs 24x24.
+    lr = tmp_path / "lr"
+    assert main(["degrade", str(tiny_set), "-o", str(lr), "--scale", "3", "--preset", "jpeg"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_set), "--scale", "2", "--lr-dir", str(lr)]) != 0
+    err = capsys.readouterr().err
+    assert "the LR is 16x16" in err and "needs 24x24" in err and "Traceback" not in err
+
 def test_evaluation_plane_options():
     rgb = np.full((4, 4, 3), 255, dtype=np.uint8)
     assert np.all(evaluation_plane(rgb, Protocol()) == 235)

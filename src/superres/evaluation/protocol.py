@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from superres.errors import ImageReadError
 from superres.images import DEFAULT_MAX_PIXELS, list_images, read_image, uint16_to_uint8, write_image
 from superres.inference.backends import Backend, TensorFunction, make_backend
 from superres.ops.color import rgb_to_y
@@ -271,6 +272,22 @@ def _lr_file(lr_dir: Path, hr_path: Path) -> Path:
     return as_png if not same_name.is_file() and as_png.is_file() else same_name
 
 
+def _read_lr(
+    lr_dir: Path, hr_path: Path, hr_shape: tuple[int, ...], scale: int, max_pixels: int
+) -> np.ndarray:
+    """The LR pixels of `hr_path` from `lr_dir`, refused unless `scale` times them is the modcropped HR
+    (a folder made for another scale, or from uncropped HR, would otherwise fail inside the model)."""
+    lr_path = _lr_file(lr_dir, hr_path)
+    lr = read_image(lr_path, max_pixels=max_pixels).pixels
+    expected = (hr_shape[0] // scale, hr_shape[1] // scale)
+    if lr.shape[:2] != expected:
+        raise ImageReadError(
+            f"{lr_path}: the LR is {lr.shape[1]}x{lr.shape[0]}, but x{scale} of {hr_path.name} ({hr_shape[1]}x"
+            f"{hr_shape[0]}, cropped to a multiple of {scale}) needs {expected[1]}x{expected[0]}"
+        )
+    return lr
+
+
 def evaluate_model(
     model: torch.nn.Module,
     hr_dir: Path,
@@ -315,7 +332,7 @@ def evaluate_model(
         hr = read_image(path, max_pixels=limit).pixels
         lr = None
         if lr_dir is not None:
-            lr = read_image(_lr_file(Path(lr_dir), path), max_pixels=limit).pixels
+            lr = _read_lr(Path(lr_dir), path, hr.shape, scale, limit)
         elif protocol.lr_preset is not None:
             lr = apply_preset(as_uint8(hr), scale, protocol.lr_preset, name=path.name, seed=protocol.lr_seed)
         score, sr = score_image(
