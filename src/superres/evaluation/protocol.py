@@ -282,8 +282,9 @@ def _read_lr(
     expected = (hr_shape[0] // scale, hr_shape[1] // scale)
     if lr.shape[:2] != expected:
         raise ImageReadError(
-            f"{lr_path}: the LR is {lr.shape[1]}x{lr.shape[0]}, but x{scale} of {hr_path.name} ({hr_shape[1]}x"
-            f"{hr_shape[0]}, cropped to a multiple of {scale}) needs {expected[1]}x{expected[0]}"
+            f"{lr_path}: the LR is {lr.shape[1]}x{lr.shape[0]}, but x{scale} of {hr_path.name} "
+            f"({hr_shape[1]}x{hr_shape[0]}, cropped to a multiple of {scale}) "
+            f"needs {expected[1]}x{expected[0]}"
         )
     return lr
 
