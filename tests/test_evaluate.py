@@ -105,6 +105,19 @@ def test_lr_of_the_wrong_size_is_one_line_error(tiny_set, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the LR is 16x16" in err and "needs 24x24" in err and "Traceback" not in err
 
+
+@pytest.mark.parametrize("command", ["evaluate", "degrade"])
+def test_a_negative_seed_is_refused_by_the_parser(tiny_set, tmp_path, capsys, command):
+    argv = {
+        "evaluate": ["evaluate", str(tiny_set), "--lr-preset", "jpeg", "--lr-seed", "-1"],
+        "degrade": ["degrade", str(tiny_set), "-o", str(tmp_path / "lr"), "--seed", "-1"],
+    }[command]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    assert "expected an integer >= 0, got '-1'" in capsys.readouterr().err
+
+
 def test_evaluation_plane_options():
     rgb = np.full((4, 4, 3), 255, dtype=np.uint8)
     assert np.all(evaluation_plane(rgb, Protocol()) == 235)

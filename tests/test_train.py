@@ -788,6 +788,11 @@ def test_bad_distillation_settings_are_config_errors(data_dirs: tuple[Path, Path
         resolve_config(tiny_config(data_dirs, **changes))
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_seed_that_numpy_cannot_take_is_a_config_error(data_dirs: tuple[Path, Path], seed) -> None:
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        resolve_config(tiny_config(data_dirs, seed=seed))
+
 def test_a_teacher_that_cannot_serve_the_run_is_one_clear_error(
     data_dirs: tuple[Path, Path], tmp_path: Path
 ) -> None:

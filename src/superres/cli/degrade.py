@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superres.cli.options import add_max_pixels_argument
+from superres.cli.options import add_max_pixels_argument, seed_argument
 from superres.errors import ConfigError
 
 #: The presets and what they do, repeated here so that `--help` does not import torch; a test
@@ -42,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", choices=list(PRESET_HELP), default="real", help="the degradation (default real)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random degradations (default 0)")
+    parser.add_argument(
+        "--seed", type=seed_argument, default=0, help="seed of the random degradations (default 0)"
+    )
     add_max_pixels_argument(parser)
     parser.set_defaults(run=run)
 

@@ -9,7 +9,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from superres.cli.options import add_device_argument, add_max_pixels_argument, add_precision_argument
+from superres.cli.options import (
+    add_device_argument,
+    add_max_pixels_argument,
+    add_precision_argument,
+    seed_argument,
+)
 from superres.errors import ConfigError
 
 #: How the LPIPS column is made (kept here so that `--help` does not import torch).
@@ -47,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="make the LR by this fixed degradation in memory, exactly as `superres degrade --preset` "
         "writes it (with --lr-seed)",
     )
-    parser.add_argument("--lr-seed", type=int, default=0, help="seed of --lr-preset (default 0)")
+    parser.add_argument("--lr-seed", type=seed_argument, default=0, help="seed of --lr-preset (default 0)")
     parser.add_argument("--per-image", action="store_true", help="also print every image's score")
     parser.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
     parser.add_argument("--save-dir", type=Path, help="write the SR images here")

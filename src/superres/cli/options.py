@@ -1,4 +1,4 @@
-"""Flags that several sub-commands share, declared once: --device, --tile and --max-pixels.
+"""Flags that several sub-commands share, declared once: --device, --tile, --max-pixels and seeds.
 
 Nothing here imports torch or a pipeline: `superres --help` builds every sub-command's parser.
 """
@@ -16,6 +16,17 @@ def positive_int_argument(text: str, also: str = "") -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected {also}a positive integer, got '{text}'")
+    return value
+
+
+def seed_argument(text: str) -> int:
+    """A seed: a whole number >= 0 (numpy's generators take no negative one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
     return value
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from superres.cli.options import seed_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, required=True, help="number of pairs")
     parser.add_argument("--degradation", choices=["bicubic", "bilinear"], default="bicubic")
     parser.add_argument("--channels", choices=["Y", "RGB"], default="Y")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--no-augment", action="store_true", help="no flips or rotations")
     parser.set_defaults(run=run)
 

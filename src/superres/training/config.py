@@ -553,6 +553,9 @@ def validate_config(config: TrainConfig) -> None:
         _check_positive_int("step_size", config.step_size)
     if config.warmup_steps < 0:
         raise ConfigError(f"warmup_steps must be >= 0, got {config.warmup_steps}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        # numpy's generators, which draw every batch, take no negative seed
+        raise ConfigError(f"seed must be an integer >= 0, got {config.seed!r}")
     if config.grad_clip is not None and not (_is_number(config.grad_clip) and config.grad_clip > 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {config.grad_clip!r}")
     if config.ema_decay is not None and not (_is_number(config.ema_decay) and 0 < config.ema_decay < 1):
