@@ -8,26 +8,24 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int_argument(text: str, also: str = "") -> int:
-    """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
+def _whole_number(text: str, minimum: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected {also}a positive integer, got '{text}'")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
     return value
+
+
+def positive_int_argument(text: str, also: str = "") -> int:
+    """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
+    return _whole_number(text, 1, f"{also}a positive integer")
 
 
 def seed_argument(text: str) -> int:
     """A seed: a whole number >= 0 (numpy's generators take no negative one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return value
+    return _whole_number(text, 0, "an integer >= 0")
 
 
 def tile_argument(text: str) -> str | int:
