@@ -115,6 +115,17 @@ def _folders(tmp_path: Path) -> list[Path]:
     return sorted(tmp_path.glob("superres-serve-*"))
 
 
+def test_sigterm_the_moment_the_url_is_printed_stops_cleanly(tmp_path: Path) -> None:
+    # Before the server's own handlers were set up, such a signal skipped the upload folder's
+    # cleanup, or was lost inside the event loop's start and left the server running.
+    process, _ = _start_server(tmp_path)
+    try:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+        assert _folders(tmp_path) == []
+    finally:
+        process.kill()
+
 def test_sigterm_with_a_stalled_upload_exits_in_time_and_leaves_nothing(tmp_path: Path) -> None:
     process, url = _start_server(tmp_path)
     try:

@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -91,6 +92,8 @@ MAX_CONCURRENT_CHECKS = 2
 BODY_READ_TIMEOUT_S = 30.0
 #: Seconds a stopping server waits for open connections (a stalled upload) before it closes them.
 SHUTDOWN_DEADLINE_S = 5
+#: What stops `serve_forever` gracefully (uvicorn's own pair).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: The upload folder's name: the prefix, then the owning process id (for the sweep at start).
 _FOLDER_PREFIX = "superres-serve-"
 #: Request methods that change nothing: exempt from the same-origin check.
@@ -759,13 +762,36 @@ def start_in_thread(host: str = "127.0.0.1", port: int = 0, **app_options: Any) 
 def serve_forever(
     host: str = "127.0.0.1", port: int = 8000, *, on_ready: Any = print, **app_options: Any
 ) -> None:
-    """Serve on this thread until Ctrl-C; `on_ready(url)` once the socket listens."""
+    """Serve on this thread until Ctrl-C or SIGTERM; `on_ready(url)` once the socket listens.
+
+    The server owns both signals from before the URL is given out: a signal that came before uvicorn
+    set up its own handlers would otherwise raise inside the event loop's start, where it can be
+    lost (the server then runs on, deaf to it) or skip the cleanup of the upload folder. After a
+    graceful stop the signal is raised again, so that the caller's own handling (the exit status of
+    `superres serve`) still sees it.
+    """
     import uvicorn
 
     sock = bind(host, port)
     app = create_app(allowed_hosts=hosts_for(host), **app_options)
-    on_ready(url_of(sock))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    received: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        received.append(signum)
+        server.handle_exit(signum, frame)
+
+    own_signals = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, stop) for sig in _STOP_SIGNALS} if own_signals else {}
+    try:
+        on_ready(url_of(sock))
+        server.run(sockets=[sock])
+    finally:
+        app.state.server.close()  # again after a graceful stop: closing twice is harmless
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(reversed(received)):
+        signal.raise_signal(signum)
