@@ -108,6 +108,15 @@ def test_a_device_this_machine_lacks_is_one_line(tmp_path: Path, capsys, device:
     assert device in error and "this machine has: auto, cpu" in error and "\n" not in error
 
 
+@pytest.mark.parametrize("quality", ["0", "101", "high"])
+def test_a_quality_out_of_range_is_one_short_line(tmp_path: Path, capsys, quality: str) -> None:
+    # argparse's `choices` listed all 100 valid values in the message.
+    with pytest.raises(SystemExit) as stop:
+        main(["upscale", str(tmp_path / "a.png"), "--quality", quality])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and f"expected a quality from 1 to 100, got '{quality}'" in error
+    assert "99" not in error
+
 def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--version"])

@@ -1,4 +1,5 @@
-"""Flags that several sub-commands share, declared once: --device, --tile, --max-pixels and seeds.
+"""Flags that several sub-commands share, declared once (--device, --tile, --max-pixels), and the
+argument types of the whole-number options (seeds, --quality).
 
 Nothing here imports torch or a pipeline: `superres --help` builds every sub-command's parser.
 """
@@ -26,6 +27,14 @@ def positive_int_argument(text: str, also: str = "") -> int:
 def seed_argument(text: str) -> int:
     """A seed: a whole number >= 0 (numpy's generators take no negative one)."""
     return _whole_number(text, 0, "an integer >= 0")
+
+
+def quality_argument(text: str) -> int:
+    """`--quality`: a JPEG / WebP quality, 1..100."""
+    value = _whole_number(text, 1, "a quality from 1 to 100")
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected a quality from 1 to 100, got '{text}'")
+    return value
 
 
 def tile_argument(text: str) -> str | int:

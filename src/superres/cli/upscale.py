@@ -16,6 +16,7 @@ from superres.cli.options import (
     add_precision_argument,
     colour_argument,
     positive_int_argument,
+    quality_argument,
 )
 from superres.errors import ConfigError, ModelError
 
@@ -107,9 +108,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--quality",
-        type=int,
+        type=quality_argument,
         default=95,
-        choices=range(1, 101),
         metavar="1..100",
         help="JPEG and WebP quality (default 95)",
     )
