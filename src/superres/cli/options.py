@@ -9,32 +9,29 @@ from __future__ import annotations
 import argparse
 
 
-def _whole_number(text: str, minimum: int, expected: str) -> int:
+def _whole_number(text: str, expected: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
+    if value < minimum or (maximum is not None and value > maximum):
         raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
     return value
 
 
 def positive_int_argument(text: str, also: str = "") -> int:
     """A whole number >= 1 (--max-pixels, --tile); `also` names what else the option takes."""
-    return _whole_number(text, 1, f"{also}a positive integer")
+    return _whole_number(text, f"{also}a positive integer", 1)
 
 
 def seed_argument(text: str) -> int:
     """A seed: a whole number >= 0 (numpy's generators take no negative one)."""
-    return _whole_number(text, 0, "an integer >= 0")
+    return _whole_number(text, "an integer >= 0", 0)
 
 
 def quality_argument(text: str) -> int:
     """`--quality`: a JPEG / WebP quality, 1..100."""
-    value = _whole_number(text, 1, "a quality from 1 to 100")
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"expected a quality from 1 to 100, got '{text}'")
-    return value
+    return _whole_number(text, "a quality from 1 to 100", 1, 100)
 
 
 def tile_argument(text: str) -> str | int:

@@ -730,17 +730,22 @@ def hosts_for(host: str) -> list[str]:
     return list(dict.fromkeys(["127.0.0.1", "localhost", host])) if _is_loopback(host) else ["*"]
 
 
+def _uvicorn_server(app: Starlette) -> Any:
+    """The uvicorn server both ways of running use: quiet, with the bounded graceful shutdown."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(
+        app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
+    ))
+
+
 class RunningServer:
     """A server on a background thread (tests, notebooks): `.url`, `.app` and `.stop()`."""
 
     def __init__(self, app: Starlette, sock: socket.socket) -> None:
-        import uvicorn
-
         self.app = app
         self.url = url_of(sock)
-        self._server = uvicorn.Server(uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
-        ))
+        self._server = _uvicorn_server(app)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="superres-serve", daemon=True
         )
@@ -770,14 +775,9 @@ def serve_forever(
     graceful stop the signal is raised again, so that the caller's own handling (the exit status of
     `superres serve`) still sees it.
     """
-    import uvicorn
-
     sock = bind(host, port)
     app = create_app(allowed_hosts=hosts_for(host), **app_options)
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, timeout_graceful_shutdown=SHUTDOWN_DEADLINE_S
-    )
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(app)
     received: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:

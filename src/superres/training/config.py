@@ -553,9 +553,8 @@ def validate_config(config: TrainConfig) -> None:
         _check_positive_int("step_size", config.step_size)
     if config.warmup_steps < 0:
         raise ConfigError(f"warmup_steps must be >= 0, got {config.warmup_steps}")
-    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
-        # numpy's generators, which draw every batch, take no negative seed
-        raise ConfigError(f"seed must be an integer >= 0, got {config.seed!r}")
+    # numpy's generators, which draw every batch, take no negative seed
+    _check_whole_number("seed", config.seed, 0)
     if config.grad_clip is not None and not (_is_number(config.grad_clip) and config.grad_clip > 0):
         raise ConfigError(f"grad_clip must be a positive number or null, got {config.grad_clip!r}")
     if config.ema_decay is not None and not (_is_number(config.ema_decay) and 0 < config.ema_decay < 1):
@@ -637,8 +636,13 @@ def _check_choice(name: str, value: Any, choices: Collection[str]) -> None:
 
 
 def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    _check_whole_number(name, value, 1)
+
+
+def _check_whole_number(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
 def _is_number(value: Any) -> bool:
